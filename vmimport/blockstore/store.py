@@ -1,0 +1,140 @@
+"""Snapshots as manifests of 512 KiB blocks (EBS's block size), each non-zero block stored once by
+content hash. A snapshot's manifest maps block index -> block digest; a block that is not in the
+manifest reads as zeros. Blocks are shared between snapshots (dedup), so deleting a snapshot only
+deletes its manifest (see ``BlockStore.collect_garbage``).
+
+On-disk layout under ``root``::
+
+    blocks/<d[0:2]>/<d[2:4]>/<digest>     the block's bytes (blake3 hex digest)
+    manifests/<snapshot-id>               binary manifest (see ``Manifest``)
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import blake3
+
+BLOCK_SIZE = 512 * 1024
+ZERO_BLOCK = bytes(BLOCK_SIZE)
+
+_MAGIC = b"VMIMAN01"
+_HEADER = struct.Struct("<8sQIQ")      # magic, size_bytes, block_size, count
+_ENTRY = struct.Struct("<Q32s")        # block index, blake3 digest
+
+
+def block_digest(data) -> str:
+    return blake3.blake3(data, max_threads=1).hexdigest()
+
+
+class BlockStoreError(Exception):
+    """A block or manifest is missing or does not match its digest (storage corruption)."""
+
+
+@dataclass
+class Manifest:
+    size_bytes: int
+    blocks: dict[int, str] = field(default_factory=dict)
+    block_size: int = BLOCK_SIZE
+
+    def to_bytes(self) -> bytes:
+        parts = [_HEADER.pack(_MAGIC, self.size_bytes, self.block_size, len(self.blocks))]
+        parts += [_ENTRY.pack(i, bytes.fromhex(d)) for i, d in sorted(self.blocks.items())]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "Manifest":
+        if len(raw) < _HEADER.size:
+            raise BlockStoreError("manifest truncated")
+        magic, size_bytes, block_size, count = _HEADER.unpack_from(raw)
+        if magic != _MAGIC or len(raw) != _HEADER.size + count * _ENTRY.size:
+            raise BlockStoreError("manifest damaged")
+        blocks = {}
+        for n in range(count):
+            index, digest = _ENTRY.unpack_from(raw, _HEADER.size + n * _ENTRY.size)
+            blocks[index] = digest.hex()
+        return cls(size_bytes=size_bytes, blocks=blocks, block_size=block_size)
+
+    @property
+    def block_count(self) -> int:
+        """Blocks in the whole volume, stored or not."""
+        return -(-self.size_bytes // self.block_size)
+
+
+class BlockStore:
+    """Content-addressed blocks and snapshot manifests in a local directory."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.blocks_dir = self.root / "blocks"
+        self.manifests_dir = self.root / "manifests"
+        self.blocks_dir.mkdir(parents=True, exist_ok=True)
+        self.manifests_dir.mkdir(parents=True, exist_ok=True)
+
+    def _block_path(self, digest: str) -> Path:
+        return self.blocks_dir / digest[:2] / digest[2:4] / digest
+
+    def put_block(self, data) -> str:
+        """Store one block (if not stored already) and return its digest. Safe to call from
+        several threads and processes: the file appears atomically under its final name."""
+        digest = block_digest(data)
+        path = self._block_path(digest)
+        if not path.exists():
+            _atomic_write(path, data)
+        return digest
+
+    def get_block(self, digest: str) -> bytes:
+        try:
+            data = self._block_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise BlockStoreError(f"block {digest} is missing from the block store") from None
+        if block_digest(data) != digest:
+            raise BlockStoreError(f"block {digest} is damaged (its content no longer matches)")
+        return data
+
+    def write_manifest(self, snapshot_id: str, manifest: Manifest) -> None:
+        _atomic_write(self.manifests_dir / snapshot_id, manifest.to_bytes())
+
+    def read_manifest(self, snapshot_id: str) -> Manifest:
+        try:
+            return Manifest.from_bytes((self.manifests_dir / snapshot_id).read_bytes())
+        except FileNotFoundError:
+            raise BlockStoreError(f"snapshot {snapshot_id} has no manifest") from None
+
+    def has_manifest(self, snapshot_id: str) -> bool:
+        return (self.manifests_dir / snapshot_id).exists()
+
+    def delete_manifest(self, snapshot_id: str) -> None:
+        try:
+            (self.manifests_dir / snapshot_id).unlink()
+        except FileNotFoundError:
+            pass
+
+    def collect_garbage(self) -> int:
+        """Delete blocks that no manifest references; returns how many. Call it while no import
+        is writing (a block written but not yet in a manifest would look unreferenced)."""
+        live: set[str] = set()
+        for path in self.manifests_dir.iterdir():
+            live.update(Manifest.from_bytes(path.read_bytes()).blocks.values())
+        removed = 0
+        for path in self.blocks_dir.glob("*/*/*"):
+            if path.name not in live and not path.name.startswith("."):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+def _atomic_write(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,78 @@
+"""Turn a guest disk's extents into a snapshot: cut into 512 KiB blocks, drop all-zero blocks,
+hash and store the others on a small thread pool (hashing and file writes release the GIL)."""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterable
+
+from .store import BLOCK_SIZE, ZERO_BLOCK, BlockStore, Manifest
+
+
+def write_snapshot(store: BlockStore, size_bytes: int,
+                   extents: Iterable[tuple[int, bytes | memoryview]],
+                   on_progress: Callable[[int], None] | None = None,
+                   threads: int = 2, max_in_flight: int = 16) -> Manifest:
+    """Consume ``extents`` ((guest offset, data), increasing, non-overlapping) and return the
+    manifest of the stored blocks. ``on_progress(guest_bytes_done)`` is called after each block;
+    it may raise (e.g. ``ImportCancelled``) to stop the work."""
+    manifest = Manifest(size_bytes=size_bytes)
+    pending: deque[tuple[int, Future]] = deque()
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blockstore") as pool:
+        def submit(index: int, block) -> None:
+            if block == ZERO_BLOCK[:len(block)]:
+                return
+            if len(block) < BLOCK_SIZE:          # last block of an odd-sized disk
+                block = bytes(block) + bytes(BLOCK_SIZE - len(block))
+            pending.append((index, pool.submit(store.put_block, block)))
+            while len(pending) > max_in_flight:
+                drain_one()
+
+        def drain_one() -> None:
+            index, future = pending.popleft()
+            manifest.blocks[index] = future.result()
+
+        for index, block in _blocks(size_bytes, extents):
+            submit(index, block)
+            if on_progress is not None:
+                on_progress(min(size_bytes, (index + 1) * BLOCK_SIZE))
+        while pending:
+            drain_one()
+    return manifest
+
+
+def _blocks(size_bytes: int, extents: Iterable[tuple[int, bytes | memoryview]]):
+    """Yield (block index, block bytes) for every block that any extent touches, in order.
+    Whole aligned blocks inside an extent are passed through without copying."""
+    current_index = -1
+    current: bytearray | None = None
+    last_end = 0
+    for offset, data in extents:
+        if offset < last_end:
+            raise ValueError(f"extents overlap or go backwards at offset {offset}")
+        view = memoryview(data).cast("B")
+        end = offset + len(view)
+        if end > size_bytes:
+            raise ValueError(f"extent at {offset} ends past the disk ({end} > {size_bytes})")
+        last_end = end
+        pos = offset
+        while pos < end:
+            index, within = divmod(pos, BLOCK_SIZE)
+            take = min(BLOCK_SIZE - within, end - pos)
+            piece = view[pos - offset:pos - offset + take]
+            if index != current_index and current is not None:
+                yield current_index, current
+                current = None
+            if within == 0 and take == BLOCK_SIZE:
+                yield index, piece
+                current_index = index
+            else:
+                if current is None:
+                    current_index = index
+                    current = bytearray(min(BLOCK_SIZE, size_bytes - index * BLOCK_SIZE))
+                current[within:within + take] = piece
+            pos += take
+    if current is not None:
+        yield current_index, current

@@ -1,0 +1,121 @@
+"""Configuration: flags > environment (``VMIMPORT_*``) > config file (TOML) > embedded defaults.
+
+The embedded default is the convention of local AWS emulators: one account ``000000000000`` whose
+access key and secret are both ``test``, region ``us-east-1``. Because everyone knows those
+credentials, a server using them refuses to listen on anything but loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ACCOUNT_ID = "000000000000"
+DEFAULT_ACCESS_KEY = "test"
+DEFAULT_SECRET_KEY = "test"
+
+
+class Credential(BaseModel):
+    """An access key pair and the account it acts for."""
+
+    access_key: str
+    secret_key: str
+    account_id: str = Field(pattern=r"^\d{12}$")
+    # Actions this key may call (shell-style patterns: "Describe*"); others are refused with
+    # UnauthorizedOperation, and DryRun answers accordingly.
+    actions: list[str] = Field(default_factory=lambda: ["*"])
+
+
+def _default_credentials() -> list[Credential]:
+    return [Credential(access_key=DEFAULT_ACCESS_KEY, secret_key=DEFAULT_SECRET_KEY,
+                       account_id=DEFAULT_ACCOUNT_ID)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VMIMPORT_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 8787
+    data_dir: Path = Path("./data")
+    # SQLAlchemy URL; empty means SQLite at <data_dir>/vmimport.db.
+    database_url: str = ""
+    region: str = "us-east-1"
+    credentials: list[Credential] = Field(default_factory=_default_credentials)
+
+    # Workers: threads run by `serve` (0 = API only), and the job lease.
+    workers: int = 2
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 2.0
+    poll_seconds: float = 0.5
+    max_attempts: int = 5
+
+    # Source buckets: DIR/buckets/<bucket>/<key> first; otherwise this S3-compatible endpoint.
+    s3_endpoint_url: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_region: str = "us-east-1"
+
+    # Safety bounds for images (see README "Formats and limits").
+    max_virtual_size: int = 16 * 1024**4
+    # Threads used to inflate compressed grains.
+    inflate_threads: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2))
+
+    # Requests per second per access key before RequestLimitExceeded (0 = unlimited).
+    rate_limit_per_second: float = 0.0
+    # Days a finished task stays visible to Describe* (AWS: 7).
+    task_retention_days: float = 7.0
+
+    log_level: str = "info"
+
+    @property
+    def buckets_dir(self) -> Path:
+        return self.data_dir / "buckets"
+
+    @property
+    def blocks_dir(self) -> Path:
+        return self.data_dir / "blocks"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'vmimport.db').resolve()}"
+
+    def uses_default_credentials(self) -> bool:
+        return any(c.access_key == DEFAULT_ACCESS_KEY and c.secret_key == DEFAULT_SECRET_KEY
+                   for c in self.credentials)
+
+    def check_listen_address(self) -> None:
+        """Refuse a non-loopback address while the well-known default credentials are active."""
+        if not self.uses_default_credentials():
+            return
+        if self.host == "localhost":
+            return
+        try:
+            loopback = ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise SystemExit(
+                f"refusing to listen on {self.host}: the default credentials (test/test) are "
+                "active. Configure your own credentials (VMIMPORT_CREDENTIALS or the config "
+                "file) or listen on 127.0.0.1.")
+
+
+def load_settings(config_file: str | os.PathLike | None = None, **overrides) -> Settings:
+    """Build settings from a TOML file (if given, or VMIMPORT_CONFIG), the environment, and
+    explicit overrides (command-line flags), the latter winning."""
+    config_file = config_file or os.environ.get("VMIMPORT_CONFIG")
+    file_values: dict = {}
+    if config_file:
+        with open(config_file, "rb") as f:
+            file_values = tomllib.load(f)
+    env_settings = Settings()  # environment + defaults
+    env_explicit = env_settings.model_dump(exclude_unset=True)
+    merged = {**file_values, **env_explicit,
+              **{k: v for k, v in overrides.items() if v is not None}}
+    return Settings.model_validate(merged) if merged else env_settings

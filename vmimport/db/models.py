@@ -1,0 +1,193 @@
+"""The tables. One row per task, per disk of a task, per image, per snapshot, per tag, per job.
+
+Values that the API only echoes (ClientData, license specifications, the original request) are
+kept as JSON; everything that is filtered, joined or updated by the worker has its own column.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, TypeDecorator, ForeignKey, Integer,
+                        String, Text, UniqueConstraint, Index)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value, dialect):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ImportTask(Base):
+    """An ImportImage (kind ``image``) or ImportSnapshot (kind ``snapshot``) task."""
+
+    __tablename__ = "import_tasks"
+    __table_args__ = (UniqueConstraint("account_id", "client_token"),
+                      Index("ix_import_tasks_account_created", "account_id", "created_at"))
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(12))
+    kind: Mapped[str] = mapped_column(String(16))
+    client_token: Mapped[str | None] = mapped_column(String(64))
+    request_digest: Mapped[str] = mapped_column(String(64))
+    # active | deleting | deleted | completed
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    status_message: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[int | None] = mapped_column(Integer)
+    description: Mapped[str | None] = mapped_column(Text)
+    architecture: Mapped[str | None] = mapped_column(String(16))
+    platform: Mapped[str | None] = mapped_column(String(16))
+    boot_mode: Mapped[str | None] = mapped_column(String(16))
+    hypervisor: Mapped[str | None] = mapped_column(String(16))
+    license_type: Mapped[str | None] = mapped_column(String(16))
+    usage_operation: Mapped[str | None] = mapped_column(String(32))
+    encrypted: Mapped[bool | None] = mapped_column(Boolean)
+    kms_key_id: Mapped[str | None] = mapped_column(String(256))
+    role_name: Mapped[str | None] = mapped_column(String(64))
+    license_specifications: Mapped[list | None] = mapped_column(JSON)
+    client_data: Mapped[dict | None] = mapped_column(JSON)
+    image_id: Mapped[str | None] = mapped_column(String(32))
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    disks: Mapped[list["TaskDisk"]] = relationship(
+        back_populates="task", order_by="TaskDisk.position", cascade="all, delete-orphan",
+        lazy="selectin")
+
+
+class TaskDisk(Base):
+    """One DiskContainer of a task, and its SnapshotDetail as the API shows it."""
+
+    __tablename__ = "task_disks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("import_tasks.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str | None] = mapped_column(Text)
+    device_name: Mapped[str | None] = mapped_column(String(64))
+    declared_format: Mapped[str | None] = mapped_column(String(16))
+    format: Mapped[str | None] = mapped_column(String(16))
+    url: Mapped[str | None] = mapped_column(Text)
+    s3_bucket: Mapped[str | None] = mapped_column(String(255))
+    s3_key: Mapped[str | None] = mapped_column(Text)
+    source_snapshot_id: Mapped[str | None] = mapped_column(String(32))
+    disk_image_size: Mapped[float] = mapped_column(Float, default=0.0)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    status_message: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[int | None] = mapped_column(Integer)
+    snapshot_id: Mapped[str | None] = mapped_column(String(32))
+
+    task: Mapped[ImportTask] = relationship(back_populates="disks")
+
+
+class Image(Base):
+    __tablename__ = "images"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(12), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="available")
+    architecture: Mapped[str] = mapped_column(String(16), default="x86_64")
+    platform: Mapped[str | None] = mapped_column(String(16))
+    platform_details: Mapped[str] = mapped_column(String(64), default="Linux/UNIX")
+    usage_operation: Mapped[str] = mapped_column(String(32), default="RunInstances")
+    boot_mode: Mapped[str | None] = mapped_column(String(16))
+    root_device_name: Mapped[str] = mapped_column(String(64), default="/dev/sda1")
+    virtualization_type: Mapped[str] = mapped_column(String(16), default="hvm")
+    hypervisor: Mapped[str] = mapped_column(String(16), default="xen")
+    ena_support: Mapped[bool] = mapped_column(Boolean, default=True)
+    source_task_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    mappings: Mapped[list["BlockDeviceMapping"]] = relationship(
+        back_populates="image", order_by="BlockDeviceMapping.position",
+        cascade="all, delete-orphan", lazy="selectin")
+
+
+class BlockDeviceMapping(Base):
+    __tablename__ = "block_device_mappings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    device_name: Mapped[str] = mapped_column(String(64))
+    snapshot_id: Mapped[str] = mapped_column(String(32), index=True)
+    volume_size: Mapped[int] = mapped_column(Integer)
+    volume_type: Mapped[str] = mapped_column(String(16), default="gp2")
+    delete_on_termination: Mapped[bool] = mapped_column(Boolean, default=True)
+    encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    image: Mapped[Image] = relationship(back_populates="mappings")
+
+
+class Snapshot(Base):
+    __tablename__ = "snapshots"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(12), index=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="completed")
+    volume_id: Mapped[str] = mapped_column(String(32), default="vol-ffffffff")
+    volume_size: Mapped[int] = mapped_column(Integer)      # GiB, rounded up, as EBS shows it
+    size_bytes: Mapped[int] = mapped_column(BigInteger)    # the guest disk's exact size
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+    kms_key_id: Mapped[str | None] = mapped_column(String(256))
+    source_task_id: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("account_id", "resource_id", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(12))
+    resource_id: Mapped[str] = mapped_column(String(64), index=True)
+    resource_type: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(128))
+    value: Mapped[str] = mapped_column(String(256), default="")
+
+
+class Job(Base):
+    """Durable work: leased by one worker at a time, taken over when the lease runs out."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_lease", "state", "lease_expires_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    task_id: Mapped[str] = mapped_column(String(32), index=True)
+    # queued | running | done | failed
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,104 @@
+"""Durable jobs in the database: enqueue, claim with a lease, heartbeat, cancel, finish.
+
+A worker owns a job while its lease lasts and renews it by heartbeat. A worker that dies stops
+renewing; once the lease has expired any worker may claim the job again (``attempts`` counts the
+claims). On PostgreSQL claiming uses ``FOR UPDATE SKIP LOCKED``; on SQLite the write transaction
+(``BEGIN IMMEDIATE``) already serialises claimers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from vmimport.db.models import Job
+
+
+class LeaseLost(Exception):
+    """Another worker took the job over (our lease expired); stop working on it at once."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def enqueue(session: Session, kind: str, task_id: str) -> Job:
+    job = Job(kind=kind, task_id=task_id, state="queued")
+    session.add(job)
+    return job
+
+
+def claim(db, owner: str, lease_seconds: float, kinds: list[str] | None = None) -> Job | None:
+    """Take the oldest job that is queued, or running with an expired lease."""
+    now = _now()
+    with db.write() as session:
+        query = (select(Job)
+                 .where(or_(Job.state == "queued",
+                            (Job.state == "running") & (Job.lease_expires_at < now)))
+                 .order_by(Job.id).limit(1))
+        if kinds:
+            query = query.where(Job.kind.in_(kinds))
+        if not db.is_sqlite:
+            query = query.with_for_update(skip_locked=True)
+        job = session.scalar(query)
+        if job is None:
+            return None
+        job.state = "running"
+        job.lease_owner = owner
+        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        job.heartbeat_at = now
+        job.attempts += 1
+        job.updated_at = now
+        session.flush()
+        session.expunge(job)
+        return job
+
+
+def heartbeat(db, job_id: int, owner: str, lease_seconds: float) -> bool:
+    """Renew the lease; returns whether a cancel was requested. Raises LeaseLost if the job
+    is no longer ours."""
+    now = _now()
+    with db.write() as session:
+        result = session.execute(
+            update(Job).where(Job.id == job_id, Job.lease_owner == owner,
+                              Job.state == "running")
+            .values(lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    heartbeat_at=now, updated_at=now)
+            .returning(Job.cancel_requested))
+        row = result.first()
+    if row is None:
+        raise LeaseLost(f"job {job_id} is no longer leased by {owner}")
+    return bool(row[0])
+
+
+def request_cancel(session: Session, task_id: str) -> bool:
+    """Flag the task's job for cancellation. Returns True if a worker is (or may be) running
+    it and will finish the cancellation, False if it was still queued (now cancelled here)."""
+    job = session.scalar(select(Job).where(Job.task_id == task_id,
+                                           Job.state.in_(["queued", "running"])))
+    if job is None:
+        return False
+    job.updated_at = _now()
+    if job.state == "queued":
+        job.state = "done"
+        job.last_error = "cancelled before it started"
+        return False
+    job.cancel_requested = True
+    return True
+
+
+def finish(session: Session, job_id: int, owner: str, state: str,
+           error: str | None = None) -> bool:
+    """Mark the job done/failed, in the caller's transaction (together with the task's final
+    state). Returns False if the job is no longer ours — the caller must then roll back."""
+    result = session.execute(
+        update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state == "running")
+        .values(state=state, last_error=error, lease_expires_at=None, updated_at=_now()))
+    return result.rowcount == 1
+
+
+def still_owned(session: Session, job_id: int, owner: str) -> bool:
+    job = session.get(Job, job_id)
+    return job is not None and job.lease_owner == owner and job.state == "running"

@@ -1,0 +1,49 @@
+"""A raw image is the guest disk itself: pass the source's chunks through as extents.
+
+The guest disk is the image rounded up to whole 512-byte sectors (as EBS sees it), the final
+partial sector reading as zeros.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..errors import ImportFailure
+from .base import CORRUPTED, SECTOR, GuestDisk, Limits, too_large
+
+CHUNK = 4 << 20
+
+
+class RawDisk(GuestDisk):
+    format = "RAW"
+
+    def __init__(self, source, limits: Limits):
+        super().__init__()
+        self._source = source
+        self.virtual_size = -(-source.size // SECTOR) * SECTOR
+        if self.virtual_size > limits.max_virtual_size:
+            raise ImportFailure(too_large(f"the raw image {source.description}",
+                                          self.virtual_size, limits))
+
+    def extents(self) -> Iterator[tuple[int, bytes | memoryview]]:
+        size = self._source.size
+        offset = 0
+        for chunk in self._source.stream(0, CHUNK):
+            if not chunk:
+                continue
+            if offset + len(chunk) > size:
+                raise ImportFailure(
+                    f"{CORRUPTED} The raw image {self._source.description} grew while it was "
+                    f"read: more than the {size} bytes it had when the import started"
+                )
+            end = offset + len(chunk)
+            if end == size and size % SECTOR:
+                chunk = bytes(chunk) + bytes(-size % SECTOR)
+            self._consumed = end
+            yield offset, chunk
+            offset = end
+        if offset != size:
+            raise ImportFailure(
+                f"{CORRUPTED} The raw image {self._source.description} ended at byte {offset} "
+                f"but its size was {size} bytes when the import started"
+            )

@@ -1,0 +1,314 @@
+"""Streaming reader for streamOptimized VMDK, the format vSphere/ovftool export and OVAs carry.
+
+Why a reader of our own: a streamOptimized VMDK is a sequence of independently deflated
+grains, each behind a marker that names its LBA, so it can be read strictly front to back
+(from S3 or a pipe, no temporary file) and the grains inflated in parallel. That is ~3x faster
+than `qemu-img convert` here (see reference/disk-formats.md), and lets every structure be
+checked before it is trusted.
+
+Layout: a 512-byte SparseExtentHeader at 0 (`KDMV`), an embedded text descriptor, then from
+sector `overHead` on a sequence of sector-aligned markers:
+  grain marker:    u64 LBA, u32 compressed size (> 0), zlib data, padded to 512
+  metadata marker: u64 sector count, u32 0, u32 type (0 EOS, 1 GT, 2 GD, 3 footer), padded to
+                   512, followed by `sector count` sectors of metadata.
+qemu 7.2 writes only grains and EOS; VMware also writes GT/GD markers and a footer (a copy of
+the header whose gdOffset is real, the one at 0 then holding GD_AT_END). The grain tables are
+not needed to read a stream, so they are skipped; the footer is checked against the header.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+from ..errors import ImportFailure
+from .base import BAD_LENGTH, CORRUPTED, SECTOR, UNSUPPORTED, GuestDisk, Limits, too_large
+from .cursor import ByteCursor
+from .vmdk_descriptor import check_stream_optimized, parse_descriptor
+
+try:  # libdeflate: ~3x stdlib zlib; both release the GIL.
+    import deflate as _libdeflate
+except ImportError:  # pragma: no cover - the dependency is declared; keep working without it
+    _libdeflate = None
+
+# SparseExtentHeader (VMware "Virtual Disk Format 5.0"; dissect's c_vmdk VMDKSparseExtentHeader)
+_HEADER = struct.Struct("<4sIIQQQQIQQQB4sH")
+FLAG_COMPRESSED = 0x10000
+FLAG_MARKERS = 0x20000
+COMPRESS_DEFLATE = 1
+GD_AT_END = 0xFFFFFFFFFFFFFFFF
+MARKER_EOS, MARKER_GT, MARKER_GD, MARKER_FOOTER, MARKER_PROGRESS = 0, 1, 2, 3, 4
+
+MAX_GRAIN_SECTORS = 2048  # 1 MiB grains; VMware and qemu write 64 KiB
+MAX_DESCRIPTOR_SECTORS = 2048  # 1 MiB, as OpenStack's format_inspector
+CHUNK = 4 << 20  # source read size
+BATCH_GRAINS = 32  # grains per inflate task: amortises the thread hand-off
+BATCH_BYTES = 1 << 20  # ... or this much compressed data, whichever comes first
+
+
+class StreamOptimizedVmdk(GuestDisk):
+    format = "VMDK"
+
+    def __init__(self, source, limits: Limits):
+        super().__init__()
+        self._source = source
+        self._limits = limits
+        head = source.read_at(0, SECTOR)
+        if len(head) < SECTOR:
+            raise ImportFailure(
+                f"{CORRUPTED} VMDK header ends at byte {len(head)}: the file is only "
+                f"{source.size} bytes long and a sparse extent header is {SECTOR} bytes"
+            )
+        self._header = self._check_header(head, "header at offset 0")
+        (_, _, _, capacity, grain, desc_off, desc_size, *_rest) = self._header
+        overhead = self._header[10]
+        self.capacity, self.grain_sectors, self.overhead = capacity, grain, overhead
+        self.virtual_size = capacity * SECTOR
+        if self.virtual_size > limits.max_virtual_size:
+            raise ImportFailure(too_large("the VMDK header (capacity at offset 12)",
+                                          self.virtual_size, limits))
+        if not (1 <= desc_off and 1 <= desc_size <= MAX_DESCRIPTOR_SECTORS
+                and desc_off + desc_size <= overhead):
+            raise ImportFailure(
+                f"{UNSUPPORTED} VMDK header at offset 0 places the embedded descriptor at sector "
+                f"{desc_off} ({desc_size} sectors), outside the {overhead}-sector metadata area "
+                f"(or larger than {MAX_DESCRIPTOR_SECTORS} sectors)"
+            )
+        raw = source.read_at(desc_off * SECTOR, desc_size * SECTOR)
+        if len(raw) < desc_size * SECTOR:
+            raise ImportFailure(
+                f"{CORRUPTED} VMDK embedded descriptor (bytes {desc_off * SECTOR}-"
+                f"{(desc_off + desc_size) * SECTOR}) runs past the end of the file at byte "
+                f"{desc_off * SECTOR + len(raw)}"
+            )
+        if overhead * SECTOR > source.size:
+            raise ImportFailure(
+                f"{CORRUPTED} VMDK header at offset 0 says grains start at byte "
+                f"{overhead * SECTOR} (overHead {overhead} sectors) but the file ends at byte "
+                f"{source.size}"
+            )
+        check_stream_optimized(parse_descriptor(raw, desc_off * SECTOR), capacity,
+                               desc_off * SECTOR)
+        self._consumed = SECTOR + desc_size * SECTOR
+
+    @staticmethod
+    def _check_header(head: bytes | memoryview, where: str) -> tuple:
+        fields = _HEADER.unpack_from(head)
+        magic, version, flags, capacity, grain = fields[:5]
+        compress = fields[13]
+        if magic != b"KDMV":
+            raise ImportFailure(f"{CORRUPTED} VMDK {where} lacks the 'KDMV' magic "
+                                f"(found {bytes(magic)!r})")
+        if not 1 <= version <= 3:
+            raise ImportFailure(f"{UNSUPPORTED} VMDK {where} has version {version}; "
+                                "sparse extents are versions 1 to 3")
+        if flags & (FLAG_COMPRESSED | FLAG_MARKERS) != FLAG_COMPRESSED | FLAG_MARKERS:
+            raise ImportFailure(
+                f"{UNSUPPORTED} VMDK {where} has flags 0x{flags:08x}, without the "
+                "compressed-grains (0x10000) and markers (0x20000) bits of a streamOptimized VMDK"
+            )
+        if compress != COMPRESS_DEFLATE:
+            raise ImportFailure(
+                f"File uses unsupported compression algorithm {compress}: VMDK {where} "
+                "(offset 77) must name 1 = deflate in a streamOptimized VMDK"
+            )
+        if not (1 <= grain <= MAX_GRAIN_SECTORS and grain & (grain - 1) == 0):
+            raise ImportFailure(
+                f"{UNSUPPORTED} VMDK {where} has a grain size of {grain} sectors (offset 20); "
+                f"it must be a power of two of at most {MAX_GRAIN_SECTORS} sectors"
+            )
+        if capacity == 0:
+            raise ImportFailure(f"{UNSUPPORTED} VMDK {where} declares a capacity of 0 sectors")
+        return fields
+
+    # -- streaming -------------------------------------------------------------------------
+
+    def extents(self) -> Iterator[tuple[int, memoryview]]:
+        """Inflate grains on a thread pool, yielding them in file order.
+
+        At most `2 * inflate_threads` batches are in flight, so memory stays at a few MiB per
+        thread whatever the image size. If the parser meets an error, the grains before it are
+        still delivered first (an earlier inflate error wins), so the failure names the first
+        fault in file order.
+        """
+        threads = max(1, self._limits.inflate_threads)
+        window = 2 * threads
+        start = self.overhead * SECTOR
+        cursor = ByteCursor(self._source.stream(start, CHUNK), start)
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="vmdk-inflate")
+        pending: deque = deque()
+        try:
+            error = None
+            try:
+                for batch in self._batches(cursor):
+                    pending.append(pool.submit(_inflate_batch, batch, self.grain_sectors * SECTOR))
+                    while len(pending) >= window:
+                        yield from pending.popleft().result()
+            except ImportFailure as exc:
+                error = exc
+            while pending:
+                yield from pending.popleft().result()
+            if error is not None:
+                raise error
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _batches(self, cursor: ByteCursor) -> Iterator[list]:
+        """Walk the markers, checking each, and group grains into inflate batches.
+
+        On a fault, the grains already parsed are handed on before the error is raised.
+        """
+        batch: list = []
+        try:
+            yield from self._walk(cursor, batch)
+        except ImportFailure:
+            if batch:
+                yield batch
+            raise
+
+    def _walk(self, cursor: ByteCursor, batch: list) -> Iterator[list]:
+        grain_bytes = self.grain_sectors * SECTOR
+        capacity = self.capacity
+        # deflate never expands data by more than ~0.1%; anything far beyond is a lie that
+        # would only make us buffer garbage.
+        max_compressed = grain_bytes + grain_bytes // 8 + 4096
+        previous = -1
+        batch_bytes = 0
+        while True:
+            at = cursor.offset
+            self._consumed = cursor.received
+            head = cursor.take(12)
+            if len(head) < 12:
+                raise self._truncated(cursor, at, "a marker" if head else None)
+            lba, size = struct.unpack_from("<QI", head)
+            if size == 0:
+                rest = cursor.take(SECTOR - 12)
+                if len(rest) < SECTOR - 12:
+                    raise self._truncated(cursor, at, "a metadata marker")
+                kind = struct.unpack_from("<I", rest)[0]
+                if kind == MARKER_EOS:
+                    if batch:
+                        yield batch[:]
+                        batch.clear()
+                    self._consumed = cursor.received
+                    return
+                self._metadata(cursor, at, kind, lba)
+                continue
+            if lba % self.grain_sectors or lba >= capacity or lba <= previous:
+                raise ImportFailure(self._bad_lba(lba, at, previous))
+            if size > max_compressed:
+                raise ImportFailure(
+                    f"{CORRUPTED} VMDK grain marker at file offset {at} (LBA {lba}) claims "
+                    f"{size} compressed bytes; a {grain_bytes}-byte grain never needs more "
+                    f"than {max_compressed}"
+                )
+            data = cursor.take(size)
+            if len(data) < size:
+                raise self._truncated(cursor, at, f"the grain at LBA {lba} ({size} compressed "
+                                                  "bytes)")
+            cursor.skip(-(12 + size) % SECTOR)
+            previous = lba
+            expected = min(grain_bytes, (capacity - lba) * SECTOR)
+            batch.append((lba, at, data, expected))
+            batch_bytes += size
+            if len(batch) >= BATCH_GRAINS or batch_bytes >= BATCH_BYTES:
+                yield batch[:]
+                batch.clear()
+                batch_bytes = 0
+
+    def _metadata(self, cursor: ByteCursor, at: int, kind: int, sectors: int) -> None:
+        """Skip grain tables/directories; check the footer against the header."""
+        if kind in (MARKER_GT, MARKER_GD, MARKER_PROGRESS):
+            name = {MARKER_GT: "grain table", MARKER_GD: "grain directory"}.get(kind, "progress")
+            if cursor.skip(sectors * SECTOR) < sectors * SECTOR:
+                raise self._truncated(cursor, at, f"the {name} of {sectors} sectors")
+            return
+        if kind != MARKER_FOOTER:
+            raise ImportFailure(
+                f"{CORRUPTED} VMDK metadata marker at file offset {at} has unknown type {kind} "
+                "(known: 0 end-of-stream, 1 grain table, 2 grain directory, 3 footer)"
+            )
+        if sectors != 1:
+            raise ImportFailure(f"{CORRUPTED} VMDK footer marker at file offset {at} announces "
+                                f"{sectors} sectors; a footer is 1 sector")
+        footer = cursor.take(SECTOR)
+        if len(footer) < SECTOR:
+            raise self._truncated(cursor, at, "the footer")
+        fields = self._check_header(footer, f"footer at offset {at + SECTOR}")
+        if fields[3] != self.capacity or fields[4] != self.grain_sectors:
+            raise ImportFailure(
+                f"{CORRUPTED} VMDK footer at offset {at + SECTOR} disagrees with the header: "
+                f"capacity {fields[3]} vs {self.capacity} sectors, grain {fields[4]} vs "
+                f"{self.grain_sectors} sectors"
+            )
+
+    def _bad_lba(self, lba: int, at: int, previous: int) -> str:
+        where = f"{CORRUPTED} VMDK grain marker at file offset {at} names LBA {lba}"
+        if lba >= self.capacity:
+            return f"{where}, beyond the disk's capacity of {self.capacity} sectors"
+        if lba % self.grain_sectors:
+            return f"{where}, not aligned to the grain size of {self.grain_sectors} sectors"
+        return (f"{where}, not after the previous grain's LBA {previous} (grains must come in "
+                "increasing LBA order)")
+
+    def _truncated(self, cursor: ByteCursor, at: int, inside: str | None) -> ImportFailure:
+        end = cursor.offset
+        where = f" inside {inside} that starts at file offset {at}" if inside else ""
+        return ImportFailure(
+            f"{CORRUPTED} VMDK stream ends at byte {end}{where} without an end-of-stream marker "
+            f"(the image is {self._source.size} bytes; was the upload cut short?)"
+        )
+
+
+def _inflate_batch(batch: list, grain_bytes: int) -> list[tuple[int, memoryview]]:
+    """Runs on the pool: inflate each grain, bounded to one grain of output."""
+    out = []
+    for lba, at, data, expected in batch:
+        plain = _inflate(data, lba, at, expected, grain_bytes)
+        n = len(plain)
+        if n != expected and n != grain_bytes:
+            raise ImportFailure(
+                f"{BAD_LENGTH}: VMDK grain at LBA {lba} (file offset {at}) inflated to {n} "
+                f"bytes, expected {expected}"
+            )
+        view = memoryview(plain)
+        out.append((lba * SECTOR, view[:expected] if n > expected else view))
+    return out
+
+
+def _inflate(data, lba: int, at: int, expected: int, grain_bytes: int):
+    """Inflate one zlib grain into at most `grain_bytes` (a deflate bomb stops there)."""
+    if _libdeflate is not None:
+        try:
+            return _libdeflate.zlib_decompress(data, grain_bytes)
+        except _libdeflate.DeflateError:
+            pass  # too long, or damaged: let zlib say which
+    inflater = zlib.decompressobj()
+    try:
+        plain = inflater.decompress(data, grain_bytes + 1)
+    except zlib.error as exc:
+        raise ImportFailure(
+            f"{CORRUPTED} VMDK grain at LBA {lba} (file offset {at}): its {len(data)} compressed "
+            f"bytes are not valid zlib data ({exc})"
+        ) from None
+    if len(plain) > grain_bytes:
+        raise ImportFailure(
+            f"{BAD_LENGTH}: VMDK grain at LBA {lba} (file offset {at}) inflated to more than "
+            f"{grain_bytes} bytes, expected {expected}"
+        )
+    if not inflater.eof:
+        raise ImportFailure(
+            f"{CORRUPTED} VMDK grain at LBA {lba} (file offset {at}): its {len(data)} compressed "
+            f"bytes end in the middle of the zlib stream (after {len(plain)} inflated bytes)"
+        )
+    if _libdeflate is not None:  # zlib accepted what libdeflate refused
+        raise ImportFailure(
+            f"{CORRUPTED} VMDK grain at LBA {lba} (file offset {at}): its {len(data)} compressed "
+            "bytes are not valid deflate data (rejected by libdeflate)"
+        )
+    return plain

@@ -1,0 +1,201 @@
+"""DescribeImages, DeregisterImage, DescribeSnapshots, DeleteSnapshot."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
+
+from .context import Context
+from .errors import ApiError, missing, not_found
+from .listing import apply_filters, bool_str, paginate
+from .tags import delete_all_tags, tag_list, tags_for
+
+
+def _owners_match(owners: list[str] | None, ctx: Context) -> bool:
+    """Owner.N: account ids or 'self'. Only our own account's resources exist here; other
+    aliases (amazon, aws-marketplace) own nothing on this server."""
+    if not owners:
+        return True
+    return any(o == "self" or o == ctx.account_id for o in owners)
+
+
+def _render_image(image: Image, tags: dict) -> dict:
+    out = {
+        "ImageId": image.id, "ImageLocation": f"{image.account_id}/{image.name}",
+        "State": image.state, "OwnerId": image.account_id,
+        "CreationDate": image.created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "Public": False, "Architecture": image.architecture, "ImageType": "machine",
+        "Name": image.name, "RootDeviceType": "ebs", "RootDeviceName": image.root_device_name,
+        "VirtualizationType": image.virtualization_type, "Hypervisor": image.hypervisor,
+        "EnaSupport": image.ena_support, "PlatformDetails": image.platform_details,
+        "UsageOperation": image.usage_operation, "SriovNetSupport": "simple",
+        "Tags": tag_list(tags),
+        "BlockDeviceMappings": [
+            {"DeviceName": m.device_name,
+             "Ebs": {"SnapshotId": m.snapshot_id, "VolumeSize": m.volume_size,
+                     "VolumeType": m.volume_type,
+                     "DeleteOnTermination": m.delete_on_termination,
+                     "Encrypted": m.encrypted}}
+            for m in image.mappings],
+    }
+    for key, value in (("Description", image.description), ("Platform", image.platform),
+                       ("BootMode", image.boot_mode)):
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _image_attributes(image: Image, name: str):
+    maps = image.mappings
+    simple = {
+        "architecture": [image.architecture], "boot-mode": [image.boot_mode],
+        "description": [image.description], "ena-support": [bool_str(image.ena_support)],
+        "hypervisor": [image.hypervisor], "image-id": [image.id], "image-type": ["machine"],
+        "is-public": ["false"], "name": [image.name], "owner-id": [image.account_id],
+        "platform": [image.platform], "root-device-name": [image.root_device_name],
+        "root-device-type": ["ebs"], "state": [image.state],
+        "virtualization-type": [image.virtualization_type],
+        "creation-date": [image.created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z")],
+        "block-device-mapping.device-name": [m.device_name for m in maps],
+        "block-device-mapping.snapshot-id": [m.snapshot_id for m in maps],
+        "block-device-mapping.volume-size": [str(m.volume_size) for m in maps],
+        "block-device-mapping.volume-type": [m.volume_type for m in maps],
+        "block-device-mapping.encrypted": [bool_str(m.encrypted) for m in maps],
+        "block-device-mapping.delete-on-termination":
+            [bool_str(m.delete_on_termination) for m in maps],
+    }
+    return simple.get(name)
+
+
+def describe_images(ctx: Context, params: dict) -> dict:
+    ids = params.get("ImageIds") or []
+    with ctx.db.read() as session:
+        query = select(Image).where(Image.account_id == ctx.account_id)
+        if ids:
+            query = query.where(Image.id.in_(ids))
+        images = list(session.scalars(query.order_by(Image.created_at, Image.id)))
+        if ids:
+            unknown = sorted(set(ids) - {i.id for i in images})
+            if unknown:
+                raise not_found("InvalidAMIID.NotFound", unknown)
+        if not _owners_match(params.get("Owners"), ctx):
+            images = []
+        tags = tags_for(session, ctx.account_id, [i.id for i in images])
+        images = apply_filters(images, params.get("Filters"), _image_attributes,
+                               lambda i: tags.get(i.id, {}))
+        page, token = paginate(images, params.get("MaxResults"), params.get("NextToken"),
+                               min_results=1, max_allowed=1000)
+        result = {"Images": [_render_image(i, tags.get(i.id, {})) for i in page]}
+    if token:
+        result["NextToken"] = token
+    return result
+
+
+def deregister_image(ctx: Context, params: dict) -> dict:
+    image_id = params.get("ImageId")
+    if not image_id:
+        raise missing("ImageId")
+    with ctx.db.write() as session:
+        image = session.get(Image, image_id)
+        if image is None or image.account_id != ctx.account_id:
+            raise not_found("InvalidAMIID.NotFound", image_id)
+        snapshot_ids = [m.snapshot_id for m in image.mappings]
+        session.delete(image)
+        delete_all_tags(session, ctx.account_id, image_id)
+        session.flush()
+        result: dict = {"Return": True}
+        if params.get("DeleteAssociatedSnapshots"):
+            outcomes = []
+            for sid in snapshot_ids:
+                still_used = session.scalar(select(BlockDeviceMapping.id).where(
+                    BlockDeviceMapping.snapshot_id == sid).limit(1))
+                snapshot = session.get(Snapshot, sid)
+                if snapshot is None:
+                    outcomes.append({"SnapshotId": sid, "ReturnCode": "client-error"})
+                elif still_used is not None:
+                    outcomes.append({"SnapshotId": sid, "ReturnCode": "skipped"})
+                else:
+                    _delete_snapshot_row(session, ctx, snapshot)
+                    outcomes.append({"SnapshotId": sid, "ReturnCode": "success"})
+            result["DeleteSnapshotResults"] = outcomes
+    return result
+
+
+def _render_snapshot(snapshot: Snapshot, tags: dict) -> dict:
+    out = {
+        "SnapshotId": snapshot.id, "VolumeId": snapshot.volume_id, "State": snapshot.state,
+        "StartTime": snapshot.started_at, "Progress": "100%" if snapshot.state == "completed"
+        else "0%", "OwnerId": snapshot.account_id, "VolumeSize": snapshot.volume_size,
+        "Encrypted": snapshot.encrypted, "StorageTier": "standard", "Tags": tag_list(tags),
+        "FullSnapshotSizeInBytes": snapshot.size_bytes,
+    }
+    if snapshot.description is not None:
+        out["Description"] = snapshot.description
+    if snapshot.kms_key_id:
+        out["KmsKeyId"] = snapshot.kms_key_id
+    if snapshot.completed_at is not None:
+        out["CompletionTime"] = snapshot.completed_at
+    return out
+
+
+def _snapshot_attributes(snapshot: Snapshot, name: str):
+    return {
+        "description": [snapshot.description], "encrypted": [bool_str(snapshot.encrypted)],
+        "owner-id": [snapshot.account_id], "snapshot-id": [snapshot.id],
+        "status": [snapshot.state], "volume-id": [snapshot.volume_id],
+        "volume-size": [str(snapshot.volume_size)], "storage-tier": ["standard"],
+        "progress": ["100%" if snapshot.state == "completed" else "0%"],
+        "start-time": [snapshot.started_at.strftime("%Y-%m-%dT%H:%M:%S.000Z")],
+    }.get(name)
+
+
+def describe_snapshots(ctx: Context, params: dict) -> dict:
+    ids = params.get("SnapshotIds") or []
+    with ctx.db.read() as session:
+        query = select(Snapshot).where(Snapshot.account_id == ctx.account_id)
+        if ids:
+            query = query.where(Snapshot.id.in_(ids))
+        snapshots = list(session.scalars(query.order_by(Snapshot.started_at, Snapshot.id)))
+        if ids:
+            unknown = sorted(set(ids) - {s.id for s in snapshots})
+            if unknown:
+                raise not_found("InvalidSnapshot.NotFound", unknown)
+        if not _owners_match(params.get("OwnerIds"), ctx):
+            snapshots = []
+        tags = tags_for(session, ctx.account_id, [s.id for s in snapshots])
+        snapshots = apply_filters(snapshots, params.get("Filters"), _snapshot_attributes,
+                                  lambda s: tags.get(s.id, {}))
+        page, token = paginate(snapshots, params.get("MaxResults"), params.get("NextToken"),
+                               min_results=5, max_allowed=1000)
+        result = {"Snapshots": [_render_snapshot(s, tags.get(s.id, {})) for s in page]}
+    if token:
+        result["NextToken"] = token
+    return result
+
+
+def delete_snapshot(ctx: Context, params: dict) -> dict:
+    snapshot_id = params.get("SnapshotId")
+    if not snapshot_id:
+        raise missing("SnapshotId")
+    with ctx.db.write() as session:
+        snapshot = session.get(Snapshot, snapshot_id)
+        if snapshot is None or snapshot.account_id != ctx.account_id:
+            raise not_found("InvalidSnapshot.NotFound", snapshot_id)
+        user = session.scalar(select(BlockDeviceMapping.image_id).where(
+            BlockDeviceMapping.snapshot_id == snapshot_id).limit(1))
+        if user is not None:
+            raise ApiError("InvalidSnapshot.InUse",
+                           f"The snapshot {snapshot_id} is currently in use by {user}")
+        _delete_snapshot_row(session, ctx, snapshot)
+    return {}
+
+
+def _delete_snapshot_row(session, ctx: Context, snapshot: Snapshot) -> None:
+    """The row goes now; the manifest file goes with it (blocks stay until garbage
+    collection, since other snapshots may share them)."""
+    from vmimport.blockstore.store import BlockStore
+
+    session.delete(snapshot)
+    delete_all_tags(session, ctx.account_id, snapshot.id)
+    BlockStore(ctx.settings.blocks_dir).delete_manifest(snapshot.id)

@@ -1,0 +1,165 @@
+"""CreateTags, DeleteTags, DescribeTags — for import tasks, images and snapshots."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from vmimport.db.models import Image, ImportTask, Snapshot, Tag
+
+from .context import Context
+from .errors import ApiError, missing, not_found
+from .ids import resource_type_of
+from .listing import apply_filters, paginate
+
+MAX_TAGS_PER_RESOURCE = 50
+
+
+def validate_tags(tags: list[dict] | None, where: str = "Tag") -> list[dict]:
+    out = []
+    for n, tag in enumerate(tags or [], 1):
+        key, value = tag.get("Key"), tag.get("Value") or ""
+        if key is None:
+            raise missing(f"{where}.{n}.Key")
+        if not 1 <= len(key) <= 127:
+            raise ApiError("InvalidParameterValue",
+                           f"Tag key '{key[:40]}' must be 1 to 127 characters long")
+        if key.lower().startswith("aws:"):
+            raise ApiError("InvalidParameterValue",
+                           f"Tag keys starting with 'aws:' are reserved for internal use: {key}")
+        if len(value) > 256:
+            raise ApiError("InvalidParameterValue",
+                           f"The value of tag '{key}' is longer than 256 characters")
+        out.append({"Key": key, "Value": value})
+    return out
+
+
+def tags_for(session: Session, account_id: str, resource_ids: list[str]) -> dict[str, dict]:
+    """{resource id: {key: value}} for the given resources, in one query."""
+    result: dict[str, dict] = defaultdict(dict)
+    if not resource_ids:
+        return result
+    rows = session.scalars(select(Tag).where(Tag.account_id == account_id,
+                                             Tag.resource_id.in_(resource_ids)))
+    for tag in rows:
+        result[tag.resource_id][tag.key] = tag.value
+    return result
+
+
+def tag_list(tags: dict[str, str]) -> list[dict]:
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
+def set_tags(session: Session, account_id: str, resource_id: str, resource_type: str,
+             tags: list[dict]) -> None:
+    """Create or overwrite tags on one resource (CreateTags semantics)."""
+    existing = {t.key: t for t in session.scalars(
+        select(Tag).where(Tag.account_id == account_id, Tag.resource_id == resource_id))}
+    new_keys = {t["Key"] for t in tags} - existing.keys()
+    if len(existing) + len(new_keys) > MAX_TAGS_PER_RESOURCE:
+        raise ApiError("TagLimitExceeded",
+                       f"The maximum number of tags ({MAX_TAGS_PER_RESOURCE}) for resource "
+                       f"{resource_id} has been reached")
+    for tag in tags:
+        row = existing.get(tag["Key"])
+        if row is None:
+            session.add(Tag(account_id=account_id, resource_id=resource_id,
+                            resource_type=resource_type, key=tag["Key"], value=tag["Value"]))
+        else:
+            row.value = tag["Value"]
+
+
+def delete_all_tags(session: Session, account_id: str, resource_id: str) -> None:
+    session.execute(delete(Tag).where(Tag.account_id == account_id,
+                                      Tag.resource_id == resource_id))
+
+
+_MODELS = {"import-image-task": ImportTask, "import-snapshot-task": ImportTask,
+           "image": Image, "snapshot": Snapshot}
+
+
+def _check_resources(session: Session, ctx: Context, resource_ids: list[str]) -> dict[str, str]:
+    """Resource id -> resource type, refusing ids that are not ours or do not exist."""
+    types = {}
+    for rid in resource_ids:
+        rtype = resource_type_of(rid)
+        if rtype is None:
+            raise ApiError("InvalidID", f"The ID '{rid}' is not valid")
+        row = session.get(_MODELS[rtype], rid)
+        if row is None or row.account_id != ctx.account_id:
+            code = {"image": "InvalidAMIID.NotFound", "snapshot": "InvalidSnapshot.NotFound"}.get(
+                rtype, "InvalidID")
+            if code == "InvalidID":
+                raise ApiError("InvalidID", f"The ID '{rid}' does not exist")
+            raise not_found(code, rid)
+        types[rid] = rtype
+    return types
+
+
+def create_tags(ctx: Context, params: dict) -> dict:
+    resource_ids = params.get("Resources") or []
+    if not resource_ids:
+        raise missing("ResourceId.1")
+    if not params.get("Tags"):
+        raise missing("Tag.1")
+    tags = validate_tags(params["Tags"])
+    with ctx.db.write() as session:
+        types = _check_resources(session, ctx, resource_ids)
+        for rid in resource_ids:
+            set_tags(session, ctx.account_id, rid, types[rid], tags)
+    return {}
+
+
+def delete_tags(ctx: Context, params: dict) -> dict:
+    resource_ids = params.get("Resources") or []
+    if not resource_ids:
+        raise missing("ResourceId.1")
+    with ctx.db.write() as session:
+        _check_resources(session, ctx, resource_ids)
+        query = delete(Tag).where(Tag.account_id == ctx.account_id,
+                                  Tag.resource_id.in_(resource_ids))
+        rows = session.scalars(select(Tag).where(Tag.account_id == ctx.account_id,
+                                                 Tag.resource_id.in_(resource_ids))).all()
+        wanted = params.get("Tags")
+        if not wanted:  # no Tag.N: delete every tag of the resources
+            session.execute(query)
+            return {}
+        for row in rows:
+            for tag in wanted:
+                # A tag given with a value only deletes the tag if the value matches.
+                if tag.get("Key") == row.key and ("Value" not in tag or tag["Value"] == row.value):
+                    session.delete(row)
+                    break
+    return {}
+
+
+_TAG_FILTERS = {
+    "key": lambda t: [t.key],
+    "value": lambda t: [t.value],
+    "resource-id": lambda t: [t.resource_id],
+    "resource-type": lambda t: [t.resource_type],
+}
+
+
+def describe_tags(ctx: Context, params: dict) -> dict:
+    with ctx.db.read() as session:
+        rows = session.scalars(select(Tag).where(Tag.account_id == ctx.account_id)
+                               .order_by(Tag.resource_id, Tag.key)).all()
+
+    def attributes(tag, name):
+        getter = _TAG_FILTERS.get(name)
+        return getter(tag) if getter else None
+
+    def own_tags(tag):  # tag:<key> on DescribeTags filters the resources carrying that tag
+        return {tag.key: tag.value}
+
+    rows = apply_filters(rows, params.get("Filters"), attributes, own_tags)
+    page, token = paginate(rows, params.get("MaxResults"), params.get("NextToken"),
+                           min_results=5, max_allowed=1000)
+    result = {"Tags": [{"Key": t.key, "Value": t.value, "ResourceId": t.resource_id,
+                        "ResourceType": t.resource_type} for t in page]}
+    if token:
+        result["NextToken"] = token
+    return result
