@@ -284,3 +284,30 @@ def test_delete_unused_snapshot(server, ec2, disks):
     ec2.deregister_image(ImageId=task["ImageId"])
     ec2.delete_snapshot(SnapshotId=snapshot_id)
     assert _code(ec2.describe_snapshots, SnapshotIds=[snapshot_id]) == "InvalidSnapshot.NotFound"
+
+
+def test_presigned_query_string_auth(server, ec2):
+    url = ec2.generate_presigned_url("describe_images", Params={"Owners": ["self"]},
+                                     HttpMethod="GET", ExpiresIn=60)
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        assert b"<DescribeImagesResponse" in response.read()
+    tampered = url.replace("Owner.1=self", "Owner.1=000000000000")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(tampered, timeout=10)
+    assert b"SignatureDoesNotMatch" in err.value.read()
+
+
+def test_describe_snapshots_and_images_paging(server, ec2, disks):
+    bucket = "pg-" + uuid.uuid4().hex[:6]
+    server.put_object(bucket, "disk.raw", disks["raw"])
+    for _ in range(2):
+        wait_task(ec2, ec2.import_image(DiskContainers=[_disk(bucket, "disk.raw")])
+                  ["ImportTaskId"])
+    images = [i["ImageId"] for p in ec2.get_paginator("describe_images").paginate(
+        Owners=["self"], PaginationConfig={"PageSize": 1}) for i in p["Images"]]
+    assert len(images) == len(set(images)) >= 2
+    snaps = [s["SnapshotId"] for p in ec2.get_paginator("describe_snapshots").paginate(
+        OwnerIds=["self"], PaginationConfig={"PageSize": 5}) for s in p["Snapshots"]]
+    assert len(snaps) == len(set(snaps)) >= 2
+    assert ec2.describe_images(Owners=["amazon"])["Images"] == []

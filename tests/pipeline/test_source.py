@@ -308,6 +308,14 @@ def test_s3_wrong_secret_is_403(tmp_path, s3, remote_payload):
     assert "wrong" not in info.value.message
 
 
+def test_s3_anonymous_when_no_keys_configured(tmp_path, s3, remote_payload):
+    # This server checks identities, so an unsigned request is refused, and says so.
+    settings = s3_settings(tmp_path, s3, s3_access_key="", s3_secret_key="")
+    with pytest.raises(ImportFailure) as info:
+        open_source(settings, bucket="remote", key="dir/disk.raw")
+    assert info.value.message.startswith(f"{FORBIDDEN} s3://remote/dir/disk.raw: ")
+
+
 def test_s3_unreachable_endpoint_is_server_error(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from vmimport.db.models import BlockDeviceMapping, Image, ImportTask, Snapshot
-from vmimport.service.ids import new_id
+from vmimport.db.ids import new_id
 
 ROOT_DEVICE = "/dev/sda1"
 

@@ -18,9 +18,10 @@ from sqlalchemy import update
 from vmimport.blockstore.store import BlockStore, BlockStoreError
 from vmimport.blockstore.writer import write_snapshot
 from vmimport.db.models import ImportTask, Snapshot, TaskDisk
+from vmimport.db.tasks import mark_cancelled, mark_failed
 from vmimport.jobs import queue
 from vmimport.jobs.worker import JobControl
-from vmimport.service.ids import new_id
+from vmimport.db.ids import new_id
 
 from .errors import ImportCancelled, ImportFailure
 from .formats import Limits, open_guest_disk
@@ -206,8 +207,6 @@ def _complete(control: JobControl, task: ImportTask) -> None:
 
 def _end_task(control: JobControl, store: BlockStore, failure: ImportFailure | None) -> None:
     """Cancelled (failure None) or failed: the task ends ``deleted``; its snapshots go."""
-    from vmimport.service.imports import finish_cancelled
-
     doomed = []
     with control.db.write() as session:
         task = session.get(ImportTask, control.task_id)
@@ -219,16 +218,9 @@ def _end_task(control: JobControl, store: BlockStore, failure: ImportFailure | N
                 doomed.append(disk.snapshot_id)
                 disk.snapshot_id = None
         if failure is None:
-            finish_cancelled(task)
+            mark_cancelled(task)
         else:
-            task.status = "deleted"
-            task.status_message = failure.status_message
-            task.progress = None
-            task.finished_at = datetime.now(timezone.utc)
-            for disk in task.disks:
-                disk.status = "deleted"
-                disk.status_message = None
-                disk.progress = None
+            mark_failed(task, failure.status_message)
         state = "done" if failure is None else "failed"
         error = None if failure is None else failure.status_message
         if not queue.finish(session, control.job_id, control.owner, state, error):

@@ -230,8 +230,10 @@ class S3Source:
                         signature_version=UNSIGNED if anonymous else None)
         self._client = boto3.session.Session().client(
             "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-            aws_access_key_id=None if anonymous else settings.s3_access_key,
-            aws_secret_access_key=None if anonymous else settings.s3_secret_key,
+            # Placeholders when anonymous: unused (UNSIGNED), and they stop botocore from
+            # hunting for credentials (environment, ~/.aws, instance metadata).
+            aws_access_key_id="anonymous" if anonymous else settings.s3_access_key,
+            aws_secret_access_key="anonymous" if anonymous else settings.s3_secret_key,
             config=config)
         try:
             head = self._client.head_object(Bucket=bucket, Key=key)

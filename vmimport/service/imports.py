@@ -11,12 +11,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from vmimport.db.models import ImportTask, TaskDisk
+from vmimport.db.tasks import mark_cancelled
 from vmimport.jobs import queue
 
 from . import import_rules
 from .context import Context
 from .errors import ApiError
-from .ids import new_id
+from vmimport.db.ids import new_id
 from .listing import apply_filters, paginate
 from .tags import set_tags, tag_list, tags_for
 
@@ -243,17 +244,5 @@ def cancel_import_task(ctx: Context, params: dict) -> dict:
         task.cancel_reason = reason
         if not queue.request_cancel(session, task.id):
             # No worker holds it: nothing to stop, so it is deleted at once.
-            finish_cancelled(task)
+            mark_cancelled(task)
     return {"ImportTaskId": task_id, "PreviousState": "active", "State": "deleting"}
-
-
-def finish_cancelled(task: ImportTask) -> None:
-    task.status = "deleted"
-    reason = f": {task.cancel_reason}" if task.cancel_reason else ""
-    task.status_message = f"Cancelled by the user{reason}"
-    task.progress = None
-    task.finished_at = datetime.now(timezone.utc)
-    for disk in task.disks:
-        disk.status = "deleted"
-        disk.status_message = None
-        disk.progress = None

@@ -11,7 +11,7 @@ from vmimport.db.models import Image, ImportTask, Snapshot, Tag
 
 from .context import Context
 from .errors import ApiError, missing, not_found
-from .ids import resource_type_of
+from vmimport.db.ids import resource_type_of
 from .listing import apply_filters, paginate
 
 MAX_TAGS_PER_RESOURCE = 50

@@ -11,9 +11,13 @@ sector `overHead` on a sequence of sector-aligned markers:
   grain marker:    u64 LBA, u32 compressed size (> 0), zlib data, padded to 512
   metadata marker: u64 sector count, u32 0, u32 type (0 EOS, 1 GT, 2 GD, 3 footer), padded to
                    512, followed by `sector count` sectors of metadata.
-qemu 7.2 writes only grains and EOS; VMware also writes GT/GD markers and a footer (a copy of
-the header whose gdOffset is real, the one at 0 then holding GD_AT_END). The grain tables are
-not needed to read a stream, so they are skipped; the footer is checked against the header.
+VMware writes GT/GD markers, a footer (a copy of the header whose gdOffset is real, the one at 0
+then holding GD_AT_END) and an EOS marker. qemu 7.2 writes only grains, keeps its grain directory
+and tables in the metadata area before the first grain (header gdOffset is real), and often no
+EOS marker at all: the stream just ends. Such a stream is accepted only if its grain tables
+account for exactly the grains that were read, none of them past the end of the file — so a
+truncation at a grain boundary is still caught. Grain-table markers inside a stream are not
+needed to read it, so they are skipped; the footer is checked against the header.
 """
 
 from __future__ import annotations
@@ -179,10 +183,17 @@ class StreamOptimizedVmdk(GuestDisk):
         max_compressed = grain_bytes + grain_bytes // 8 + 4096
         previous = -1
         batch_bytes = 0
+        grains = 0
         while True:
             at = cursor.offset
             self._consumed = cursor.received
             head = cursor.take(12)
+            if not head and self._header[9] != GD_AT_END:
+                self._check_tables(grains, at)  # qemu's end: no EOS marker
+                if batch:
+                    yield batch[:]
+                    batch.clear()
+                return
             if len(head) < 12:
                 raise self._truncated(cursor, at, "a marker" if head else None)
             lba, size = struct.unpack_from("<QI", head)
@@ -213,6 +224,7 @@ class StreamOptimizedVmdk(GuestDisk):
                                                   "bytes)")
             cursor.skip(-(12 + size) % SECTOR)
             previous = lba
+            grains += 1
             expected = min(grain_bytes, (capacity - lba) * SECTOR)
             batch.append((lba, at, data, expected))
             batch_bytes += size
@@ -220,6 +232,46 @@ class StreamOptimizedVmdk(GuestDisk):
                 yield batch[:]
                 batch.clear()
                 batch_bytes = 0
+
+    def _check_tables(self, grains: int, end: int) -> None:
+        """A stream that ends without EOS is complete only if the grain directory and tables
+        (in the metadata area, where qemu keeps them) list exactly ``grains`` grains, all of
+        them before ``end``. Memory: one grain table at a time."""
+        gd_offset, gtes_per_gt = self._header[9], self._header[7]
+        if not 1 <= gtes_per_gt <= 4096:
+            raise ImportFailure(f"{UNSUPPORTED} VMDK header at offset 0 has {gtes_per_gt} "
+                                "entries per grain table (offset 44); expected 1 to 4096")
+        tables = -(-self.capacity // (self.grain_sectors * gtes_per_gt))
+        gd = self._source.read_at(gd_offset * SECTOR, tables * 4)
+        if len(gd) < tables * 4:
+            raise self._truncated_tables("grain directory", gd_offset * SECTOR, end)
+        listed = 0
+        end_sector = end // SECTOR
+        for n, (gt_sector,) in enumerate(struct.iter_unpack("<I", gd)):
+            if gt_sector == 0:
+                continue
+            gt = self._source.read_at(gt_sector * SECTOR, gtes_per_gt * 4)
+            if len(gt) < gtes_per_gt * 4:
+                raise self._truncated_tables(f"grain table {n}", gt_sector * SECTOR, end)
+            for (grain_sector,) in struct.iter_unpack("<I", gt):
+                if grain_sector:
+                    listed += 1
+                    if grain_sector >= end_sector:
+                        raise ImportFailure(
+                            f"{CORRUPTED} VMDK stream ends at byte {end} without an "
+                            f"end-of-stream marker, and grain table {n} (at offset "
+                            f"{gt_sector * SECTOR}) lists a grain at byte "
+                            f"{grain_sector * SECTOR}, past that end: the image was cut short")
+        if listed != grains:
+            raise ImportFailure(
+                f"{CORRUPTED} VMDK stream ends at byte {end} without an end-of-stream marker "
+                f"after {grains} grains, but its grain tables (directory at offset "
+                f"{gd_offset * SECTOR}) list {listed}: the image is cut short or damaged")
+
+    def _truncated_tables(self, what: str, offset: int, end: int) -> ImportFailure:
+        return ImportFailure(f"{CORRUPTED} VMDK stream ends at byte {end} without an "
+                             f"end-of-stream marker, and its {what} at offset {offset} is not "
+                             "readable: the image is cut short or damaged")
 
     def _metadata(self, cursor: ByteCursor, at: int, kind: int, sectors: int) -> None:
         """Skip grain tables/directories; check the footer against the header."""

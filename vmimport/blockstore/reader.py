@@ -1,0 +1,64 @@
+"""A snapshot as an ordinary read-only, seekable file: what inspection (and export) read."""
+
+from __future__ import annotations
+
+import io
+
+from .store import BlockStore, Manifest
+
+
+class SnapshotReader(io.RawIOBase):
+    """Reads a manifest's blocks on demand; blocks not in the manifest read as zeros.
+    Keeps the last block read in memory, since filesystem readers read small pieces."""
+
+    def __init__(self, store: BlockStore, manifest: Manifest):
+        super().__init__()
+        self.store = store
+        self.manifest = manifest
+        self.size = manifest.size_bytes
+        self._pos = 0
+        self._cached: tuple[int, bytes] | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def _block(self, index: int) -> bytes:
+        if self._cached and self._cached[0] == index:
+            return self._cached[1]
+        digest = self.manifest.blocks.get(index)
+        data = self.store.get_block(digest) if digest else bytes(self.manifest.block_size)
+        self._cached = (index, data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        want = min(len(view), max(0, self.size - self._pos))
+        done = 0
+        block_size = self.manifest.block_size
+        while done < want:
+            index, within = divmod(self._pos + done, block_size)
+            take = min(block_size - within, want - done)
+            view[done:done + take] = self._block(index)[within:within + take]
+            done += take
+        self._pos += done
+        return done
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = max(0, self.size - self._pos)
+        buffer = bytearray(size)
+        n = self.readinto(buffer)
+        return bytes(buffer[:n])
