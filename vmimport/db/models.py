@@ -84,6 +84,8 @@ class TaskDisk(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[str] = mapped_column(ForeignKey("import_tasks.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
+    # A container holding several disks (OVA) becomes one row per disk: member 0, 1, ...
+    member_index: Mapped[int] = mapped_column(Integer, default=0)
     description: Mapped[str | None] = mapped_column(Text)
     device_name: Mapped[str | None] = mapped_column(String(64))
     declared_format: Mapped[str | None] = mapped_column(String(16))
