@@ -1,7 +1,7 @@
 """Which service function answers which API action. Adding an action is one line here plus the
 function; parsing and serializing come from botocore's models."""
 
-from vmimport.service import ebs_direct, images, imports, tags
+from vmimport.service import ebs_direct, images, imports, register_image, tags
 
 EC2_ACTIONS = {
     "ImportImage": imports.import_image,
@@ -11,6 +11,7 @@ EC2_ACTIONS = {
     "CancelImportTask": imports.cancel_import_task,
     "DescribeImages": images.describe_images,
     "DeregisterImage": images.deregister_image,
+    "RegisterImage": register_image.register_image,
     "DescribeSnapshots": images.describe_snapshots,
     "DeleteSnapshot": images.delete_snapshot,
     "CreateTags": tags.create_tags,
