@@ -8,8 +8,8 @@ from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
 
 from .context import Context
 from .errors import ApiError, missing, not_found
-from .listing import apply_filters, bool_str, paginate
-from .tags import delete_all_tags, tag_list, tags_for
+from .listing import bool_str, describe_owned
+from .tags import delete_all_tags, tag_list
 
 
 def _owners_match(owners: list[str] | None, ctx: Context) -> bool:
@@ -69,27 +69,12 @@ def _image_attributes(image: Image, name: str):
 
 
 def describe_images(ctx: Context, params: dict) -> dict:
-    ids = params.get("ImageIds") or []
-    with ctx.db.read() as session:
-        query = select(Image).where(Image.account_id == ctx.account_id)
-        if ids:
-            query = query.where(Image.id.in_(ids))
-        images = list(session.scalars(query.order_by(Image.created_at, Image.id)))
-        if ids:
-            unknown = sorted(set(ids) - {i.id for i in images})
-            if unknown:
-                raise not_found("InvalidAMIID.NotFound", unknown)
-        if not _owners_match(params.get("Owners"), ctx):
-            images = []
-        tags = tags_for(session, ctx.account_id, [i.id for i in images])
-        images = apply_filters(images, params.get("Filters"), _image_attributes,
-                               lambda i: tags.get(i.id, {}))
-        page, token = paginate(images, params.get("MaxResults"), params.get("NextToken"),
-                               min_results=1, max_allowed=1000)
-        result = {"Images": [_render_image(i, tags.get(i.id, {})) for i in page]}
-    if token:
-        result["NextToken"] = token
-    return result
+    return describe_owned(
+        ctx, params, model=Image, ids=params.get("ImageIds"),
+        not_found=lambda unknown: not_found("InvalidAMIID.NotFound", sorted(unknown)),
+        attributes=_image_attributes, result_key="Images",
+        render=lambda session, image, tags: _render_image(image, tags),
+        owned=_owners_match(params.get("Owners"), ctx))
 
 
 def deregister_image(ctx: Context, params: dict) -> dict:
@@ -151,27 +136,12 @@ def _snapshot_attributes(snapshot: Snapshot, name: str):
 
 
 def describe_snapshots(ctx: Context, params: dict) -> dict:
-    ids = params.get("SnapshotIds") or []
-    with ctx.db.read() as session:
-        query = select(Snapshot).where(Snapshot.account_id == ctx.account_id)
-        if ids:
-            query = query.where(Snapshot.id.in_(ids))
-        snapshots = list(session.scalars(query.order_by(Snapshot.started_at, Snapshot.id)))
-        if ids:
-            unknown = sorted(set(ids) - {s.id for s in snapshots})
-            if unknown:
-                raise not_found("InvalidSnapshot.NotFound", unknown)
-        if not _owners_match(params.get("OwnerIds"), ctx):
-            snapshots = []
-        tags = tags_for(session, ctx.account_id, [s.id for s in snapshots])
-        snapshots = apply_filters(snapshots, params.get("Filters"), _snapshot_attributes,
-                                  lambda s: tags.get(s.id, {}))
-        page, token = paginate(snapshots, params.get("MaxResults"), params.get("NextToken"),
-                               min_results=5, max_allowed=1000)
-        result = {"Snapshots": [_render_snapshot(s, tags.get(s.id, {})) for s in page]}
-    if token:
-        result["NextToken"] = token
-    return result
+    return describe_owned(
+        ctx, params, model=Snapshot, ids=params.get("SnapshotIds"),
+        not_found=lambda unknown: not_found("InvalidSnapshot.NotFound", sorted(unknown)),
+        attributes=_snapshot_attributes, result_key="Snapshots",
+        render=lambda session, snapshot, tags: _render_snapshot(snapshot, tags),
+        owned=_owners_match(params.get("OwnerIds"), ctx), page_bounds=(5, 1000))
 
 
 def delete_snapshot(ctx: Context, params: dict) -> dict:

@@ -18,7 +18,7 @@ from . import import_rules
 from .context import Context
 from .errors import ApiError
 from vmimport.db.ids import new_id
-from .listing import apply_filters, paginate
+from .listing import describe_owned
 from .tags import set_tags, tag_list, tags_for
 
 IMAGE_TASK, SNAPSHOT_TASK = "image", "snapshot"
@@ -184,37 +184,20 @@ def _render_disk(disk: TaskDisk, task: ImportTask) -> dict:
 
 
 def _describe(ctx: Context, params: dict, kind: str, result_key: str) -> dict:
-    ids = params.get("ImportTaskIds") or []
     horizon = datetime.now(timezone.utc) - timedelta(days=ctx.settings.task_retention_days)
-    with ctx.db.read() as session:
-        query = select(ImportTask).where(ImportTask.account_id == ctx.account_id,
-                                         ImportTask.kind == kind)
-        if ids:
-            query = query.where(ImportTask.id.in_(ids))
-        tasks = [t for t in session.scalars(query.order_by(ImportTask.created_at,
-                                                           ImportTask.id))
-                 if t.finished_at is None or t.finished_at >= horizon]
-        if ids:
-            found = {t.id for t in tasks}
-            unknown = [i for i in ids if i not in found]
-            if unknown:
-                raise ApiError("InvalidConversionTaskId",
-                               f"The import task id '{unknown[0]}' does not exist "
-                               f"(or finished more than "
-                               f"{ctx.settings.task_retention_days:g} days ago)")
-        tags = tags_for(session, ctx.account_id, [t.id for t in tasks])
 
-        def attributes(task, name):
-            return [task.status] if name == "task-state" else None
+    def unknown_task(ids):
+        return ApiError("InvalidConversionTaskId",
+                        f"The import task id '{ids[0]}' does not exist (or finished more than "
+                        f"{ctx.settings.task_retention_days:g} days ago)")
 
-        tasks = apply_filters(tasks, params.get("Filters"), attributes,
-                              lambda t: tags.get(t.id, {}))
-        page, token = paginate(tasks, params.get("MaxResults"), params.get("NextToken"),
-                               max_allowed=500)
-        result = {result_key: [render_task(session, ctx, t, tags.get(t.id, {})) for t in page]}
-    if token:
-        result["NextToken"] = token
-    return result
+    return describe_owned(
+        ctx, params, model=ImportTask, ids=params.get("ImportTaskIds"),
+        not_found=unknown_task, where=[ImportTask.kind == kind],
+        visible=lambda t: t.finished_at is None or t.finished_at >= horizon,
+        attributes=lambda t, name: [t.status] if name == "task-state" else None,
+        render=lambda session, t, tags: render_task(session, ctx, t, tags),
+        result_key=result_key, page_bounds=(1, 500))
 
 
 def describe_import_image_tasks(ctx: Context, params: dict) -> dict:

@@ -8,6 +8,8 @@ import re
 from functools import lru_cache
 from typing import Callable, Iterable, Sequence, TypeVar
 
+from sqlalchemy import select
+
 from .errors import ApiError
 
 T = TypeVar("T")
@@ -94,3 +96,40 @@ def paginate(items: list[T], max_results: int | None, next_token: str | None,
 
 def bool_str(value: bool | None) -> str | None:
     return None if value is None else ("true" if value else "false")
+
+
+def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found,
+                   attributes, render, result_key: str, where=(), visible=None,
+                   page_bounds: tuple[int, int] = (1, 1000), owned: bool = True) -> dict:
+    """The body of every Describe* call: the caller's rows of ``model`` (optionally only
+    ``ids``, unknown ones refused with ``not_found(unknown_ids)``), filtered, paged and
+    rendered with their tags. ``visible(row)`` hides rows (e.g. old tasks); ``owned=False``
+    means an Owner filter excluded this account, so the answer is empty."""
+    from .tags import tags_for  # tags imports this module
+
+    with ctx.db.read() as session:
+        query = select(model).where(model.account_id == ctx.account_id, *where)
+        if ids:
+            query = query.where(model.id.in_(ids))
+        rows = [r for r in session.scalars(query.order_by(model.id))
+                if visible is None or visible(r)]
+        rows.sort(key=_creation_order)
+        if ids:
+            unknown = [i for i in ids if i not in {r.id for r in rows}]
+            if unknown:
+                raise not_found(unknown)
+        if not owned:
+            rows = []
+        tags = tags_for(session, ctx.account_id, [r.id for r in rows])
+        rows = apply_filters(rows, params.get("Filters"), attributes,
+                             lambda r: tags.get(r.id, {}))
+        page, token = paginate(rows, params.get("MaxResults"), params.get("NextToken"),
+                               *page_bounds)
+        result = {result_key: [render(session, r, tags.get(r.id, {})) for r in page]}
+    if token:
+        result["NextToken"] = token
+    return result
+
+
+def _creation_order(row):
+    return (getattr(row, "created_at", None) or getattr(row, "started_at"), row.id)
