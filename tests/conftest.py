@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import json
+import os
 
 import pytest
 
+from .guest_disks import build as build_guest_disk
 from .helpers import Server, make_raw_disk, qemu_convert
 
 
@@ -40,10 +42,30 @@ def ebs(server):
 
 
 @pytest.fixture(scope="session")
-def disks(tmp_path_factory) -> dict[str, Path]:
-    """A small guest disk as raw, and rendered by qemu-img as stream-optimized VMDK."""
+def guest_disk_cache(tmp_path_factory) -> Path:
+    """Where tests/guest_disks.py builds its fixtures (VMIMPORT_TEST_DISK_CACHE keeps them
+    between runs)."""
+    cached = os.environ.get("VMIMPORT_TEST_DISK_CACHE")
+    return Path(cached) if cached else tmp_path_factory.mktemp("guest-disks")
+
+
+@pytest.fixture(scope="session")
+def disks(tmp_path_factory, guest_disk_cache) -> dict[str, Path]:
+    """A bootable Linux guest disk (so imports pass inspection) followed by 30 MiB of mixed
+    random / text / zero regions beyond its partitions, as raw and rendered by qemu-img."""
     root = tmp_path_factory.mktemp("disks")
-    raw = make_raw_disk(root / "disk.raw", 24 * 1024 * 1024 + 512 * 3, seed=7)
+    boot = build_guest_disk("ubuntu2204-ext4-mbr-bios", guest_disk_cache)
+    mixed = make_raw_disk(root / "mixed.raw", 30 * 1024 * 1024 + 512 * 3, seed=7)
+    raw = root / "disk.raw"
+    with open(raw, "wb") as out:
+        for part in (boot, mixed):
+            with open(part, "rb") as f:
+                while chunk := f.read(4 << 20):
+                    if chunk.count(0) == len(chunk):
+                        out.seek(len(chunk), os.SEEK_CUR)  # keep it sparse
+                    else:
+                        out.write(chunk)
+        out.truncate(boot.stat().st_size + mixed.stat().st_size)
     vmdk = qemu_convert(raw, root / "disk.vmdk", "vmdk", "-o", "subformat=streamOptimized")
     qcow2 = qemu_convert(raw, root / "disk.qcow2", "qcow2")
     return {"raw": raw, "vmdk": vmdk, "qcow2": qcow2}

@@ -13,6 +13,9 @@ Use::
     path = build("ubuntu2204-ext4-mbr-bios", cache_dir)   # raw disk image, built once per cache_dir
     for name, expected in FIXTURES.items(): ...
 
+Build and time them all from the repository root with ``python -m tests.guest_disks DIR`` (not as
+``python tests/guest_disks.py``: ``tests/inspect`` would then shadow the standard ``inspect`` module).
+
 ``EXPECTED`` results are what ``inspect_disk`` + ``decide`` (with no user-given values) must give.
 """
 
@@ -588,6 +591,19 @@ def _corrupt_superblock(out: Path, name: str, work: Path) -> None:
         f.write(bytes(range(256)) * 16)
 
 
+def _corrupt_metadata(out: Path, name: str, work: Path) -> None:
+    """A sane superblock over garbage group descriptors and inode tables."""
+    _linux_disk(out, name, work, distro=UBUNTU_2204, fs="ext4", layout="mbr-bios")
+    import random
+
+    rng = random.Random(7)
+    with open(out, "r+b") as f:
+        f.seek(MiB + 4096)
+        f.write(rng.randbytes(4096))  # group descriptors
+        f.seek(MiB + 1024 * 1024)
+        f.write(rng.randbytes(8 * MiB))  # where the first inode table and directories live
+
+
 # name -> (recipe, expected)
 ACCEPT_LINUX = dict(os_family="Linux", architecture="x86_64", license_type="BYOL", usage_operation="RunInstances",
                     platform_details="Linux/UNIX", root_count=1)
@@ -715,6 +731,7 @@ RECIPES = {
     # ---- hostile filesystems: must be answered quickly, whatever the answer
     "hostile-symlink-loops": (_hostile_loop, Expected(refusal="Unknown OS / Missing OS files.", partition_scheme="mbr", root_count=0)),
     "hostile-corrupt-superblock": (_corrupt_superblock, Expected(refusal="Unknown OS / Missing OS files.", partition_scheme="mbr", root_count=0)),
+    "hostile-corrupt-metadata": (_corrupt_metadata, Expected(refusal="Unknown OS / Missing OS files.", partition_scheme="mbr", root_count=0)),
 }
 
 EXPECTED: dict[str, Expected] = {name: exp for name, (_, exp) in RECIPES.items()}
@@ -746,7 +763,7 @@ def build_all(cache_dir: Path, names: list[str] | None = None) -> dict[str, Path
     return {name: build(name, cache_dir) for name in (names or NAMES)}
 
 
-if __name__ == "__main__":  # python tests/guest_disks.py DIR [NAME...]: build and time the fixtures
+if __name__ == "__main__":  # python -m tests.guest_disks DIR [NAME...]: build and time the fixtures
     import sys
     import time
 

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
 
     # Safety bounds for images (see README "Formats and limits").
     max_virtual_size: int = 16 * 1024**4
+    # Guest inspection gives up (and refuses the image) after this long.
+    inspect_deadline_seconds: float = 10.0
     # Threads used to inflate compressed grains.
     inflate_threads: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2))
 
@@ -73,6 +75,12 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
+    # KMS: the root key that seals every KMS key's material (32 bytes, base64). Either given
+    # here (VMIMPORT_KMS_ROOT_KEY), or read from a file (VMIMPORT_KMS_ROOT_KEY_FILE: the raw 32
+    # bytes or their base64); with neither, <data_dir>/kms-root.key is generated (mode 0600).
+    kms_root_key: str = ""
+    kms_root_key_file: Path | None = None
+
     @property
     def buckets_dir(self) -> Path:
         return self.data_dir / "buckets"
@@ -80,6 +88,10 @@ class Settings(BaseSettings):
     @property
     def blocks_dir(self) -> Path:
         return self.data_dir / "blocks"
+
+    @property
+    def default_kms_root_key_file(self) -> Path:
+        return self.data_dir / "kms-root.key"
 
     @property
     def sqlalchemy_url(self) -> str:

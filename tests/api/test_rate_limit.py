@@ -11,7 +11,7 @@ from ..helpers import Server
 @pytest.fixture
 def limited(tmp_path):
     srv = Server(tmp_path / "data", workers=0,
-                 env={"VMIMPORT_RATE_LIMIT_PER_SECOND": "2"}).start()
+                 env={"VMIMPORT_RATE_LIMIT_PER_SECOND": "0.5"}).start()
     yield srv
     srv.stop()
 
@@ -19,7 +19,7 @@ def limited(tmp_path):
 def test_request_limit_exceeded(limited):
     ec2 = limited.client()
     codes = []
-    for _ in range(10):
+    for _ in range(5):
         try:
             ec2.describe_images()
             codes.append("ok")

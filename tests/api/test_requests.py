@@ -102,12 +102,13 @@ def test_all_twenty_parameters_accepted_and_recorded(ec2):
     assert "nobucket-" in done["StatusMessage"]
 
 
-def test_encrypted_import_fails_clearly_until_kms_exists(server, ec2, disks):
+def test_encrypted_import_uses_the_default_ebs_key(server, ec2, disks):
     server.put_object("enc", "disk.raw", disks["raw"])
     task = ec2.import_image(DiskContainers=[_disk("enc", "disk.raw")], Encrypted=True)
-    done = wait_task(ec2, task["ImportTaskId"])
-    assert done["Status"] == "deleted"
-    assert done["StatusMessage"].startswith("ClientError: Encrypted imports are not supported")
+    done = wait_task(ec2, task["ImportTaskId"], timeout=300)
+    assert done["Status"] == "completed", done
+    default = server.client("kms").describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]["Arn"]
+    assert done["Encrypted"] is True and done["KmsKeyId"] == default
 
 
 def test_client_token_idempotency(ec2):
@@ -196,8 +197,15 @@ def test_accounts_see_only_their_own(server, ec2):
 
 
 def test_paging_and_task_state_filter(server):
-    # A fresh account so the count is exact.
+    # A fresh account so the count is exact; it starts with no vmimport role (issue 5).
     other = server.client("ec2", "OTHERKEY", "othersecret")
+    iam = server.client("iam", "OTHERKEY", "othersecret")
+    try:
+        iam.create_role(RoleName="vmimport", AssumeRolePolicyDocument=(
+            '{"Statement": [{"Effect": "Allow", "Principal": {"Service": '
+            '"vmie.amazonaws.com"}, "Action": "sts:AssumeRole"}]}'))
+    except ClientError as err:
+        assert err.response["Error"]["Code"] == "EntityAlreadyExists"
     ids = [other.import_image(DiskContainers=[_disk("page-" + uuid.uuid4().hex[:6])])
            ["ImportTaskId"] for _ in range(5)]
     seen, token = [], None

@@ -12,6 +12,8 @@ import pytest
 
 from ..helpers import Server, snapshot_sha256, wait_task
 
+pytestmark = pytest.mark.slow  # many imports; `-m 'not slow'` skips them
+
 BIG = 512 * 1024 * 1024
 
 

@@ -1,7 +1,7 @@
 """Which service function answers which API action. Adding an action is one line here plus the
 function; parsing and serializing come from botocore's models."""
 
-from vmimport.service import ebs_direct, images, imports, register_image, tags
+from vmimport.service import ebs_direct, iam, images, imports, kms, register_image, tags
 
 EC2_ACTIONS = {
     "ImportImage": imports.import_image,
@@ -22,4 +22,33 @@ EC2_ACTIONS = {
 EBS_ACTIONS = {
     "ListSnapshotBlocks": ebs_direct.list_snapshot_blocks,
     "GetSnapshotBlock": ebs_direct.get_snapshot_block,
+}
+
+IAM_ACTIONS = {
+    "CreateRole": iam.create_role,
+    "GetRole": iam.get_role,
+    "ListRoles": iam.list_roles,
+    "DeleteRole": iam.delete_role,
+    "UpdateAssumeRolePolicy": iam.update_assume_role_policy,
+    "PutRolePolicy": iam.put_role_policy,
+    "GetRolePolicy": iam.get_role_policy,
+    "ListRolePolicies": iam.list_role_policies,
+    "DeleteRolePolicy": iam.delete_role_policy,
+}
+
+KMS_ACTIONS = {
+    "CreateKey": kms.create_key,
+    "DescribeKey": kms.describe_key,
+    "ListKeys": kms.list_keys,
+    "CreateAlias": kms.create_alias,
+    "UpdateAlias": kms.update_alias,
+    "DeleteAlias": kms.delete_alias,
+    "ListAliases": kms.list_aliases,
+    "EnableKey": kms.enable_key,
+    "DisableKey": kms.disable_key,
+    "ScheduleKeyDeletion": kms.schedule_key_deletion,
+    "CancelKeyDeletion": kms.cancel_key_deletion,
+    "GenerateDataKey": kms.generate_data_key_api,
+    "Encrypt": kms.encrypt,
+    "Decrypt": kms.decrypt,
 }

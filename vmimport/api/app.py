@@ -1,10 +1,13 @@
-"""The front door: one HTTP endpoint speaking the EC2 Query protocol (``POST /`` or ``GET /?Action=``)
-and the EBS direct APIs (``/snapshots/...``), every request SigV4-verified."""
+"""The front door: one HTTP endpoint speaking the EC2 Query protocol (``POST /`` or ``GET /?Action=``),
+IAM's Query protocol and KMS's JSON protocol on the same ``/`` (told apart by ``X-Amz-Target`` and
+the service in the SigV4 credential scope), and the EBS direct APIs (``/snapshots/...``), every
+request SigV4-verified."""
 
 from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 import threading
 import time
 import uuid
@@ -21,14 +24,23 @@ from vmimport.db.session import Database
 from vmimport.service.context import Context
 from vmimport.service.errors import ApiError
 
-from . import ec2_protocol, rest_json
-from .actions import EBS_ACTIONS, EC2_ACTIONS
+from . import ec2_protocol, json_protocol, query_protocol, rest_json
+from .actions import EBS_ACTIONS, EC2_ACTIONS, IAM_ACTIONS, KMS_ACTIONS
 from .sigv4 import AuthError, verify_request
 
 log = logging.getLogger("vmimport.api")
 
 MAX_BODY = 1024 * 1024
 XML = "text/xml;charset=UTF-8"
+# The service a request was signed for, read before verification only to pick the protocol
+# (and so the error envelope); verification itself is what decides whether it is honoured.
+_SCOPE_SERVICE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+_QUERY_SCOPE_SERVICE = re.compile(r"(?:^|&)X-Amz-Credential=[^&/]+(?:/|%2F)\d{8}(?:/|%2F)"
+                                  r"[^&/%]+(?:/|%2F)([^&/%]+)(?:/|%2F)aws4_request", re.I)
+# IAM's conventions for HTTP status by error code (botocore only needs >= 300).
+_IAM_STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409,
+               "LimitExceeded": 409, "AccessDenied": 403, "SignatureDoesNotMatch": 403,
+               "InvalidClientTokenId": 403, "Throttling": 400, "ServiceFailure": 500}
 
 
 class RateLimiter:
@@ -80,6 +92,17 @@ class Api:
         return Context(account_id=caller.account_id, region=self.settings.region,
                        db=self.db, settings=self.settings)
 
+    async def root(self, request: Request) -> Response:
+        """``/``: KMS (X-Amz-Target), IAM (signed for iam) or EC2."""
+        target = request.headers.get("x-amz-target", "")
+        if target.startswith("TrentService."):
+            return await self.kms(request)
+        match = (_SCOPE_SERVICE.search(request.headers.get("authorization", ""))
+                 or _QUERY_SCOPE_SERVICE.search(request.url.query))
+        if match and match.group(1) == "iam":
+            return await self.iam(request)
+        return await self.ec2(request)
+
     # --- EC2 Query protocol -------------------------------------------------------------
     async def ec2(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
@@ -96,8 +119,9 @@ class Api:
             action = fields.get("Action", "")
             if caller.service != "ec2":
                 raise ApiError("UnsupportedOperation",
-                               f"The {caller.service} service is not served by vmimport yet "
-                               "(the request was signed for it); only ec2 and ebs are")
+                               f"The {caller.service} service is not served by vmimport "
+                               "(the request was signed for it); only ec2, ebs, iam and kms "
+                               "are")
             if not action:
                 raise ApiError("MissingAction", "The request must contain the parameter Action")
             handler = EC2_ACTIONS.get(action)
@@ -135,6 +159,102 @@ class Api:
                  (time.monotonic() - started) * 1000)
         return Response(body_out, status, media_type=XML,
                         headers={"x-amzn-RequestId": request_id, "Server": "vmimport"})
+
+    # --- IAM (Query protocol) -------------------------------------------------------------
+    async def iam(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        started = time.monotonic()
+        action = "?"
+        model = query_protocol.service_model("iam")
+        namespace = model.metadata["xmlNamespace"]
+        try:
+            body = await _read_body(request)
+            caller = await self._authenticate(request, body)
+            pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) \
+                if request.method == "POST" else []
+            pairs += [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True)
+                      if not k.startswith("X-Amz-")]
+            action = dict(pairs).get("Action", "")
+            if not action:
+                raise ApiError("MissingAction", "The request must contain the parameter Action")
+            handler = IAM_ACTIONS.get(action)
+            if handler is None:
+                if action in model.operation_names:
+                    raise ApiError("InvalidAction", f"{action} is an IAM action that vmimport "
+                                   "does not serve; see the README's API coverage table")
+                raise ApiError("InvalidAction",
+                               f"Could not find operation {action} for version 2010-05-08")
+            operation = model.operation_model(action)
+            params = query_protocol.parse_query(
+                operation, [(k, v) for k, v in pairs if k not in ("Action", "Version")])
+            if not self._authorize(caller, action):
+                raise ApiError("AccessDenied", f"User: access key {caller.access_key} is not "
+                               f"authorized to perform: iam:{action}", 403)
+            result = await run_in_threadpool(handler, self._context(caller), params)
+            body_out = query_protocol.serialize_response(operation, result, request_id)
+            status = 200
+        except (ApiError, AuthError) as exc:
+            code = exc.code
+            if isinstance(exc, AuthError) and code == "AuthFailure":
+                code = "InvalidClientTokenId"
+            status = _IAM_STATUS.get(code) or (exc.status if isinstance(exc, ApiError) else 403)
+            body_out = query_protocol.serialize_error(namespace, code, exc.message, request_id,
+                                                      sender=status < 500)
+        except Exception:
+            log.exception("request %s (iam %s) failed", request_id, action)
+            status = 500
+            body_out = query_protocol.serialize_error(
+                namespace, "ServiceFailure", "An internal error has occurred; the server log "
+                f"has details under request {request_id}", request_id, sender=False)
+        log.info("iam:%s %s %d %.1fms", action, request_id, status,
+                 (time.monotonic() - started) * 1000)
+        return Response(body_out, status, media_type=XML,
+                        headers={"x-amzn-RequestId": request_id, "Server": "vmimport"})
+
+    # --- KMS (JSON protocol) --------------------------------------------------------------
+    async def kms(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        started = time.monotonic()
+        name = request.headers.get("x-amz-target", "?")
+        headers = {"x-amzn-RequestId": request_id, "Server": "vmimport"}
+        try:
+            body = await _read_body(request)
+            caller = await self._authenticate(request, body)
+            if caller.service != "kms":
+                raise ApiError("InvalidSignatureException", f"The request was signed for "
+                               f"{caller.service}, not kms")
+            operation = json_protocol.operation_for("kms", request.headers.get("x-amz-target"))
+            name = operation.name
+            handler = KMS_ACTIONS.get(name)
+            if handler is None:
+                raise ApiError("UnsupportedOperationException", f"{name} is a KMS operation "
+                               "that vmimport does not serve; see the README's API coverage "
+                               "table")
+            params = json_protocol.parse_request(operation, body)
+            if not self._authorize(caller, name):
+                raise ApiError("AccessDeniedException", f"access key {caller.access_key} is "
+                               f"not authorized to perform: kms:{name}")
+            result = await run_in_threadpool(handler, self._context(caller), params)
+            body_out = json_protocol.serialize_response(operation, result)
+            status = 200
+        except (ApiError, AuthError) as exc:
+            code = exc.code
+            if isinstance(exc, AuthError):
+                code = {"AuthFailure": "UnrecognizedClientException"}.get(code, code)
+                status = 400
+            else:
+                status = exc.status if exc.status != 401 else 400
+            body_out = json_protocol.serialize_error(code, exc.message)
+            headers["x-amzn-ErrorType"] = code
+        except Exception:
+            log.exception("request %s (%s) failed", request_id, name)
+            status = 500
+            body_out = json_protocol.serialize_error(
+                "KMSInternalException", "An internal error has occurred; the server log has "
+                f"details under request {request_id}")
+        log.info("kms:%s %s %d %.1fms", name, request_id, status,
+                 (time.monotonic() - started) * 1000)
+        return Response(body_out, status, media_type=json_protocol.CONTENT_TYPE, headers=headers)
 
     # --- EBS direct APIs (rest-json) ----------------------------------------------------
     async def ebs(self, request: Request) -> Response:
@@ -190,7 +310,7 @@ async def _read_body(request: Request) -> bytes:
 def create_app(settings: Settings, db: Database) -> Starlette:
     api = Api(settings, db)
     routes = [
-        Route("/", api.ec2, methods=["GET", "POST"]),
+        Route("/", api.root, methods=["GET", "POST"]),
         Route("/snapshots/{rest:path}", api.ebs, methods=["GET", "POST", "PUT"]),
     ]
     return Starlette(routes=routes)

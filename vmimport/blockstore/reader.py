@@ -9,12 +9,17 @@ from .store import BlockStore, Manifest
 
 class SnapshotReader(io.RawIOBase):
     """Reads a manifest's blocks on demand; blocks not in the manifest read as zeros.
-    Keeps the last block read in memory, since filesystem readers read small pieces."""
+    Keeps the last block read in memory, since filesystem readers read small pieces.
+    An encrypted snapshot needs its ``cipher`` (see ``pipeline.encryption.open_snapshot``);
+    blocks are then decrypted and authenticated as they are read."""
 
-    def __init__(self, store: BlockStore, manifest: Manifest):
+    def __init__(self, store: BlockStore, manifest: Manifest, cipher=None):
         super().__init__()
+        if manifest.encryption is not None and cipher is None:
+            raise ValueError("an encrypted snapshot needs its BlockCipher to be read")
         self.store = store
         self.manifest = manifest
+        self.cipher = cipher
         self.size = manifest.size_bytes
         self._pos = 0
         self._cached: tuple[int, bytes] | None = None
@@ -38,8 +43,7 @@ class SnapshotReader(io.RawIOBase):
     def _block(self, index: int) -> bytes:
         if self._cached and self._cached[0] == index:
             return self._cached[1]
-        digest = self.manifest.blocks.get(index)
-        data = self.store.get_block(digest) if digest else bytes(self.manifest.block_size)
+        data = self.store.read_block(self.manifest, index, self.cipher)
         self._cached = (index, data)
         return data
 

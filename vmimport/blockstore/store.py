@@ -7,6 +7,14 @@ On-disk layout under ``root``::
 
     blocks/<d[0:2]>/<d[2:4]>/<digest>     the block's bytes (blake3 hex digest)
     manifests/<snapshot-id>               binary manifest (see ``Manifest``)
+
+Encrypted snapshots use the same directories, but what is stored is the *sealed* block
+(``crypto.BlockCipher``: AES-256-GCM under the snapshot's own data key, block index and snapshot
+id as associated data) and its name is the blake3 digest of those sealed bytes. Sealing uses a
+random nonce, so encrypted blocks are never shared between snapshots (no dedup, and nothing at
+rest — name or content — derives from the plaintext); garbage collection works unchanged. The
+manifest of an encrypted snapshot (``VMIMAN02``) also records the snapshot id, the KMS key ARN
+and the data key *wrapped* by that KMS key — never the data key itself.
 """
 
 from __future__ import annotations
@@ -23,8 +31,12 @@ BLOCK_SIZE = 512 * 1024
 ZERO_BLOCK = bytes(BLOCK_SIZE)
 
 _MAGIC = b"VMIMAN01"
+_MAGIC_ENCRYPTED = b"VMIMAN02"
 _HEADER = struct.Struct("<8sQIQ")      # magic, size_bytes, block_size, count
 _ENTRY = struct.Struct("<Q32s")        # block index, blake3 digest
+# VMIMAN02 only, after the header: three length-prefixed fields (u16 length + bytes):
+# snapshot id, KMS key ARN, wrapped data key.
+_FIELD = struct.Struct("<H")
 
 
 def block_digest(data) -> str:
@@ -35,14 +47,30 @@ class BlockStoreError(Exception):
     """A block or manifest is missing or does not match its digest (storage corruption)."""
 
 
+@dataclass(frozen=True)
+class ManifestEncryption:
+    """How an encrypted snapshot's blocks are sealed: under a data key that only the KMS key
+    ``key_arn`` can unwrap; ``snapshot_id`` is bound into every block's associated data."""
+
+    snapshot_id: str
+    key_arn: str
+    wrapped_key: bytes
+
+
 @dataclass
 class Manifest:
     size_bytes: int
     blocks: dict[int, str] = field(default_factory=dict)
     block_size: int = BLOCK_SIZE
+    encryption: ManifestEncryption | None = None
 
     def to_bytes(self) -> bytes:
-        parts = [_HEADER.pack(_MAGIC, self.size_bytes, self.block_size, len(self.blocks))]
+        magic = _MAGIC if self.encryption is None else _MAGIC_ENCRYPTED
+        parts = [_HEADER.pack(magic, self.size_bytes, self.block_size, len(self.blocks))]
+        if self.encryption is not None:
+            enc = self.encryption
+            for value in (enc.snapshot_id.encode(), enc.key_arn.encode(), enc.wrapped_key):
+                parts += [_FIELD.pack(len(value)), value]
         parts += [_ENTRY.pack(i, bytes.fromhex(d)) for i, d in sorted(self.blocks.items())]
         return b"".join(parts)
 
@@ -51,13 +79,32 @@ class Manifest:
         if len(raw) < _HEADER.size:
             raise BlockStoreError("manifest truncated")
         magic, size_bytes, block_size, count = _HEADER.unpack_from(raw)
-        if magic != _MAGIC or len(raw) != _HEADER.size + count * _ENTRY.size:
+        pos = _HEADER.size
+        encryption = None
+        if magic == _MAGIC_ENCRYPTED:
+            values = []
+            for _ in range(3):
+                if pos + _FIELD.size > len(raw):
+                    raise BlockStoreError("manifest damaged")
+                (length,) = _FIELD.unpack_from(raw, pos)
+                pos += _FIELD.size
+                values.append(raw[pos:pos + length])
+                pos += length
+            try:
+                encryption = ManifestEncryption(values[0].decode(), values[1].decode(),
+                                                bytes(values[2]))
+            except UnicodeDecodeError:
+                raise BlockStoreError("manifest damaged") from None
+        elif magic != _MAGIC:
+            raise BlockStoreError("manifest damaged")
+        if len(raw) != pos + count * _ENTRY.size:
             raise BlockStoreError("manifest damaged")
         blocks = {}
         for n in range(count):
-            index, digest = _ENTRY.unpack_from(raw, _HEADER.size + n * _ENTRY.size)
+            index, digest = _ENTRY.unpack_from(raw, pos + n * _ENTRY.size)
             blocks[index] = digest.hex()
-        return cls(size_bytes=size_bytes, blocks=blocks, block_size=block_size)
+        return cls(size_bytes=size_bytes, blocks=blocks, block_size=block_size,
+                   encryption=encryption)
 
     @property
     def block_count(self) -> int:
@@ -101,9 +148,32 @@ class BlockStore:
 
     def read_manifest(self, snapshot_id: str) -> Manifest:
         try:
-            return Manifest.from_bytes((self.manifests_dir / snapshot_id).read_bytes())
+            manifest = Manifest.from_bytes((self.manifests_dir / snapshot_id).read_bytes())
         except FileNotFoundError:
             raise BlockStoreError(f"snapshot {snapshot_id} has no manifest") from None
+        if manifest.encryption is not None and manifest.encryption.snapshot_id != snapshot_id:
+            raise BlockStoreError(f"the manifest of {snapshot_id} belongs to "
+                                  f"{manifest.encryption.snapshot_id}")
+        return manifest
+
+    def read_block(self, manifest: Manifest, index: int, cipher=None) -> bytes:
+        """The plaintext of block ``index`` of ``manifest`` (zeros if not stored). An
+        encrypted manifest needs its ``crypto.BlockCipher``; a block that fails its digest or
+        its authentication raises ``BlockStoreError`` and is never returned."""
+        digest = manifest.blocks.get(index)
+        if digest is None:
+            return bytes(manifest.block_size)
+        data = self.get_block(digest)
+        if manifest.encryption is None:
+            return data
+        if cipher is None:
+            raise BlockStoreError("the snapshot is encrypted; its data key is needed to read it")
+        from .crypto import IntegrityError
+
+        try:
+            return cipher.open_block(index, data)
+        except IntegrityError as exc:
+            raise BlockStoreError(str(exc)) from None
 
     def has_manifest(self, snapshot_id: str) -> bool:
         return (self.manifests_dir / snapshot_id).exists()

@@ -7,17 +7,31 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable
 
-from .store import BLOCK_SIZE, ZERO_BLOCK, BlockStore, Manifest
+from .crypto import BlockCipher
+from .store import BLOCK_SIZE, ZERO_BLOCK, BlockStore, Manifest, ManifestEncryption
 
 
 def write_snapshot(store: BlockStore, size_bytes: int,
                    extents: Iterable[tuple[int, bytes | memoryview]],
                    on_progress: Callable[[int], None] | None = None,
-                   threads: int = 2, max_in_flight: int = 16) -> Manifest:
+                   threads: int = 2, max_in_flight: int = 16,
+                   cipher: BlockCipher | None = None,
+                   encryption: ManifestEncryption | None = None) -> Manifest:
     """Consume ``extents`` ((guest offset, data), increasing, non-overlapping) and return the
     manifest of the stored blocks. ``on_progress(guest_bytes_done)`` is called after each block;
-    it may raise (e.g. ``ImportCancelled``) to stop the work."""
-    manifest = Manifest(size_bytes=size_bytes)
+    it may raise (e.g. ``ImportCancelled``) to stop the work.
+
+    With ``cipher`` (and the ``encryption`` record that goes into the manifest), every block is
+    sealed before it is stored, so no plaintext block ever reaches the store."""
+    if (cipher is None) != (encryption is None):
+        raise ValueError("give both cipher and encryption, or neither")
+    manifest = Manifest(size_bytes=size_bytes, encryption=encryption)
+
+    def store_block(index: int, block) -> str:
+        if cipher is not None:
+            block = cipher.seal_block(index, block)
+        return store.put_block(block)
+
     pending: deque[tuple[int, Future]] = deque()
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blockstore") as pool:
@@ -26,7 +40,7 @@ def write_snapshot(store: BlockStore, size_bytes: int,
                 return
             if len(block) < BLOCK_SIZE:          # last block of an odd-sized disk
                 block = bytes(block) + bytes(BLOCK_SIZE - len(block))
-            pending.append((index, pool.submit(store.put_block, block)))
+            pending.append((index, pool.submit(store_block, index, block)))
             while len(pending) > max_in_flight:
                 drain_one()
 

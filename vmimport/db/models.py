@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, TypeDecorator, ForeignKey, Integer,
+                        LargeBinary,
                         String, Text, UniqueConstraint, Index)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -72,7 +73,8 @@ class ImportTask(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     disks: Mapped[list["TaskDisk"]] = relationship(
-        back_populates="task", order_by="TaskDisk.position", cascade="all, delete-orphan",
+        back_populates="task", order_by="[TaskDisk.position, TaskDisk.member_index]",
+        cascade="all, delete-orphan",
         lazy="selectin")
 
 
@@ -140,6 +142,7 @@ class BlockDeviceMapping(Base):
     volume_type: Mapped[str] = mapped_column(String(16), default="gp2")
     delete_on_termination: Mapped[bool] = mapped_column(Boolean, default=True)
     encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
+    kms_key_id: Mapped[str | None] = mapped_column(String(256))  # key ARN when encrypted
 
     image: Mapped[Image] = relationship(back_populates="mappings")
 
@@ -193,3 +196,76 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class KmsKey(Base):
+    """A KMS key of one account and region. Its 256-bit material is stored only sealed under
+    the server's root key (``sealed_material``); see ``service.kms``."""
+
+    __tablename__ = "kms_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)     # the KeyId (uuid)
+    account_id: Mapped[str] = mapped_column(String(12), index=True)
+    region: Mapped[str] = mapped_column(String(32))
+    arn: Mapped[str] = mapped_column(String(256), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # Enabled | Disabled | PendingDeletion
+    state: Mapped[str] = mapped_column(String(24), default="Enabled")
+    key_manager: Mapped[str] = mapped_column(String(16), default="CUSTOMER")   # or AWS
+    key_usage: Mapped[str] = mapped_column(String(32), default="ENCRYPT_DECRYPT")
+    key_spec: Mapped[str] = mapped_column(String(32), default="SYMMETRIC_DEFAULT")
+    origin: Mapped[str] = mapped_column(String(16), default="AWS_KMS")
+    policy: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list | None] = mapped_column(JSON)
+    sealed_material: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deletion_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class KmsAlias(Base):
+    __tablename__ = "kms_aliases"
+    __table_args__ = (UniqueConstraint("account_id", "region", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(12))
+    region: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(256))                     # alias/...
+    target_key_id: Mapped[str] = mapped_column(ForeignKey("kms_keys.id", ondelete="CASCADE"),
+                                               index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IamRole(Base):
+    """An IAM role: its trust (assume-role) policy and, in ``policies``, its inline policies.
+    Policy documents are kept as the JSON text the user sent."""
+
+    __tablename__ = "iam_roles"
+    # Role names are unique per account regardless of case, as on IAM.
+    __table_args__ = (UniqueConstraint("account_id", "name_key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)     # the RoleId (AROA...)
+    account_id: Mapped[str] = mapped_column(String(12))
+    name: Mapped[str] = mapped_column(String(64))
+    name_key: Mapped[str] = mapped_column(String(64))                 # name.lower()
+    path: Mapped[str] = mapped_column(String(512), default="/")
+    assume_role_policy: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    max_session_duration: Mapped[int] = mapped_column(Integer, default=3600)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    policies: Mapped[list["IamRolePolicy"]] = relationship(
+        back_populates="role", order_by="IamRolePolicy.name", cascade="all, delete-orphan",
+        lazy="selectin")
+
+
+class IamRolePolicy(Base):
+    __tablename__ = "iam_role_policies"
+    __table_args__ = (UniqueConstraint("role_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    role_id: Mapped[str] = mapped_column(ForeignKey("iam_roles.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    document: Mapped[str] = mapped_column(Text)
+
+    role: Mapped[IamRole] = relationship(back_populates="policies")

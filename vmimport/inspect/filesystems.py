@@ -11,7 +11,12 @@ import stat
 import struct
 from typing import Any, BinaryIO
 
+from dissect.btrfs import Btrfs
+from dissect.extfs import ExtFS
+from dissect.fat import FATFS
+from dissect.ntfs import NTFS
 from dissect.util.stream import RangeStream
+from dissect.xfs import XFS
 
 from vmimport.inspect.budget import Budget, InspectionLimit
 
@@ -61,13 +66,62 @@ def probe(head: bytes) -> str | None:
     return None
 
 
+def _pow2(value: int, low: int, high: int) -> bool:
+    return low <= value <= high and value & (value - 1) == 0
+
+
+def sanity_error(kind: str, head: bytes) -> str | None:
+    """Why the superblock in ``head`` is unsafe to hand to dissect, or None.
+
+    Some parsers do arithmetic with raw superblock fields before any read (dissect.extfs computes
+    ``1024 << s_log_block_size``: with 0xFFFFFFFF that is a 512 MB integer and minutes of CPU), which
+    the read budget cannot interrupt; so the fields that size everything are checked here first.
+    """
+    try:
+        if kind in ("ext2", "ext3", "ext4"):
+            sb = 1024
+            log_block, log_cluster = struct.unpack_from("<II", head, sb + 0x18)
+            blocks_per_group, _, inodes_per_group = struct.unpack_from("<III", head, sb + 0x20)
+            inode_size = struct.unpack_from("<H", head, sb + 0x58)[0]
+            desc_size = struct.unpack_from("<H", head, sb + 0xFE)[0]
+            if log_block > 6 or log_cluster > 16:
+                return f"absurd block size (s_log_block_size={log_block})"
+            if not blocks_per_group or not inodes_per_group:
+                return "zero blocks or inodes per group"
+            if inode_size and not _pow2(inode_size, 128, 1024 << log_block):
+                return f"invalid inode size {inode_size}"
+            if desc_size > 1024:
+                return f"invalid group descriptor size {desc_size}"
+        elif kind == "xfs":
+            blocksize = struct.unpack_from(">I", head, 4)[0]
+            agblocks, agcount = struct.unpack_from(">II", head, 84)
+            sectsize, inodesize = struct.unpack_from(">HH", head, 102)
+            if not _pow2(blocksize, 512, 65536) or not _pow2(sectsize, 512, 32768) or not _pow2(inodesize, 256, 2048):
+                return f"invalid block/sector/inode size ({blocksize}/{sectsize}/{inodesize})"
+            if not agblocks or not 0 < agcount < (1 << 20):
+                return f"invalid allocation groups ({agcount} x {agblocks} blocks)"
+        elif kind == "btrfs":
+            sectorsize, nodesize = struct.unpack_from("<II", head, 0x10000 + 0x90)
+            if not _pow2(sectorsize, 512, 65536) or not _pow2(nodesize, 4096, 65536):
+                return f"invalid sector/node size ({sectorsize}/{nodesize})"
+        elif kind == "ntfs":
+            bps, spc = struct.unpack_from("<HB", head, 11)
+            if not _pow2(bps, 256, 4096):
+                return f"invalid bytes per sector {bps}"
+            if not (spc <= 128 and _pow2(spc, 1, 128)) and not 0xF4 <= spc <= 0xFF:
+                return f"invalid sectors per cluster {spc}"
+    except struct.error:
+        return "truncated superblock"
+    return None
+
+
 class GuestFS:
     """A read-only filesystem inside the guest, addressed with '/'-separated guest paths."""
 
     case_insensitive = False
 
-    def __init__(self, kind: str, impl: Any, budget: Budget):
-        self.kind = kind
+    def __init__(self, fstype: str, impl: Any, budget: Budget):
+        self.fstype = fstype
         self.impl = impl
         self.budget = budget
 
@@ -238,34 +292,45 @@ class FatFS(GuestFS):
         for entry in node.iterdir():
             if entry.is_volume_id() or entry.name in (".", ".."):
                 continue
-            yield entry.name, entry
-            if entry.short_name and entry.short_name != entry.name:
-                yield entry.short_name, entry
+            yield _fat_display_name(entry), entry
+
+    def child(self, node: Any, name: str) -> Any | None:
+        want = name.casefold()
+        for count, (child_name, child) in enumerate(self.iter_children(node)):
+            if count >= MAX_DIR_ENTRIES:
+                raise InspectionLimit(f"a directory has more than {MAX_DIR_ENTRIES} entries")
+            if want in (child_name.casefold(), (child.short_name or "").casefold()):
+                return child
+        return None
+
+
+def _fat_display_name(entry: Any) -> str:
+    """The name as Windows and Linux show it: a short name's NT case bits (0x08 base, 0x10 extension)."""
+    name = entry.name
+    if name != entry.short_name:
+        return name  # a long name keeps its own case
+    flags = entry.dirent.DIR_NTRes
+    base, dot, ext = name.partition(".")
+    return (base.lower() if flags & 0x08 else base) + dot + (ext.lower() if flags & 0x10 else ext)
 
 
 def open_filesystem(kind: str, disk: BinaryIO, offset: int, size: int, budget: Budget) -> GuestFS:
     """Open the ``kind`` filesystem found at ``offset`` through dissect; FilesystemError if it cannot."""
+    head = disk.pread(offset, min(PROBE_BYTES, size))
+    problem = sanity_error(kind, head)
+    if problem:
+        raise FilesystemError(f"the {kind} superblock is damaged: {problem}")
     stream = RangeStream(disk, offset, size)
     try:
         if kind in ("ext2", "ext3", "ext4"):
-            from dissect.extfs import ExtFS
-
             return ExtOrXfs(kind, ExtFS(stream), budget)
         if kind == "xfs":
-            from dissect.xfs import XFS
-
             return ExtOrXfs(kind, XFS(stream), budget)
         if kind == "btrfs":
-            from dissect.btrfs import Btrfs
-
             return BtrfsFS(kind, Btrfs(stream), budget)
         if kind == "ntfs":
-            from dissect.ntfs import NTFS
-
             return NtfsFS(kind, NTFS(stream), budget)
         if kind == "vfat":
-            from dissect.fat import FATFS
-
             return FatFS(kind, FATFS(stream), budget)
     except InspectionLimit:
         raise

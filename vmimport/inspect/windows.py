@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dissect.regf import RegistryHive
+
 from vmimport.inspect.binaries import pe_architecture
 from vmimport.inspect.budget import InspectionLimit
 from vmimport.inspect.filesystems import GuestFS
@@ -41,8 +43,6 @@ def _open_hive(fs: GuestFS, path: str, notes: list[str]):
         notes.append(f"{path} is missing")
         return None
     try:
-        from dissect.regf import RegistryHive
-
         return RegistryHive(fh)
     except InspectionLimit:
         raise

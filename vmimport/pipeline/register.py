@@ -36,12 +36,19 @@ def platform_billing(platform: str | None, license_type: str | None,
     return "Linux/UNIX", usage_operation or "RunInstances"
 
 
-def register_image(session: Session, task: ImportTask) -> Image:
+def register_image(session: Session, task: ImportTask, decision=None) -> Image:
+    """``decision`` (from inspecting the boot volume) gives the billing details and the
+    description AWS writes on imported AMIs when the user gave none."""
     names = device_names([disk.device_name for disk in task.disks])
-    details, usage = platform_billing(task.platform, task.license_type, task.usage_operation)
+    if decision is not None:
+        details, usage = decision.platform_details, decision.usage_operation
+    else:
+        details, usage = platform_billing(task.platform, task.license_type,
+                                          task.usage_operation)
+    description = task.description or (decision.description if decision else None)
     image = Image(
         id=new_id("image"), account_id=task.account_id, name=task.id,
-        description=task.description, state="available",
+        description=description, state="available",
         architecture=task.architecture or "x86_64",
         platform="windows" if task.platform == "Windows" else None,
         platform_details=details, usage_operation=usage, boot_mode=task.boot_mode,
@@ -52,7 +59,8 @@ def register_image(session: Session, task: ImportTask) -> Image:
         image.mappings.append(BlockDeviceMapping(
             position=position, device_name=name, snapshot_id=snapshot.id,
             volume_size=snapshot.volume_size, volume_type="gp2",
-            delete_on_termination=True, encrypted=snapshot.encrypted))
+            delete_on_termination=True, encrypted=snapshot.encrypted,
+            kms_key_id=snapshot.kms_key_id))
         disk.device_name = name
     session.add(image)
     task.image_id = image.id

@@ -22,9 +22,11 @@ from vmimport.db.tasks import mark_cancelled, mark_failed
 from vmimport.jobs import queue
 from vmimport.jobs.worker import JobControl
 from vmimport.db.ids import new_id
+from vmimport.inspect import Decision, decide, inspect_disk
 
+from . import access, encryption
 from .errors import ImportCancelled, ImportFailure
-from .formats import Limits, open_guest_disk
+from .formats import Limits, open_guest_disks
 from .register import register_image
 from .source import open_source
 
@@ -33,6 +35,7 @@ log = logging.getLogger("vmimport.pipeline")
 # Where each phase puts the task's Progress (AWS shows a climbing percentage).
 PROGRESS_VALIDATING, PROGRESS_CONVERTING, PROGRESS_CONVERTED, PROGRESS_AMI = 2, 5, 85, 95
 GIB = 1024 ** 3
+MAX_VOLUMES = 21
 
 
 def run_import_job(control: JobControl) -> None:
@@ -53,17 +56,15 @@ def run_import_job(control: JobControl) -> None:
         if control.attempt > settings.max_attempts:
             raise ImportFailure(f"the import was attempted {control.attempt - 1} times and its "
                                 "worker stopped each time; giving up", kind="ServerError")
-        if task.encrypted:
-            raise ImportFailure("Encrypted imports are not supported yet by this server "
-                                "(KMS is not implemented); import without Encrypted/KmsKeyId")
+        if task.encrypted:  # resolved now, asynchronously, as on AWS
+            task.kms_key_id = encryption.resolve_task_key(db, settings, task)
         reporter = ProgressReporter(control, task, disks)
-        for disk in disks:
-            if disk.snapshot_id and store.has_manifest(disk.snapshot_id):
-                continue  # finished by an earlier attempt
+        for disk in _pending_disks(control, store):
             _import_disk(control, store, task, disk, reporter)
         reporter.phase("preparing ami" if task.kind == "image" else "completing",
                        PROGRESS_AMI)
-        _complete(control, task)
+        decision = _inspect_boot_volume(control, store, task) if task.kind == "image" else None
+        _complete(control, task, decision)
     except ImportCancelled:
         _end_task(control, store, failure=None)
     except ImportFailure as failure:
@@ -89,6 +90,7 @@ class ProgressReporter:
         self.task_id = task.id
         self.kind = task.kind
         self.disk_count = len(disks)
+        self.done = sum(1 for d in disks if d.snapshot_id)  # finished by an earlier attempt
         self._last_write = 0.0
         self._lock = threading.Lock()
 
@@ -110,7 +112,8 @@ class ProgressReporter:
             return
         fraction = done / total if total else 1.0
         share = (PROGRESS_CONVERTED - PROGRESS_CONVERTING) / self.disk_count
-        progress = int(PROGRESS_CONVERTING + share * (disk.position + fraction))
+        progress = int(PROGRESS_CONVERTING + share * (min(self.done, self.disk_count - 1)
+                                                       + fraction))
         self._write("converting", progress, disk, {"progress": max(1, int(fraction * 100))})
 
     def _write(self, message, progress, disk, disk_values) -> None:
@@ -126,31 +129,77 @@ class ProgressReporter:
                                     .values(**disk_values))
 
 
+def _pending_disks(control: JobControl, store: BlockStore):
+    """The task's disks without a finished snapshot, in order, re-read after each one (an OVA
+    adds rows for its other disks while its first is imported). A disk whose snapshot exists
+    was finished by an earlier attempt and is skipped: that is the checkpoint."""
+    while True:
+        with control.db.read() as session:
+            task = session.get(ImportTask, control.task_id)
+            pending = [d for d in task.disks
+                       if not (d.snapshot_id and store.has_manifest(d.snapshot_id))]
+        if not pending:
+            return
+        yield pending[0]
+
+
+def _add_container_members(control: JobControl, disk: TaskDisk, count: int,
+                           reporter: "ProgressReporter") -> None:
+    """A container with several disks (OVA) becomes one TaskDisk row per disk, the first time
+    it is opened; each row is then imported (and checkpointed) on its own."""
+    if count <= 1 or disk.member_index != 0:
+        return
+    with control.db.write() as session:
+        task = session.get(ImportTask, control.task_id)
+        if any(d.position == disk.position and d.member_index > 0 for d in task.disks):
+            return  # added by an earlier attempt
+        total = len(task.disks) + count - 1
+        if total > MAX_VOLUMES:
+            raise ImportFailure(
+                f"Disk validation failed [Unsupported OVA format] disk container "
+                f"{disk.position + 1} holds {count} disks, which makes {total} volumes; an "
+                f"imported image can have at most {MAX_VOLUMES}")
+        for member in range(1, count):
+            task.disks.append(TaskDisk(
+                position=disk.position, member_index=member, description=disk.description,
+                declared_format=disk.declared_format, format=disk.format, url=disk.url,
+                s3_bucket=disk.s3_bucket, s3_key=disk.s3_key, status="active",
+                disk_image_size=0.0))
+    reporter.disk_count = total
+
+
 def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, disk: TaskDisk,
                  reporter: ProgressReporter) -> None:
     settings = control.settings
     reporter.phase("validating", PROGRESS_VALIDATING, disk,
                    {"status_message": "validating", "progress": 0})
+    snapshot_id = new_id("snapshot")
+    sealing = encryption.snapshot_sealing(control.db, settings, task, snapshot_id)
     if disk.source_snapshot_id:
-        manifest, size, fmt = _copy_snapshot_source(control, store, task, disk)
+        manifest, size, fmt = _copy_snapshot_source(control, store, task, disk, sealing)
         disk_image_size = size
     else:
+        access.check_source(control.db, task, disk)
         source = open_source(settings, bucket=disk.s3_bucket, key=disk.s3_key, url=disk.url)
         try:
             limits = Limits(max_virtual_size=settings.max_virtual_size,
                             inflate_threads=settings.inflate_threads)
-            guest = open_guest_disk(source, disk.declared_format, limits)
-            fmt, size, disk_image_size = guest.format, guest.virtual_size, source.size
+            guests = open_guest_disks(source, disk.declared_format, limits)
+            _add_container_members(control, disk, len(guests), reporter)
+            guest = guests[disk.member_index]
+            member = getattr(guest, "source", None)  # an OVA member: its own size
+            fmt, size = guest.format, guest.virtual_size
+            disk_image_size = member.size if member is not None else source.size
             reporter.phase("validated", PROGRESS_CONVERTING, disk,
                            {"status_message": "validated", "format": fmt,
                             "disk_image_size": float(disk_image_size)})
             manifest = write_snapshot(
                 store, size, guest.extents(),
-                on_progress=lambda done: reporter.converting(disk, done, size))
+                on_progress=lambda done: reporter.converting(disk, done, size),
+                cipher=sealing and sealing.cipher, encryption=sealing and sealing.record)
         finally:
             source.close()
     reporter.check()
-    snapshot_id = new_id("snapshot")
     store.write_manifest(snapshot_id, manifest)
     now = datetime.now(timezone.utc)
     with control.db.write() as session:
@@ -161,7 +210,8 @@ def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, disk:
             id=snapshot_id, account_id=task.account_id,
             description=f"Created by AWS-VMImport service for {task.id}",
             state="completed", volume_size=max(1, -(-size // GIB)), size_bytes=size,
-            stored_bytes=len(manifest.blocks) * manifest.block_size, encrypted=False,
+            stored_bytes=len(manifest.blocks) * manifest.block_size,
+            encrypted=bool(task.encrypted), kms_key_id=task.kms_key_id if task.encrypted else None,
             source_task_id=task.id, started_at=now, completed_at=now))
         row = session.get(TaskDisk, disk.id)
         row.snapshot_id = snapshot_id
@@ -171,9 +221,10 @@ def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, disk:
         row.format = fmt
         row.disk_image_size = float(disk_image_size)
     disk.snapshot_id = snapshot_id
+    reporter.done += 1
 
 
-def _copy_snapshot_source(control, store, task, disk):
+def _copy_snapshot_source(control, store, task, disk, sealing):
     """DiskContainer.SnapshotId: the guest disk is an existing snapshot of this account; the new
     snapshot shares its blocks (a manifest copy, no data is moved)."""
     with control.db.read() as session:
@@ -183,20 +234,41 @@ def _copy_snapshot_source(control, store, task, disk):
                                 f"{disk.source_snapshot_id} does not exist in this account")
         if source.state != "completed":
             raise ImportFailure(f"the snapshot {source.id} is {source.state}, not completed")
-        if source.encrypted:
-            raise ImportFailure(f"the snapshot {source.id} is encrypted; encrypted snapshots "
-                                "are not supported yet by this server")
-    manifest = store.read_manifest(source.id)
+    manifest = encryption.copy_source_snapshot(control.db, control.settings, store, task,
+                                               source, store.read_manifest(source.id), sealing)
     return manifest, manifest.size_bytes, disk.declared_format
 
 
-def _complete(control: JobControl, task: ImportTask) -> None:
+def _inspect_boot_volume(control: JobControl, store: BlockStore, task: ImportTask) -> Decision:
+    """ImportImage: read the boot volume (the first disk) back from its snapshot, find out what
+    it is, and decide Platform/Architecture/BootMode/licensing as AWS does (or refuse)."""
+    with control.db.read() as session:
+        boot = session.get(ImportTask, task.id).disks[0]
+        snapshot_id = boot.snapshot_id
+    manifest = store.read_manifest(snapshot_id)
+    with encryption.snapshot_reader(control.db, control.settings, store, manifest) as disk:
+        inspection = inspect_disk(disk, manifest.size_bytes,
+                                  deadline_seconds=control.settings.inspect_deadline_seconds)
+    log.info("task %s: boot volume %s inspected in %.3fs: %s %s %s, boot modes %s", task.id,
+             snapshot_id, inspection.seconds, inspection.os_family, inspection.os_name,
+             inspection.architecture, sorted(inspection.boot_modes))
+    return decide(inspection, {
+        "Platform": task.platform, "Architecture": task.architecture,
+        "BootMode": task.boot_mode, "LicenseType": task.license_type,
+        "UsageOperation": task.usage_operation, "Hypervisor": task.hypervisor})
+
+
+def _complete(control: JobControl, task: ImportTask, decision: Decision | None) -> None:
     with control.db.write() as session:
         row = session.get(ImportTask, task.id)
         if row.status != "active":
             raise ImportCancelled()  # cancelled between the last check and now
+        if decision is not None:
+            row.platform, row.architecture = decision.platform, decision.architecture
+            row.boot_mode, row.license_type = decision.boot_mode, decision.license_type
+            row.usage_operation = decision.usage_operation
         if task.kind == "image":
-            register_image(session, row)
+            register_image(session, row, decision)
         row.status = "completed"
         row.status_message = None
         row.progress = None

@@ -19,6 +19,7 @@ are ``ImportFailure``s whose text starts with AWS's wording (``Disk validation f
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import time
@@ -180,6 +181,26 @@ class LocalSource:
                                     f"(expected {self.size} bytes)")
             yield data
             pos += want
+
+    def data_ranges(self, offset: int = 0) -> Iterator[tuple[int, int]]:
+        """(start, end) of the ranges that hold data in a sparse file (SEEK_DATA/SEEK_HOLE);
+        holes read as zeros, so a reader may skip them. One range over the whole file where
+        the filesystem cannot tell."""
+        fd = self._require_fd()
+        pos = offset
+        while pos < self.size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+                end = min(os.lseek(fd, start, os.SEEK_HOLE), self.size)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # no data after pos
+                    return
+                yield pos, self.size  # SEEK_DATA unsupported here: everything may be data
+                return
+            if start >= self.size:
+                return
+            yield start, end
+            pos = end
 
     def close(self) -> None:
         fd, self._fd = self._fd, None

@@ -1,5 +1,9 @@
 """The EBS direct read APIs (ListSnapshotBlocks, GetSnapshotBlock): any AWS SDK can read a
-snapshot back, block by block, with a SHA-256 checksum per block."""
+snapshot back, block by block, with a SHA-256 checksum per block.
+
+Encrypted snapshots read the same way: the manifest's data key is unwrapped by its KMS key
+(which must still be Enabled) and each block is decrypted and authenticated before it is
+returned; a block that fails (altered, moved, damaged) is reported and never returned."""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ import base64
 import hashlib
 from datetime import datetime, timedelta, timezone
 
+from vmimport.blockstore.crypto import BlockCipher
 from vmimport.blockstore.store import BlockStore, BlockStoreError
 from vmimport.db.models import Snapshot
 
+from . import kms
 from .context import Context
 from .errors import ApiError
 
@@ -33,6 +39,23 @@ def _manifest(ctx: Context, snapshot: Snapshot):
         return BlockStore(ctx.settings.blocks_dir).read_manifest(snapshot.id)
     except BlockStoreError as exc:
         raise ApiError(INTERNAL, str(exc), 500) from None
+
+
+def _cipher(ctx: Context, snapshot: Snapshot, manifest):
+    """The data-key cipher of an encrypted snapshot (None for a plaintext one)."""
+    enc = manifest.encryption
+    if enc is None:
+        return None
+    with ctx.db.read() as session:
+        try:
+            plaintext, _key = kms.decrypt_blob(session, ctx.settings, ctx.account_id,
+                                               ctx.region, enc.wrapped_key,
+                                               {"aws:ebs:id": enc.snapshot_id})
+        except kms.KeyUnusable as exc:
+            raise ApiError("AccessDeniedException", f"The snapshot {snapshot.id} is encrypted "
+                           f"with {enc.key_arn}, which cannot be used: {exc.reason}",
+                           403) from None
+    return BlockCipher(plaintext, enc.snapshot_id)
 
 
 def list_snapshot_blocks(ctx: Context, params: dict) -> dict:
@@ -68,10 +91,12 @@ def get_snapshot_block(ctx: Context, params: dict) -> dict:
     if digest is None or token != digest:
         raise ApiError(VALIDATION, f"The block token for block {index} of {snapshot.id} is not "
                        "valid (list the blocks with ListSnapshotBlocks to get tokens)")
+    cipher = _cipher(ctx, snapshot, manifest)
     try:
-        data = BlockStore(ctx.settings.blocks_dir).get_block(digest)
+        data = BlockStore(ctx.settings.blocks_dir).read_block(manifest, index, cipher)
     except BlockStoreError as exc:
-        raise ApiError(INTERNAL, str(exc), 500) from None
+        raise ApiError(INTERNAL, f"block {index} of {snapshot.id} cannot be returned: {exc}",
+                       500) from None
     checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
     return {"BlockData": data, "DataLength": len(data), "Checksum": checksum,
             "ChecksumAlgorithm": "SHA256"}

@@ -36,7 +36,8 @@ def _render_image(image: Image, tags: dict) -> dict:
              "Ebs": {"SnapshotId": m.snapshot_id, "VolumeSize": m.volume_size,
                      "VolumeType": m.volume_type,
                      "DeleteOnTermination": m.delete_on_termination,
-                     "Encrypted": m.encrypted}}
+                     "Encrypted": m.encrypted,
+                     **({"KmsKeyId": m.kms_key_id} if m.kms_key_id else {})}}
             for m in image.mappings],
     }
     for key, value in (("Description", image.description), ("Platform", image.platform),

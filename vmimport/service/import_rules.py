@@ -61,6 +61,12 @@ def check_encryption(params: dict) -> None:
                                 "(alias/...) or alias ARN.")
 
 
+def check_role_name(role: str | None) -> None:
+    """The syntax only; whether the role exists and trusts VM Import is ``iam.check_service_role``."""
+    if role is not None and not re.match(r"^[\w+=,.@-]{1,64}$", role):
+        raise invalid_value("RoleName", role, "A role name is 1-64 of [A-Za-z0-9+=,.@_-].")
+
+
 def check_tag_specifications(params: dict, resource_type: str) -> list[dict]:
     tags = []
     for n, spec in enumerate(params.get("TagSpecifications") or [], 1):
@@ -169,9 +175,7 @@ def check_import_image(params: dict) -> list[dict]:
     if params.get("LicenseSpecifications") and params.get("BootMode") == "uefi":
         raise ApiError("InvalidParameterCombination",
                        "UEFI imports cannot specify license configurations")
-    role = params.get("RoleName")
-    if role is not None and not re.match(r"^[\w+=,.@-]{1,64}$", role):
-        raise invalid_value("RoleName", role, "A role name is 1-64 of [A-Za-z0-9+=,.@_-].")
+    check_role_name(params.get("RoleName"))
     description = params.get("Description")
     if description is not None and len(description) > 255:
         raise invalid_value("Description", description[:40] + "...",

@@ -14,7 +14,7 @@ from vmimport.db.models import ImportTask, TaskDisk
 from vmimport.db.tasks import mark_cancelled
 from vmimport.jobs import queue
 
-from . import import_rules
+from . import iam, import_rules
 from .context import Context
 from .errors import ApiError
 from vmimport.db.ids import new_id
@@ -98,15 +98,13 @@ def _jsonable(value):
 def import_image(ctx: Context, params: dict) -> dict:
     disks = import_rules.check_import_image(params)
     tags = import_rules.check_tag_specifications(params, "import-image-task")
-    platform = params.get("Platform")
-    license_type = params.get("LicenseType")
-    if license_type in (None, "Auto") and params.get("UsageOperation") is None:
-        license_type = "AWS" if platform == "Windows" else "BYOL"
+    # The user's values as given (None = decide from the disk); inspection fills the rest in.
     fields = dict(
-        architecture=params.get("Architecture"), platform=platform,
+        architecture=params.get("Architecture"), platform=params.get("Platform"),
         boot_mode=params.get("BootMode"), hypervisor=params.get("Hypervisor"),
-        license_type=license_type, usage_operation=params.get("UsageOperation"),
+        license_type=params.get("LicenseType"), usage_operation=params.get("UsageOperation"),
         license_specifications=params.get("LicenseSpecifications"))
+    iam.check_service_role(ctx, params.get("RoleName") or "vmimport")
     result = _create_task(ctx, params, IMAGE_TASK, disks, tags, fields)
     result.pop("BootMode", None)  # ImportImage's result has no BootMode; the Describe call does
     return result
@@ -121,6 +119,8 @@ def import_snapshot(ctx: Context, params: dict) -> dict:
                                              import_rules.SNAPSHOT_FORMATS)
     import_rules.check_encryption(params)
     tags = import_rules.check_tag_specifications(params, "import-snapshot-task")
+    import_rules.check_role_name(params.get("RoleName"))
+    iam.check_service_role(ctx, params.get("RoleName") or "vmimport")
     return _create_task(ctx, params, SNAPSHOT_TASK, [disk], tags, {})
 
 

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 from ..errors import ImportFailure
 from .base import UNSUPPORTED, GuestDisk, Limits, Source
+from .ova import open_ova, open_single_disk_ova
 from .probe import Detection, detect, probe_format
+from .qcow2 import Qcow2
 from .raw import RawDisk
+from .vhd import Vhd
+from .vhdx import Vhdx
+from .vmdk_sparse import SparseVmdk
 from .vmdk_stream import StreamOptimizedVmdk
 
 __all__ = [
@@ -22,6 +27,7 @@ __all__ = [
     "Source",
     "detect",
     "open_guest_disk",
+    "open_guest_disks",
     "probe_format",
 ]
 
@@ -34,7 +40,14 @@ _DECLARED = {
     "ova": {"ova"},
     "qcow2": {"qcow2"},
 }
-_READERS = {"raw": RawDisk, "vmdk-streamOptimized": StreamOptimizedVmdk}
+_READERS = {
+    "raw": RawDisk,
+    "vmdk-streamOptimized": StreamOptimizedVmdk,
+    "vhd": Vhd,
+    "vhdx": Vhdx,
+    "qcow2": Qcow2,
+    "vmdk-monolithicSparse": SparseVmdk,
+}
 _ARCHIVES = {"gzip", "xz", "bzip2", "zstd", "zip"}
 _NOT_DISKS = {"iso9660", "vdi", "qed", "luks", "vmdk-descriptor"}
 _NAMES = {
@@ -86,3 +99,24 @@ def open_guest_disk(source, declared_format: str | None, limits: Limits | None =
         f"{UNSUPPORTED} {name} images are not supported yet by this server (detected "
         f"{found.what} from {found.evidence})"
     )
+
+
+# -- OVA: a container of disks (ova.py), registered apart from the single-file readers ---------
+
+def _open_ova(source, limits: Limits) -> GuestDisk:
+    return open_single_disk_ova(source, limits, open_guest_disk)
+
+
+_READERS["ova"] = _open_ova
+
+
+def open_guest_disks(source, declared_format: str | None,
+                     limits: Limits | None = None) -> list[GuestDisk]:
+    """Every guest disk in `source`: for an OVA, one per disk its descriptor references, in
+    the descriptor's order (the first is the boot volume); otherwise `[open_guest_disk(...)]`.
+    """
+    limits = limits or Limits()
+    declared = declared_format.lower() if declared_format else None
+    if declared in (None, "ova") and source.size and detect(source).format == "ova":
+        return open_ova(source, limits, open_guest_disk)
+    return [open_guest_disk(source, declared_format, limits)]

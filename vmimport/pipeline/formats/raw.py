@@ -26,6 +26,10 @@ class RawDisk(GuestDisk):
                                           self.virtual_size, limits))
 
     def extents(self) -> Iterator[tuple[int, bytes | memoryview]]:
+        ranges = getattr(self._source, "data_ranges", None)
+        if ranges is not None:  # a sparse local file: holes are zeros, skip them
+            yield from self._sparse_extents(ranges())
+            return
         size = self._source.size
         offset = 0
         for chunk in self._source.stream(0, CHUNK):
@@ -47,3 +51,19 @@ class RawDisk(GuestDisk):
                 f"{CORRUPTED} The raw image {self._source.description} ended at byte {offset} "
                 f"but its size was {size} bytes when the import started"
             )
+
+    def _sparse_extents(self, ranges) -> Iterator[tuple[int, bytes | memoryview]]:
+        size = self._source.size
+        for start, end in ranges:
+            offset = start
+            for chunk in self._source.stream(start, CHUNK):
+                take = min(len(chunk), end - offset)
+                piece = chunk[:take]
+                if offset + take == size and size % SECTOR:
+                    piece = bytes(piece) + bytes(-size % SECTOR)
+                self._consumed = offset + take
+                yield offset, piece
+                offset += take
+                if offset >= end:
+                    break
+        self._consumed = size

@@ -1,0 +1,148 @@
+"""The hostile corpus runner: every `tests/hostile/cases_*.py` case must end in a ClientError
+naming what is wrong, in bounded time and memory, without opening a host file (README.md)."""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import os
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_task
+from tests.hostile import QEMU_IMG
+from vmimport.pipeline.errors import ImportFailure
+from vmimport.pipeline.formats import Limits, open_guest_disks
+
+pytestmark = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img (qemu-utils) is not installed")
+
+HERE = Path(__file__).parent
+SECONDS = 5.0
+PEAK_BYTES = 64 << 20
+
+
+def _collect() -> list[tuple[str, str, object, str]]:
+    cases = []
+    for path in sorted(HERE.glob("cases_*.py")):
+        module = importlib.import_module(f"tests.hostile.{path.stem}")
+        names = set()
+        for name, build, expected in module.CASES:
+            assert name not in names, f"{path.stem}: duplicate case name {name!r}"
+            names.add(name)
+            cases.append((path.stem, name, build, expected))
+    return cases
+
+
+CASES = _collect()
+SAMPLE = [case for n, case in enumerate(CASES) if n == 0 or CASES[n - 1][0] != case[0]]
+
+
+def _id(case) -> str:
+    return f"{case[0]}:{case[1]}"
+
+
+class BytesSource:
+    def __init__(self, data: bytes):
+        self.data, self.size, self.description = data, len(data), "s3://hostile/image"
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError("negative read")
+        return self.data[offset : offset + length]
+
+    def stream(self, offset: int = 0, chunk_size: int = 8 << 20):
+        for at in range(offset, self.size, chunk_size):
+            yield self.data[at : at + chunk_size]
+
+
+@pytest.fixture
+def only_tmp_paths(tmp_path, monkeypatch):
+    """builtins.open / os.open of anything outside tmp_path is refused and recorded."""
+    opened: list[str] = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def guard(path):
+        if isinstance(path, (str, bytes, os.PathLike)):
+            p = os.path.abspath(os.fsdecode(path))
+            if not p.startswith(str(tmp_path)):
+                opened.append(p)
+                raise PermissionError(f"the hostile corpus forbids opening {p}")
+
+    def guarded_open(file, *args, **kwargs):
+        guard(file)
+        return real_open(file, *args, **kwargs)
+
+    def guarded_os_open(path, *args, **kwargs):
+        guard(path)
+        return real_os_open(path, *args, **kwargs)
+
+    def install():
+        monkeypatch.setattr(builtins, "open", guarded_open)
+        monkeypatch.setattr(os, "open", guarded_os_open)
+
+    return opened, install
+
+
+def _drain(data: bytes) -> None:
+    for disk in open_guest_disks(BytesSource(data), None, Limits()):
+        for _ in disk.extents():
+            pass
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_hostile_image(case, tmp_path, only_tmp_paths):
+    module, name, build, expected = case
+    data = build(tmp_path)
+    assert isinstance(data, bytes)
+    opened, install = only_tmp_paths
+    install()
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ImportFailure) as info:
+            _drain(data)
+        elapsed = time.monotonic() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = info.value.status_message
+    assert message.startswith("ClientError: "), message
+    assert expected in message, f"expected {expected!r} in {message!r}"
+    assert elapsed < SECONDS, f"{_id(case)} took {elapsed:.1f}s"
+    assert peak < PEAK_BYTES, f"{_id(case)} peaked at {peak / 2**20:.1f} MiB"
+    assert opened == [], f"{_id(case)} opened host files: {opened}"
+
+
+def test_corpus_size():
+    assert len(CASES) >= 30
+    assert {case[0] for case in CASES} >= {"cases_raw", "cases_vmdk_stream", "cases_ova",
+                                          "cases_misc"}
+
+
+@pytest.mark.timeout(300)
+def test_sample_through_the_api(server, ec2, tmp_path):
+    """One case per module, end to end: the task ends deleted with the message, and the server
+    keeps serving."""
+    bucket = f"hostile-{uuid.uuid4().hex[:10]}"
+    started = {}
+    for module, name, build, expected in SAMPLE:
+        key = f"{module}/{name.replace(' ', '_').replace('/', '_')}"
+        (tmp_path / module).mkdir(exist_ok=True)
+        server.put_object(bucket, key, build(tmp_path / module))
+        task_id = ec2.import_image(DiskContainers=[
+            {"UserBucket": {"S3Bucket": bucket, "S3Key": key}}])["ImportTaskId"]
+        started[task_id] = (module, name, expected)
+    for task_id, (module, name, expected) in started.items():
+        task = wait_task(ec2, task_id, timeout=120)
+        assert task["Status"] == "deleted", (module, name, task)
+        message = task["StatusMessage"]
+        assert message.startswith("ClientError: ") and expected in message, (module, name, message)
+        assert "ImageId" not in task
+    # The server keeps serving: a fresh call answers, listing every task.
+    listed = ec2.describe_import_image_tasks(ImportTaskIds=list(started))["ImportImageTasks"]
+    assert {t["ImportTaskId"] for t in listed} == set(started)

@@ -1,0 +1,150 @@
+"""qcow2 reader: qemu-img's qcow2 in every variant (v2/v3, cluster sizes, zlib and zstd compressed,
+preallocated, zero clusters) reads back exactly as `qemu-img convert -O raw`; unallocated space is
+skipped; inflation is bounded and parallel; every hostile case is refused and no named file is
+opened."""
+
+from __future__ import annotations
+
+import os
+import time
+import tracemalloc
+
+import pytest
+
+from tests.hostile import cases_qcow2
+from tests.pipeline.test_formats import (MiB, BytesSource, FileSource, fails, flatten, mixed_disk,
+                                         only_tmp_paths, qemu, sha)  # noqa: F401 (fixture)
+from tests.pipeline.test_formats_vhd import CountingSource, render
+from vmimport.pipeline.formats import Limits, open_guest_disk, qcow2
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return mixed_disk(9 * MiB + 5 * 512 + 1000, seed=13)  # not a multiple of any cluster size
+
+
+VARIANTS = {
+    "v2": ["-o", "compat=0.10"],
+    "v3": ["-o", "compat=1.1"],
+    "zlib": ["-c"],
+    "zlib-v2": ["-c", "-o", "compat=0.10"],
+    "zstd": ["-c", "-o", "compression_type=zstd"],
+    "512-byte-clusters": ["-o", "cluster_size=512"],
+    "2M-clusters-zlib": ["-c", "-o", "cluster_size=2M"],
+    "4k-clusters-zstd": ["-c", "-o", "cluster_size=4096,compression_type=zstd"],
+    "preallocated-metadata": ["-o", "preallocation=metadata"],
+    "preallocated-full": ["-o", "preallocation=full"],
+    "lazy-refcounts": ["-o", "lazy_refcounts=on"],
+}
+
+
+@pytest.mark.parametrize("options", VARIANTS.values(), ids=VARIANTS.keys())
+@pytest.mark.parametrize("threads", [1, 3])
+def test_qcow2_matches_qemu(tmp_path, raw, options, threads):
+    image, expected = render(tmp_path, raw, "qcow2", *options)
+    source = CountingSource(image)
+    disk = open_guest_disk(source, "qcow2", Limits(inflate_threads=threads))
+    assert disk.format == "QCOW2" and disk.virtual_size == len(expected)
+    assert sha(flatten(disk)) == sha(expected)
+
+
+def test_qcow2_reads_are_coalesced(tmp_path, raw):
+    for options in ([], ["-c"]):
+        image, _ = render(tmp_path, raw, "qcow2", *options)
+        source = CountingSource(image)
+        flatten(open_guest_disk(source, "qcow2", Limits()))
+        assert len(source.reads) <= 8, source.reads
+
+
+def test_qcow2_file_source_and_sizes(tmp_path):
+    for size in (512, 64 * 1024, 3 * MiB + 512, 5 * MiB - 4096):
+        data = mixed_disk(size, seed=size) if size > 4096 else os.urandom(size)
+        for options in ([], ["-c"], ["-c", "-o", "compression_type=zstd"]):
+            image, expected = render(tmp_path, data, "qcow2", *options)
+            (tmp_path / "f.qcow2").write_bytes(image)
+            disk = open_guest_disk(FileSource(tmp_path / "f.qcow2"), None, Limits())
+            assert flatten(disk) == expected
+
+
+def test_qcow2_zero_clusters_and_discard(tmp_path, raw):
+    """v3 zero clusters (bit 0), written with qemu-io-free means: convert, then zero a range."""
+    image, expected = render(tmp_path, raw, "qcow2")
+    data = bytearray(image)
+    m = cases_qcow2._first_data(bytes(data))
+    entry = cases_qcow2.l2_entry(bytes(data), m)
+    data = bytearray(cases_qcow2.set_l2(bytes(data), m, entry | 1))  # preallocated zero
+    want = bytearray(expected)
+    want[m * 65536 : (m + 1) * 65536] = bytes(65536)
+    assert flatten(open_guest_disk(BytesSource(bytes(data)), "qcow2", Limits())) == bytes(want)
+
+
+def test_qcow2_dirty_bit_is_accepted(tmp_path, raw):
+    image, expected = render(tmp_path, raw, "qcow2", "-o", "lazy_refcounts=on")
+    dirty = cases_qcow2.patch(image, 72, ">Q", 1)
+    assert flatten(open_guest_disk(BytesSource(dirty), "qcow2", Limits())) == expected
+
+
+def test_qcow2_without_libdeflate(tmp_path, raw, monkeypatch):
+    monkeypatch.setattr(qcow2, "_libdeflate", None)
+    image, expected = render(tmp_path, raw, "qcow2", "-c")
+    assert flatten(open_guest_disk(BytesSource(image), "qcow2", Limits())) == expected
+
+
+@pytest.mark.parametrize("options", [[], ["-c"]], ids=["plain", "zlib"])
+def test_qcow2_large_virtual_small_data(tmp_path, options):
+    """64 GiB virtual, 3 MiB of data: only the data's clusters are read and yielded."""
+    path, data = tmp_path / "big.raw", os.urandom(3 * MiB)
+    with open(path, "wb") as f:
+        f.truncate(64 << 30)
+        f.seek(40 << 30)
+        f.write(data)
+    qemu("convert", "-f", "raw", "-O", "qcow2", *options, str(path), str(tmp_path / "big.qcow2"))
+    started = time.monotonic()
+    disk = open_guest_disk(FileSource(tmp_path / "big.qcow2"), "qcow2", Limits())
+    assert disk.virtual_size == 64 << 30
+    yielded = 0
+    with open(path, "rb") as f:
+        for offset, chunk in disk.extents():
+            f.seek(offset)
+            assert f.read(len(chunk)) == bytes(chunk)
+            yielded += len(chunk)
+    assert yielded == 3 * MiB
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("options", [[], ["-c"]], ids=["plain", "zlib"])
+def test_qcow2_truncation(tmp_path, raw, options):
+    """Whatever is delivered before the fault is right; the fault names the cluster."""
+    image, expected = render(tmp_path, raw, "qcow2", *options)
+    disk = open_guest_disk(BytesSource(image[: len(image) * 3 // 4]), "qcow2", Limits())
+    with pytest.raises(Exception, match="past the end of the file at byte"):
+        for offset, data in disk.extents():
+            assert bytes(data) == expected[offset : offset + len(data)]
+
+
+def test_qcow2_bomb_is_bounded_in_memory(tmp_path):
+    image = cases_qcow2.with_compressed(cases_qcow2.qcow2(tmp_path, "-c"),
+                                        cases_qcow2.raw_deflate(bytes(64 * MiB)))
+    tracemalloc.start()
+    try:
+        fails(BytesSource(image), "inflated to more than 65536 bytes")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 * MiB
+
+
+@pytest.mark.parametrize("case", ["qcow2-backing-etc-passwd", "qcow2-backing-qcow2-v2",
+                                  "qcow2-external-data-file"])
+def test_qcow2_named_files_are_never_opened(tmp_path, only_tmp_paths, case):
+    build = dict((name, b) for name, b, _ in cases_qcow2.CASES)[case]
+    (tmp_path / "x.qcow2").write_bytes(build(tmp_path))
+    fails(FileSource(tmp_path / "x.qcow2"), "never opens", declared="qcow2")
+    assert only_tmp_paths == []
+
+
+@pytest.mark.parametrize("name,build,match", cases_qcow2.CASES,
+                         ids=[c[0] for c in cases_qcow2.CASES])
+def test_qcow2_hostile(tmp_path, name, build, match):
+    msg = fails(BytesSource(build(tmp_path)), match)
+    assert "qcow2" in msg

@@ -1,0 +1,153 @@
+"""VHD reader: qemu-img's dynamic and fixed VHDs read back exactly as `qemu-img convert -O raw`,
+unallocated space is skipped, sector bitmaps are honoured, and every hostile case is refused."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import time
+
+import pytest
+
+from tests.hostile import cases_vhd
+from tests.pipeline.test_formats import (MiB, BytesSource, FileSource, fails, flatten, mixed_disk,
+                                         only_tmp_paths, qemu, sha)  # noqa: F401 (fixture)
+from vmimport.pipeline.formats import Limits, open_guest_disk
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/qemu-img")
+                                and subprocess.run(["which", "qemu-img"]).returncode,
+                                reason="qemu-img (qemu-utils) is not installed")
+
+
+class CountingSource(BytesSource):
+    def __init__(self, data):
+        super().__init__(data)
+        self.reads = []
+
+    def read_at(self, offset, length):
+        self.reads.append((offset, length))
+        return super().read_at(offset, length)
+
+
+def render(tmp, raw: bytes, fmt: str, *options: str, name: str = "disk") -> tuple[bytes, bytes]:
+    """(image made by qemu-img from `raw`, what `qemu-img convert -f fmt -O raw` makes of it)."""
+    src, img, back = tmp / f"{name}.raw", tmp / f"{name}.{fmt}", tmp / f"{name}.back"
+    src.write_bytes(raw)
+    qemu("convert", "-f", "raw", "-O", fmt, *options, str(src), str(img))
+    qemu("convert", "-f", fmt, "-O", "raw", str(img), str(back))
+    return img.read_bytes(), back.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return mixed_disk(7 * MiB + 5 * 512 + 1000, seed=11)  # not a multiple of 2 MiB nor of 512
+
+
+@pytest.mark.parametrize("options", [[], ["-o", "subformat=fixed"]], ids=["dynamic", "fixed"])
+def test_vhd_matches_qemu(tmp_path, raw, options):
+    image, expected = render(tmp_path, raw, "vpc", *options)
+    source = CountingSource(image)
+    disk = open_guest_disk(source, "vhd", Limits())
+    assert disk.format == "VHD" and disk.virtual_size == len(expected)
+    assert sha(flatten(disk)) == sha(expected)
+    assert disk.bytes_consumed <= len(image) + 4096
+    assert len(source.reads) <= 8  # footers, header, BAT, then one coalesced read for the data
+
+
+def test_vhd_file_source(tmp_path, raw):
+    image, expected = render(tmp_path, raw, "vpc")
+    (tmp_path / "f.vhd").write_bytes(image)
+    disk = open_guest_disk(FileSource(tmp_path / "f.vhd"), None, Limits())
+    assert flatten(disk) == expected
+
+
+def test_vhd_sizes(tmp_path):
+    for size in (512, 2 * MiB, 2 * MiB + 512, 9 * MiB - 4096):
+        raw = mixed_disk(size, seed=size) if size > 4096 else os.urandom(size)
+        for options in ([], ["-o", "subformat=fixed"]):
+            image, expected = render(tmp_path, raw, "vpc", *options)
+            assert flatten(open_guest_disk(BytesSource(image), "VHD", Limits())) == expected
+
+
+def test_vhd_large_virtual_small_data(tmp_path):
+    """64 GiB virtual, 3 MiB of data: only the data's blocks are read and yielded."""
+    path, data = tmp_path / "big.raw", os.urandom(3 * MiB)
+    with open(path, "wb") as f:
+        f.truncate(64 << 30)
+        f.seek(40 << 30)
+        f.write(data)
+    qemu("convert", "-f", "raw", "-O", "vpc", str(path), str(tmp_path / "big.vhd"))
+    started = time.monotonic()
+    disk = open_guest_disk(FileSource(tmp_path / "big.vhd"), "VHD", Limits())
+    assert disk.virtual_size >= 64 << 30
+    yielded = 0
+    for offset, chunk in disk.extents():
+        assert (40 << 30) - (2 * MiB) <= offset < (40 << 30) + 4 * MiB
+        yielded += len(chunk)
+    assert 3 * MiB <= yielded <= 4 * MiB
+    assert time.monotonic() - started < 3
+
+
+def test_vhd_sector_bitmap_is_honoured(tmp_path, raw):
+    """Sectors whose bitmap bit is 0 read as zeros, whatever the block holds."""
+    image, expected = render(tmp_path, raw, "vpc")
+    image = bytearray(image)
+    bat = cases_vhd.bat_at(image)
+    block1 = struct.unpack_from(">I", image, bat + 4)[0] * 512
+    assert image[block1 : block1 + 512] == b"\xff" * 512
+    image[block1] = 0b10100000  # block 1: sector 0 and 2 present of the first 8
+    image[block1 + 3] = 0x0F  # sectors 24-27 missing
+    want = bytearray(expected)
+    guest = 2 * MiB
+    for sector in (1, 3, 4, 5, 6, 7, 24, 25, 26, 27):
+        want[guest + sector * 512 : guest + (sector + 1) * 512] = bytes(512)
+    got = flatten(open_guest_disk(BytesSource(bytes(image)), "vhd", Limits()))
+    assert got == bytes(want)
+    image[block1 : block1 + 512] = bytes(512)  # a block allocated but all sectors absent
+    want[guest : guest + 2 * MiB] = bytes(2 * MiB)
+    assert flatten(open_guest_disk(BytesSource(bytes(image)), "vhd", Limits())) == bytes(want)
+
+
+def test_vhd_differencing_opens_nothing(tmp_path, only_tmp_paths):
+    image = cases_vhd.CASES[[c[0] for c in cases_vhd.CASES].index(
+        "vhd-differencing-parent-etc-passwd")][1](tmp_path)
+    (tmp_path / "child.vhd").write_bytes(image)
+    msg = fails(FileSource(tmp_path / "child.vhd"), "Footers not identical", declared="vhd")
+    assert "'/etc/passwd'" in msg and "never opens" in msg
+    assert only_tmp_paths == []
+
+
+@pytest.mark.parametrize("name,build,match", cases_vhd.CASES, ids=[c[0] for c in cases_vhd.CASES])
+def test_vhd_hostile(tmp_path, name, build, match):
+    image = build(tmp_path)
+    msg = fails(BytesSource(image), match)
+    assert "VHD" in msg
+
+
+def test_fixed_vhd_skips_holes_the_source_reports(tmp_path, raw):
+    """A source that knows its holes (a sparse local file) offers data_regions(); fixed VHD
+    data is read only there."""
+    image, expected = render(tmp_path, raw, "vpc", "-o", "subformat=fixed")
+
+    class Sparse(CountingSource):
+        def data_regions(self, start, end):
+            yield 0, 2 * MiB
+            yield 4 * MiB, 10 ** 12  # clipped to the disk
+
+    want = bytearray(expected)
+    want[2 * MiB : 4 * MiB] = bytes(2 * MiB)
+    source = Sparse(image)
+    assert flatten(open_guest_disk(source, "vhd", Limits())) == bytes(want)
+    assert all(not (2 * MiB <= offset < 4 * MiB) for offset, _ in source.reads)
+
+
+def test_bit_runs_and_grouping():
+    from vmimport.pipeline.formats.ranges import bit_runs, group_pieces
+    assert list(bit_runs(bytes([0b10110000, 0xFF]), 12)) == [(0, 1), (2, 2), (8, 4)]
+    assert list(bit_runs(bytes(2), 16)) == []
+    # overlapping and backward-inside-the-span pieces join one read; a far one starts another
+    pieces = [(100, 50, "a"), (140, 30, "b"), (120, 10, "c"), (180, 20, "d"), (10_000_000, 5, "e")]
+    groups = list(group_pieces(pieces, max_read=1 << 20, max_gap=64))
+    assert [(s, e, [p[2] for p in g]) for s, e, g in groups] == [
+        (100, 200, ["a", "b", "c", "d"]), (10_000_000, 10_000_005, ["e"])]

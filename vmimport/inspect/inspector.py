@@ -1,0 +1,164 @@
+"""Inspect a boot disk: partition table, filesystems, operating system, architecture, boot modes."""
+
+from __future__ import annotations
+
+import logging
+from typing import BinaryIO
+
+from vmimport.inspect.bootmode import esp_loaders, is_esp, legacy_bios
+from vmimport.inspect.budget import BoundedReader, Budget, InspectionLimit
+from vmimport.inspect.filesystems import PROBE_BYTES, FilesystemError, GuestFS, open_filesystem, probe
+from vmimport.inspect.linux import LinuxRoot, inspect_linux_root, kernels_in, root_verdict
+from vmimport.inspect.model import Inspection, PartitionInfo
+from vmimport.inspect.partitions import read_partition_table
+from vmimport.inspect.windows import WindowsRoot, find_systemroot, inspect_windows_root
+
+log = logging.getLogger(__name__)
+
+READABLE = {"ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs", "vfat"}
+ENCRYPTED = {"BitLocker": "BitLocker-encrypted", "crypto_LUKS": "LUKS-encrypted"}
+
+
+def inspect_disk(disk: BinaryIO, size: int, deadline_seconds: float = 10.0) -> Inspection:
+    """Inspect the guest disk readable from ``disk`` (``size`` bytes), within ``deadline_seconds``.
+
+    Never raises for anything the disk contains: damaged or hostile structures become findings,
+    and a deadline or limit stops the inspection with ``incomplete`` set.
+    """
+    budget = Budget(deadline_seconds)
+    insp = Inspection(disk_size=size)
+    try:
+        _inspect(BoundedReader(disk, size, budget), insp, budget)
+    except InspectionLimit as exc:
+        insp.incomplete = True
+        insp.note(str(exc))
+    except Exception as exc:  # a parser bug must not kill the worker; report what stopped us
+        log.exception("inspection failed")
+        insp.incomplete = True
+        insp.note(f"inspection stopped by an unexpected error: {type(exc).__name__}: {exc}")
+    insp.seconds = budget.elapsed()
+    return insp
+
+
+def _inspect(reader: BoundedReader, insp: Inspection, budget: Budget) -> None:
+    table = read_partition_table(reader)
+    insp.partition_scheme = table.scheme
+    insp.partitions = table.partitions
+    for f in table.findings:
+        insp.note(f)
+    if table.scheme is None:
+        kind = probe(reader.pread(0, PROBE_BYTES))
+        if kind:
+            insp.bare_filesystem = kind
+            insp.note(f"the whole disk holds a {kind} filesystem directly, without a partition table")
+        return
+
+    linux: list[tuple[PartitionInfo, LinuxRoot]] = []
+    windows: list[tuple[PartitionInfo, WindowsRoot]] = []
+    boot_kernels: list[tuple[PartitionInfo, list[str]]] = []
+    for part in table.partitions:
+        budget.check()
+        part.filesystem = probe(reader.pread(part.start, min(PROBE_BYTES, part.size)))
+        if part.filesystem in ENCRYPTED:
+            insp.encrypted.append(f"partition {part.number} is {ENCRYPTED[part.filesystem]}")
+            insp.note(insp.encrypted[-1])
+            continue
+        if part.filesystem == "LVM2_member":
+            insp.note(f"partition {part.number} is an LVM2 physical volume; vmimport does not look inside logical volumes")
+            continue
+        if part.filesystem not in READABLE:
+            continue
+        try:
+            fs = open_filesystem(part.filesystem, reader, part.start, part.size, budget)
+            _inspect_filesystem(fs, part, insp, linux, windows, boot_kernels)
+        except InspectionLimit:
+            raise
+        except FilesystemError as exc:
+            insp.note(f"{part.describe()}: {exc}")
+        except Exception as exc:  # dissect on corrupt metadata
+            insp.note(f"{part.describe()}: unreadable ({type(exc).__name__}: {exc})")
+
+    insp.root_count = len(linux)
+    insp.windows_roots = len(windows)
+    if len(linux) > 1:
+        insp.note("Linux roots (/etc, /bin, /etc/fstab) on " + " and ".join(p.describe() for p, _ in linux))
+    if linux and windows:
+        insp.note(f"both Linux ({linux[0][0].describe()}) and Windows ({windows[0][0].describe()}): a dual-boot disk")
+    if linux:
+        _fill_linux(insp, *linux[0], boot_kernels)
+    elif windows:
+        _fill_windows(insp, *windows[0])
+    _boot_modes(insp, table)
+
+
+def _inspect_filesystem(fs: GuestFS, part: PartitionInfo, insp: Inspection, linux: list, windows: list, boot_kernels: list) -> None:
+    if part.filesystem == "vfat":
+        loaders = esp_loaders(fs)
+        if loaders and is_esp(part):
+            insp.efi_loaders.extend(loaders)
+            insp.note(f"EFI System Partition {part.number} holds " + ", ".join(loaders))
+        elif is_esp(part):
+            insp.note(f"EFI System Partition {part.number} holds no EFI/*/*.efi loader")
+        elif loaders:
+            insp.note(f"{part.describe()} holds EFI loaders but its type is not EFI System; firmware ignores it")
+        return
+    if part.filesystem == "ntfs":
+        systemroot = find_systemroot(fs)
+        if systemroot:
+            windows.append((part, inspect_windows_root(fs, systemroot)))
+        elif fs.is_dir("/Windows"):
+            insp.note(f"{part.describe()} has /Windows but no Windows/System32/config or Windows/System32/cmd.exe")
+        return
+    is_root, why_not = root_verdict(fs)
+    if is_root:
+        linux.append((part, inspect_linux_root(fs)))
+        return
+    if why_not:
+        insp.note(f"{part.describe()} {why_not}")
+    elif part.filesystem != "ntfs":
+        insp.note(f"{part.describe()} has no /etc directory")
+    kernels = kernels_in(fs, "/")
+    if kernels:  # a separate /boot filesystem
+        boot_kernels.append((part, kernels))
+
+
+def _fill_linux(insp: Inspection, part: PartitionInfo, root: LinuxRoot, boot_kernels: list) -> None:
+    insp.os_family = "Linux"
+    insp.root_partition, insp.root_filesystem = part.number, part.filesystem
+    insp.distribution, insp.version, insp.os_name = root.distribution, root.version, root.os_name
+    insp.hostname, insp.architecture, insp.fstab_found = root.hostname, root.architecture, root.fstab
+    insp.kernel = root.kernel
+    if insp.kernel is None and boot_kernels:
+        insp.kernel = boot_kernels[0][1][-1]
+        insp.note(f"kernel {insp.kernel} found on the separate /boot {boot_kernels[0][0].describe()}")
+    insp.note(f"Linux root on {part.describe()}: {root.os_name or 'unknown distribution'}, kernel {insp.kernel or 'not found in /boot'}")
+    for n in root.notes:
+        insp.note(f"{part.describe()}: {n}")
+    if not root.fstab:
+        insp.note(f"{part.describe()}: /etc/fstab is missing or not a regular file")
+
+
+def _fill_windows(insp: Inspection, part: PartitionInfo, root: WindowsRoot) -> None:
+    insp.os_family = "Windows"
+    insp.root_partition, insp.root_filesystem = part.number, part.filesystem
+    insp.distribution = "windows"
+    insp.os_name, insp.version, insp.windows_build = root.product_name, root.version, root.build
+    insp.windows_edition, insp.windows_installation_type = root.edition, root.installation_type
+    insp.hostname, insp.architecture = root.hostname, root.architecture
+    insp.note(f"Windows in {part.describe()}{root.systemroot}: {root.product_name or 'unknown version'}"
+              + (f", build {root.build}" if root.build else ""))
+    for n in root.notes:
+        insp.note(f"{part.describe()}: {n}")
+
+
+def _boot_modes(insp: Inspection, table) -> None:
+    bios, why = legacy_bios(table)
+    if bios:
+        insp.boot_modes.add("legacy-bios")
+        insp.note(f"legacy BIOS boot: {why}")
+    else:
+        insp.note(f"no legacy BIOS boot: {why}")
+    if insp.efi_loaders:
+        insp.boot_modes.add("uefi")
+    elif not any(is_esp(p) for p in table.partitions):
+        insp.note("no UEFI boot: no EFI System Partition")

@@ -1,0 +1,64 @@
+"""What the import service role may do: before vmimport reads a bucket object or uses a KMS key
+for a task, the task's role (``RoleName``, default ``vmimport``) must allow it under IAM's rules
+(``service.policy``). A refusal fails the task with AWS's text and then exactly which action on
+which ARN was not allowed, and why.
+
+Checked: ``s3:GetBucketLocation`` and ``s3:ListBucket`` on ``arn:aws:s3:::<bucket>``,
+``s3:GetObject`` on ``arn:aws:s3:::<bucket>/<key>``; for a customer managed KMS key
+``kms:DescribeKey``, ``kms:GenerateDataKey`` (writing) and ``kms:Decrypt`` (reading) on the key
+ARN. (The account's AWS managed ``alias/aws/ebs`` key is usable without a role grant, as on AWS.)
+"""
+
+from __future__ import annotations
+
+from vmimport.db.models import ImportTask, KmsKey, TaskDisk
+from vmimport.db.session import Database
+from vmimport.service import iam, policy
+
+from .errors import ImportFailure
+from .source import FORBIDDEN, parse_s3_url
+
+S3_BUCKET_ACTIONS = ("s3:GetBucketLocation", "s3:ListBucket")
+KMS_WRITE_ACTIONS = ("kms:DescribeKey", "kms:GenerateDataKey")
+KMS_READ_ACTIONS = ("kms:DescribeKey", "kms:Decrypt")
+
+
+def _policies(db: Database, task: ImportTask) -> list[tuple[str, dict]]:
+    name = task.role_name or "vmimport"
+    with db.read() as session:
+        policies = iam.role_policies(session, task.account_id, name)
+    if policies is None:
+        raise ImportFailure(iam.ROLE_ERROR.format(name=name) + f": no role named {name} exists "
+                            f"in account {task.account_id} (it was deleted after the import "
+                            "started)")
+    return policies
+
+
+def require(db: Database, task: ImportTask, checks: list[tuple[str, str]]) -> None:
+    """Every ``(action, resource ARN)`` must be allowed to the task's role."""
+    policies = _policies(db, task)
+    role = task.role_name or "vmimport"
+    for action, resource in checks:
+        decision = policy.evaluate(policies, action, resource)
+        if not decision.allowed:
+            raise ImportFailure(f"{FORBIDDEN} the service role {role} is not allowed "
+                                f"{action} on {resource}: {decision.reason}")
+
+
+def check_source(db: Database, task: ImportTask, disk: TaskDisk) -> None:
+    """The role may read the disk's bucket object (UserBucket or s3:// Url)."""
+    if disk.s3_bucket is not None:
+        bucket, key = disk.s3_bucket, disk.s3_key or ""
+    elif disk.url:
+        bucket, key = parse_s3_url(disk.url)  # https:// and bad URLs fail here as they would
+    else:
+        return
+    bucket_arn = f"arn:aws:s3:::{bucket}"
+    require(db, task, [(a, bucket_arn) for a in S3_BUCKET_ACTIONS]
+            + [("s3:GetObject", f"{bucket_arn}/{key}")])
+
+
+def check_key(db: Database, task: ImportTask, key: KmsKey, actions=KMS_WRITE_ACTIONS) -> None:
+    if key.key_manager != "CUSTOMER":
+        return
+    require(db, task, [(a, key.arn) for a in actions])

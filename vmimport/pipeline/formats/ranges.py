@@ -1,0 +1,125 @@
+"""Read many scattered pieces of a random-access image with few, large reads.
+
+The sparse formats (VHD, VHDX, qcow2, monolithicSparse VMDK) list where each allocated block
+lives in the file. Reading block by block would cost one ranged GET per block on S3, so
+`read_pieces` groups pieces that follow each other in the file (small holes between them are
+read through) into reads of up to `MAX_READ` bytes, keeps `AHEAD` reads in flight on a
+helper thread (I/O overlaps the caller's hashing), and hands each piece back as a zero-copy
+view, in the order given. A read that comes back short (the file ends early) is reported
+through the caller's `short` callback, which names the structure at fault.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator
+
+MAX_READ = 8 << 20
+MAX_GAP = 64 << 10  # read through holes up to this size instead of issuing another request
+AHEAD = 2
+
+Piece = tuple[int, int, Any]  # (file offset, length, tag)
+
+
+def group_pieces(pieces: Iterable[Piece], max_read: int = MAX_READ,
+                 max_gap: int = MAX_GAP) -> Iterator[tuple[int, int, list[Piece]]]:
+    """(start, end, pieces) per read: consecutive pieces that start inside or at most
+    `max_gap` bytes after the span read so far, spanning at most `max_read` bytes (a single
+    larger piece gets a read of its own)."""
+    start = end = -1
+    group: list[Piece] = []
+    for piece in pieces:
+        offset, length, _ = piece
+        stop = max(end, offset + length)
+        # A piece may overlap the one before or lie back inside the span already planned
+        # (qemu packs compressed clusters into shared sectors and into the gap before the next
+        # aligned cluster), but a read never grows backwards.
+        if group and start <= offset <= end + max_gap and stop - start <= max_read:
+            group.append(piece)
+            end = stop
+            continue
+        if group:
+            yield start, end, group
+        start, end, group = offset, offset + length, [piece]
+    if group:
+        yield start, end, group
+
+
+def read_pieces(source, pieces: Iterable[Piece], short: Callable[[Piece, int], Exception],
+                account: Callable[[int], None] = lambda n: None, *, max_read: int = MAX_READ,
+                max_gap: int = MAX_GAP, ahead: int = AHEAD) -> Iterator[tuple[Any, memoryview]]:
+    """Yield ``(tag, view)`` for every piece, in the given order.
+
+    ``short(piece, got_end)`` builds the exception raised when the file ends (at ``got_end``)
+    before the piece does; ``account(n)`` is told of every ``n`` bytes read.
+    """
+    pool = ThreadPoolExecutor(1, thread_name_prefix="image-read")
+    pending: deque = deque()
+    try:
+        for start, end, group in group_pieces(pieces, max_read, max_gap):
+            pending.append((start, group, pool.submit(source.read_at, start, end - start)))
+            if len(pending) > ahead:
+                yield from _split(pending.popleft(), short, account)
+        while pending:
+            yield from _split(pending.popleft(), short, account)
+    finally:
+        for *_, future in pending:
+            future.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _split(item, short, account) -> Iterator[tuple[Any, memoryview]]:
+    start, group, future = item
+    data = future.result()
+    account(len(data))
+    view = memoryview(data)
+    for piece in group:
+        offset, length, tag = piece
+        lo = offset - start
+        if lo + length > len(view):
+            raise short(piece, start + len(view))
+        yield tag, view[lo : lo + length]
+
+
+def bit_runs(bitmap: bytes, count: int) -> Iterator[tuple[int, int]]:
+    """(first, n) runs of set bits among the first `count` bits, most significant bit first
+    (the order VHD's sector bitmaps use)."""
+    if not count:
+        return
+    bits = format(int.from_bytes(bitmap, "big"), f"0{len(bitmap) * 8}b")[:count]
+    at = bits.find("1")
+    while at >= 0:
+        stop = bits.find("0", at)
+        if stop < 0:
+            stop = count
+        yield at, stop - at
+        at = bits.find("1", stop)
+
+
+def data_regions(source, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """(start, end) ranges of [start, end) that may hold data.
+
+    A source that knows where its holes are (a sparse local file, via SEEK_DATA/SEEK_HOLE)
+    offers ``data_regions(start, end)``; reading a hole would only produce zeros, so fixed-size
+    formats skip them. Any other source: the whole range.
+    """
+    regions = getattr(source, "data_regions", None)
+    if regions is None:
+        yield start, end
+        return
+    for lo, hi in regions(start, end):
+        lo, hi = max(lo, start), min(hi, end)
+        if lo < hi:
+            yield lo, hi
+
+
+def table(raw: bytes | memoryview, typecode: str, big_endian: bool) -> array:
+    """An on-disk table of unsigned integers ('I' = u32, 'Q' = u64) as a native array."""
+    out = array(typecode)
+    out.frombytes(raw)
+    if big_endian != (sys.byteorder == "big"):
+        out.byteswap()
+    return out
