@@ -111,10 +111,7 @@ class Api:
         try:
             body = await _read_body(request)
             caller = await self._authenticate(request, body)
-            pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) \
-                if request.method == "POST" else []
-            pairs += [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True)
-                      if not k.startswith("X-Amz-")]
+            pairs = _query_pairs(request, body)
             fields = dict(pairs)
             action = fields.get("Action", "")
             if caller.service != "ec2":
@@ -170,10 +167,7 @@ class Api:
         try:
             body = await _read_body(request)
             caller = await self._authenticate(request, body)
-            pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) \
-                if request.method == "POST" else []
-            pairs += [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True)
-                      if not k.startswith("X-Amz-")]
+            pairs = _query_pairs(request, body)
             action = dict(pairs).get("Action", "")
             if not action:
                 raise ApiError("MissingAction", "The request must contain the parameter Action")
@@ -288,6 +282,15 @@ class Api:
                          500), request_id)
         headers.setdefault("x-amzn-RequestId", request_id)
         return Response(payload, status, headers=headers)
+
+
+def _query_pairs(request: Request, body: bytes) -> list[tuple[str, str]]:
+    """Query-protocol parameters: the form body (POST) plus the query string, without the
+    presigned-URL auth parameters."""
+    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) \
+        if request.method == "POST" else []
+    return pairs + [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True)
+                    if not k.startswith("X-Amz-")]
 
 
 def _status_for(code: str) -> int:
