@@ -80,3 +80,38 @@ def test_import_snapshot_refusals(ec2):
         with pytest.raises(ClientError) as err:
             ec2.import_snapshot(**params)
         assert err.value.response["Error"]["Code"] == code
+
+
+def test_copy_image_renames_like_packer(server, ec2, ebs, disks):
+    """Packer's amazon-import: ImportImage, CopyImage to the wanted name, wait for
+    image_available, deregister the original, tag the copy."""
+    bucket = "copy-" + uuid.uuid4().hex[:6]
+    server.put_object(bucket, "disk.vmdk", disks["vmdk"])
+    task = wait_task(ec2, ec2.import_image(DiskContainers=[
+        {"Format": "vmdk", "UserBucket": {"S3Bucket": bucket, "S3Key": "disk.vmdk"}}])
+        ["ImportTaskId"])
+    source = task["ImageId"]
+    ec2.create_tags(Resources=[source], Tags=[{"Key": "from", "Value": "import"}])
+    name = f"packer-{uuid.uuid4().hex[:6]}"
+    copy = ec2.copy_image(Name=name, SourceImageId=source, SourceRegion="us-east-1",
+                          CopyImageTags=True)["ImageId"]
+    ec2.get_waiter("image_available").wait(ImageIds=[copy],
+                                           WaiterConfig={"Delay": 1, "MaxAttempts": 10})
+    ec2.deregister_image(ImageId=source, DeleteAssociatedSnapshots=True)
+    image = ec2.describe_images(ImageIds=[copy])["Images"][0]
+    assert image["Name"] == name
+    assert image["Tags"] == [{"Key": "from", "Value": "import"}]
+    snapshot_id = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+    expected, size = qemu_raw_sha256(disks["vmdk"], "vmdk")
+    assert snapshot_sha256(ebs, snapshot_id, size) == expected  # the blocks outlived the source
+    for params, code in [
+        ({"Name": name, "SourceImageId": copy, "SourceRegion": "us-east-1"},
+         "InvalidAMIName.Duplicate"),
+        ({"Name": "x-" + name, "SourceImageId": copy, "SourceRegion": "eu-west-1"},
+         "InvalidParameterValue"),
+        ({"Name": "y-" + name, "SourceImageId": source, "SourceRegion": "us-east-1"},
+         "InvalidAMIID.NotFound"),
+    ]:
+        with pytest.raises(ClientError) as err:
+            ec2.copy_image(**params)
+        assert err.value.response["Error"]["Code"] == code

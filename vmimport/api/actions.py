@@ -1,7 +1,8 @@
 """Which service function answers which API action. Adding an action is one line here plus the
 function; parsing and serializing come from botocore's models."""
 
-from vmimport.service import ebs_direct, iam, images, imports, kms, register_image, tags
+from vmimport.service import (copy_image, ebs_direct, iam, images, imports, kms, register_image,
+                              tags)
 
 EC2_ACTIONS = {
     "ImportImage": imports.import_image,
@@ -12,6 +13,7 @@ EC2_ACTIONS = {
     "DescribeImages": images.describe_images,
     "DeregisterImage": images.deregister_image,
     "RegisterImage": register_image.register_image,
+    "CopyImage": copy_image.copy_image,
     "DescribeSnapshots": images.describe_snapshots,
     "DeleteSnapshot": images.delete_snapshot,
     "CreateTags": tags.create_tags,

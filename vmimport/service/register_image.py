@@ -20,13 +20,17 @@ _DEVICE = re.compile(r"^/dev/(sd[a-z][0-9]*|xvd[a-z]{1,2}[0-9]*|nvme\d+n\d+)$")
 ARCHITECTURES = {"i386", "x86_64", "arm64"}
 
 
+def check_image_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise invalid_value("Name", name, "AMI names are 3-128 characters of letters, digits, "
+                            "spaces and ( ) [ ] . / - ' @ _")
+
+
 def register_image(ctx: Context, params: dict) -> dict:
     name = params.get("Name")
     if not name:
         raise missing("Name")
-    if not _NAME.match(name):
-        raise invalid_value("Name", name, "AMI names are 3-128 characters of letters, digits, "
-                            "spaces and ( ) [ ] . / - ' @ _")
+    check_image_name(name)
     if params.get("ImageLocation"):
         raise ApiError("InvalidParameterCombination",
                        "ImageLocation (instance-store bundles in S3) is not supported; register "
