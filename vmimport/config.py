@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     s3_secret_key: str = ""
     s3_region: str = "us-east-1"
 
+    # Url=https://... sources: the hosts that may be fetched (shell patterns; empty = none),
+    # and whether plain http is allowed too. Redirects are never followed.
+    url_allowed_hosts: list[str] = Field(default_factory=list)
+    url_allow_http: bool = False
+
     # Safety bounds for images (see README "Formats and limits").
     max_virtual_size: int = 16 * 1024**4
     # Guest inspection gives up (and refuses the image) after this long.

@@ -20,12 +20,13 @@ def s3(tmp_path_factory):
 def s3_backed(tmp_path_factory, s3):
     srv = Server(tmp_path_factory.mktemp("s3vmimport") / "data", env={
         "VMIMPORT_S3_ENDPOINT_URL": s3.endpoint_url, "VMIMPORT_S3_ACCESS_KEY": s3.access_key,
-        "VMIMPORT_S3_SECRET_KEY": s3.secret_key}).start()
+        "VMIMPORT_S3_SECRET_KEY": s3.secret_key,
+        "VMIMPORT_URL_ALLOWED_HOSTS": '["127.0.0.1"]', "VMIMPORT_URL_ALLOW_HTTP": "true"}).start()
     yield srv
     srv.stop()
 
 
-@pytest.mark.parametrize("fmt, how", [("vmdk", "bucket"), ("raw", "url")])
+@pytest.mark.parametrize("fmt, how", [("vmdk", "bucket"), ("raw", "url"), ("vmdk", "presigned")])
 def test_import_from_s3(s3, s3_backed, disks, fmt, how):
     client = s3.client()
     bucket = f"images-{fmt}-{how}"
@@ -34,12 +35,17 @@ def test_import_from_s3(s3, s3_backed, disks, fmt, how):
     container = {"Format": fmt}
     if how == "bucket":
         container["UserBucket"] = {"S3Bucket": bucket, "S3Key": f"exports/disk.{fmt}"}
-    else:
+    elif how == "url":
         container["Url"] = f"s3://{bucket}/exports/disk.{fmt}"
+    else:
+        container["Url"] = client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": f"exports/disk.{fmt}"})
     ec2, ebs = s3_backed.client(), s3_backed.client("ebs")
     task = wait_task(ec2, ec2.import_image(DiskContainers=[container])["ImportTaskId"])
     assert task["Status"] == "completed", task
     detail = task["SnapshotDetails"][0]
+    if how == "presigned":  # the signature is not shown back
+        assert detail["Url"] == f"{s3.endpoint_url}/{bucket}/exports/disk.{fmt}"
     assert detail["DiskImageSize"] == float(disks[fmt].stat().st_size)
     expected, size = qemu_raw_sha256(disks[fmt], fmt)
     assert snapshot_sha256(ebs, detail["SnapshotId"], size) == expected

@@ -189,14 +189,26 @@ def test_s3_url_resolves_to_local_bucket(settings, bucket, payload):
 
 
 @pytest.mark.parametrize("scheme", ["https", "http", "HTTPS"])
-def test_http_urls_not_supported_yet(settings, scheme):
+def test_http_urls_disabled_by_default(settings, scheme):
     url = f"{scheme}://example.com/disk.vmdk?X-Amz-Signature=abc"
     with pytest.raises(ImportFailure) as info:
         open_source(settings, url=url)
-    assert info.value.message == (
-        f"Disk validation failed [Unsupported URL] {scheme.lower()}:// URLs are not supported "
-        "yet by this server; use s3://bucket/key or UserBucket")
+    assert info.value.message.startswith(
+        f"Disk validation failed [Unsupported URL] {scheme.lower()}:// URLs are disabled on this "
+        "server")
     assert "Signature" not in info.value.message
+
+
+@pytest.mark.parametrize("url, why", [
+    ("https://other.example/disk.vmdk", "is not a host this server may fetch from"),
+    ("http://images.example/disk.vmdk", "plain http:// URLs are disabled"),
+    ("https://user:pw@images.example/disk.vmdk", "is not a host this server may fetch from"),
+])
+def test_http_url_allow_list(tmp_path, url, why):
+    settings = Settings(data_dir=tmp_path, url_allowed_hosts=["images.example"])
+    with pytest.raises(ImportFailure, match=why) as info:
+        open_source(settings, url=url)
+    assert "pw" not in info.value.message
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -342,3 +354,20 @@ def test_local_bucket_directory_wins_over_s3(tmp_path, s3, remote_payload):
     other = s3_settings(tmp_path / "elsewhere", s3)
     with open_source(other, url="s3://remote/dir/disk.raw") as src:
         assert src.size == len(remote_payload)
+
+
+def test_presigned_http_url(s3, tmp_path):
+    """A presigned GET URL of an S3-compatible store, read with ranged GETs."""
+    payload = os.urandom(3 * 1024 * 1024 + 77)
+    s3.client().put_object(Bucket="remote", Key="presigned.raw", Body=payload)
+    url = s3.client().generate_presigned_url(
+        "get_object", Params={"Bucket": "remote", "Key": "presigned.raw"}, ExpiresIn=300)
+    settings = Settings(data_dir=tmp_path, url_allowed_hosts=["127.0.0.1"], url_allow_http=True)
+    with open_source(settings, url=url) as src:
+        assert src.size == len(payload)
+        assert "Signature" not in src.description
+        assert b"".join(src.stream(0, 1024 * 1024)) == payload
+        assert src.read_at(len(payload) - 10, 100) == payload[-10:]
+    missing = url.replace("presigned.raw", "absent.raw")
+    with pytest.raises(ImportFailure, match=r"\[We do not have access|\[Invalid S3 source"):
+        open_source(settings, url=missing)  # the signature no longer matches, or 404

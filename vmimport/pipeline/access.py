@@ -46,9 +46,12 @@ def require(db: Database, task: ImportTask, checks: list[tuple[str, str]]) -> No
 
 
 def check_source(db: Database, task: ImportTask, disk: TaskDisk) -> None:
-    """The role may read the disk's bucket object (UserBucket or s3:// Url)."""
+    """The role may read the disk's bucket object (UserBucket or s3:// Url). A presigned
+    http(s) URL carries its own authorization, as on AWS: nothing to check here."""
     if disk.s3_bucket is not None:
         bucket, key = disk.s3_bucket, disk.s3_key or ""
+    elif disk.url and disk.url.split("://", 1)[0].lower() in ("http", "https"):
+        return
     elif disk.url:
         bucket, key = parse_s3_url(disk.url)  # https:// and bad URLs fail here as they would
     else:

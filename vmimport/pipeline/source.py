@@ -63,6 +63,9 @@ def open_source(settings: Settings, *, bucket: str | None = None, key: str | Non
     if url is not None:
         if bucket is not None or key is not None:
             raise ValueError("give either url or bucket and key, not both")
+        if url.split("://", 1)[0].lower() in ("http", "https"):
+            from .http_source import HttpSource
+            return HttpSource(settings, url)
         bucket, key = parse_s3_url(url)
     elif bucket is None and key is None:
         raise ValueError("give url or bucket and key")

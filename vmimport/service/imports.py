@@ -171,7 +171,7 @@ def _render_disk(disk: TaskDisk, task: ImportTask) -> dict:
     out = {"DiskImageSize": float(disk.disk_image_size or 0.0), "Status": disk.status}
     for key, value in (("Description", disk.description), ("DeviceName", disk.device_name),
                        ("Format", disk.format), ("SnapshotId", disk.snapshot_id),
-                       ("Url", disk.url)):
+                       ("Url", _shown_url(disk.url))):
         if value is not None:
             out[key] = value
     if disk.s3_bucket is not None:
@@ -181,6 +181,13 @@ def _render_disk(disk: TaskDisk, task: ImportTask) -> dict:
     if disk.status == "active" and disk.progress is not None:
         out["Progress"] = str(disk.progress)
     return out
+
+
+def _shown_url(url: str | None) -> str | None:
+    """An http(s) URL without its query string: a presigned URL's signature is a credential."""
+    if url and url.split("://", 1)[0].lower() in ("http", "https"):
+        return url.split("?", 1)[0]
+    return url
 
 
 def _describe(ctx: Context, params: dict, kind: str, result_key: str) -> dict:
