@@ -55,7 +55,7 @@ def test_tampered_or_moved_block_is_refused(tmp_path):
     with pytest.raises(IntegrityError):
         BlockCipher(key, "snap-other").open_block(2, sealed)
     # Altered on disk: one flipped byte.
-    path = store._block_path(manifest.blocks[2])
+    path = store.block_path(manifest.blocks[2])
     raw = bytearray(path.read_bytes())
     raw[100] ^= 1
     path.write_bytes(bytes(raw))

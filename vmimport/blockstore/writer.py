@@ -11,6 +11,9 @@ from .crypto import BlockCipher
 from .store import BLOCK_SIZE, ZERO_BLOCK, BlockStore, Manifest, ManifestEncryption
 
 
+PROGRESS_EVERY = 16  # blocks (8 MiB) between progress calls: the callback is not free
+
+
 def write_snapshot(store: BlockStore, size_bytes: int,
                    extents: Iterable[tuple[int, bytes | memoryview]],
                    on_progress: Callable[[int], None] | None = None,
@@ -36,7 +39,7 @@ def write_snapshot(store: BlockStore, size_bytes: int,
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blockstore") as pool:
         def submit(index: int, block) -> None:
-            if block == ZERO_BLOCK[:len(block)]:
+            if ZERO_BLOCK.startswith(block):  # a memcmp; `==` on a memoryview is per element
                 return
             if len(block) < BLOCK_SIZE:          # last block of an odd-sized disk
                 block = bytes(block) + bytes(BLOCK_SIZE - len(block))
@@ -50,8 +53,10 @@ def write_snapshot(store: BlockStore, size_bytes: int,
 
         for index, block in _blocks(size_bytes, extents):
             submit(index, block)
-            if on_progress is not None:
+            if on_progress is not None and index % PROGRESS_EVERY == 0:
                 on_progress(min(size_bytes, (index + 1) * BLOCK_SIZE))
+        if on_progress is not None:
+            on_progress(size_bytes)
         while pending:
             drain_one()
     return manifest
