@@ -58,7 +58,10 @@ class Database:
 
 
 def _sqlite_engine(url: str, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    # Keep enough connections for the API's thread pool and the workers: opening a SQLite
+    # connection (and its PRAGMAs) per request costs more than the query.
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                           pool_size=32, max_overflow=32)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):

@@ -8,12 +8,28 @@ claims). On PostgreSQL claiming uses ``FOR UPDATE SKIP LOCKED``; on SQLite the w
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from vmimport.db.models import Job
+
+
+# Workers in this process sleep on this between polls; enqueuing in this process (the API of
+# `serve`) wakes them at once. Workers in other processes still find jobs by polling.
+_work_arrived = threading.Event()
+
+
+def notify_workers() -> None:
+    """Call after the transaction that enqueued a job has committed."""
+    _work_arrived.set()
+
+
+def wait_for_work(timeout: float) -> None:
+    if _work_arrived.wait(timeout):
+        _work_arrived.clear()
 
 
 class LeaseLost(Exception):

@@ -80,6 +80,7 @@ class WorkerPool:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        queue.notify_workers()
         for t in self._threads:
             t.join(timeout)
 
@@ -97,7 +98,7 @@ class WorkerPool:
                 log.exception("claiming a job failed")
                 job = None
             if job is None:
-                self._stop.wait(self.settings.poll_seconds)
+                queue.wait_for_work(self.settings.poll_seconds)
                 continue
             self.run_one(job, owner)
 

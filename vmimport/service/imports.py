@@ -77,7 +77,9 @@ def _create_task(ctx: Context, params: dict, kind: str, disks: list[dict], tags:
             if tags:
                 set_tags(session, ctx.account_id, task.id, _RESOURCE_TYPE[kind], tags)
             queue.enqueue(session, f"import-{kind}", task.id)
-            return render_task(session, ctx, task)
+            result = render_task(session, ctx, task)
+        queue.notify_workers()  # committed: a worker in this process may start now
+        return result
     except IntegrityError:
         # Two requests with the same new token raced; the loser reads the winner's task.
         with ctx.db.read() as session:

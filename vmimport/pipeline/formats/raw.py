@@ -56,14 +56,15 @@ class RawDisk(GuestDisk):
         size = self._source.size
         for start, end in ranges:
             offset = start
-            for chunk in self._source.stream(start, CHUNK):
-                take = min(len(chunk), end - offset)
-                piece = chunk[:take]
-                if offset + take == size and size % SECTOR:
+            while offset < end:
+                piece = self._source.read_at(offset, min(CHUNK, end - offset))
+                if not piece:
+                    raise ImportFailure(
+                        f"{CORRUPTED} The raw image {self._source.description} ended at byte "
+                        f"{offset} but its size was {size} bytes when the import started")
+                if offset + len(piece) == size and size % SECTOR:
                     piece = bytes(piece) + bytes(-size % SECTOR)
-                self._consumed = offset + take
+                self._consumed = offset + len(piece)
                 yield offset, piece
-                offset += take
-                if offset >= end:
-                    break
+                offset += len(piece)
         self._consumed = size
