@@ -12,7 +12,7 @@ import botocore.auth
 import pytest
 from botocore.exceptions import ClientError
 
-from ..helpers import wait_task
+from ..helpers import Server, wait_task
 
 
 def _code(call, *args, **kwargs) -> str:
@@ -233,7 +233,15 @@ def test_paging_and_task_state_filter(server):
     assert _code(other.describe_import_image_tasks, NextToken="garbage!") == "InvalidNextToken"
 
 
-def test_cancel_queued_task_and_refuse_second_cancel(ec2):
+def test_cancel_queued_task_and_refuse_second_cancel(tmp_path):
+    idle = Server(tmp_path / "data", workers=0).start()  # no worker: the task stays queued
+    try:
+        _cancel_queued(idle.client())
+    finally:
+        idle.stop()
+
+
+def _cancel_queued(ec2):
     task = ec2.import_image(DiskContainers=[_disk("cancel-" + uuid.uuid4().hex[:6])])
     answer = ec2.cancel_import_task(ImportTaskId=task["ImportTaskId"], CancelReason="changed mind")
     assert answer["PreviousState"] == "active" and answer["State"] == "deleting"

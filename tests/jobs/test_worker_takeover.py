@@ -39,8 +39,10 @@ def api_only(tmp_path):
 
 
 def _worker(api: Server) -> Server:
+    # 128 MiB/s: the 512 MiB volume takes about 4 s, time enough to kill or cancel it mid-way.
     return Server(api.data_dir, port=api.port, workers=1, database_url=api.database_url,
-                  command="worker").start()
+                  command="worker",
+                  env={"VMIMPORT_IMPORT_MAX_BYTES_PER_SECOND": str(128 << 20)}).start()
 
 
 def test_sigkilled_worker_is_taken_over(api_only, disks, big_disk):
@@ -89,10 +91,13 @@ def test_cancel_stops_a_running_import(api_only, big_disk):
         task_id = ec2.import_image(DiskContainers=[
             {"Format": "raw", "UserBucket": {"S3Bucket": "b", "S3Key": "big.raw"}}])["ImportTaskId"]
         deadline = time.monotonic() + 60
-        while ec2.describe_import_image_tasks(ImportTaskIds=[task_id])["ImportImageTasks"][0] \
-                .get("StatusMessage") != "converting":
+        while True:
+            task = ec2.describe_import_image_tasks(ImportTaskIds=[task_id])["ImportImageTasks"][0]
+            if task.get("StatusMessage") == "converting":
+                break
+            assert task["Status"] == "active", f"finished before it could be cancelled: {task}"
             assert time.monotonic() < deadline
-            time.sleep(0.02)
+            time.sleep(0.01)
         answer = ec2.cancel_import_task(ImportTaskId=task_id)
         assert answer["State"] == "deleting"
         cancelled_at = time.monotonic()

@@ -92,6 +92,8 @@ class ProgressReporter:
         self.disk_count = len(disks)
         self.done = sum(1 for d in disks if d.snapshot_id)  # finished by an earlier attempt
         self._last_write = 0.0
+        self._message: str | None = None
+        self._throttled_disk, self._throttle_start = None, 0.0
         self._lock = threading.Lock()
 
     def check(self) -> None:
@@ -107,18 +109,32 @@ class ProgressReporter:
 
     def converting(self, disk: TaskDisk, done: int, total: int) -> None:
         self.check()
+        self._throttle(disk, done)
         now = time.monotonic()
-        if now - self._last_write < 0.5:
-            return
+        if now - self._last_write < 0.5 and self._message == "converting":
+            return  # the first "converting" is written at once, then twice a second
         fraction = done / total if total else 1.0
         share = (PROGRESS_CONVERTED - PROGRESS_CONVERTING) / self.disk_count
         progress = int(PROGRESS_CONVERTING + share * (min(self.done, self.disk_count - 1)
                                                        + fraction))
         self._write("converting", progress, disk, {"progress": max(1, int(fraction * 100))})
 
+    def _throttle(self, disk: TaskDisk, done: int) -> None:
+        """Keep one import under ``import_max_bytes_per_second`` (guest bytes), so imports
+        leave I/O for the rest of the host; still answers a cancel while it waits."""
+        rate = self.control.settings.import_max_bytes_per_second
+        if not rate:
+            return
+        if self._throttled_disk != disk.id:
+            self._throttled_disk, self._throttle_start = disk.id, time.monotonic()
+        while (wait := done / rate - (time.monotonic() - self._throttle_start)) > 0:
+            time.sleep(min(wait, 0.1))
+            self.check()
+
     def _write(self, message, progress, disk, disk_values) -> None:
         with self._lock:
             self._last_write = time.monotonic()
+            self._message = message
             with self.control.db.write() as session:
                 session.execute(update(ImportTask)
                                 .where(ImportTask.id == self.task_id,
