@@ -99,6 +99,16 @@ def _zstd(plain: bytes, content_size: bool) -> bytes:
     return zstandard.ZstdCompressor(write_content_size=content_size).compress(plain)
 
 
+def ext_l2(data: bytes, compressed: bool = False) -> int:
+    """File offset of the first allocated (or compressed) 16-byte extended L2 entry."""
+    at = l2_at(data)
+    while True:
+        entry, bitmap = struct.unpack_from(">QQ", data, at)
+        if (entry >> 62 & 1) if compressed else (bitmap & 0xFFFFFFFF and not entry >> 62 & 1):
+            return at
+        at += 16
+
+
 def _data_file(tmp: Path) -> bytes:
     return created(tmp, "-o", f"data_file={tmp / 'guest-data.raw'}")
 
@@ -133,7 +143,18 @@ CASES: list[tuple[str, Callable[[Path], bytes], str]] = [
     ("qcow2-unknown-incompatible-bit", lambda t: patch(qcow2(t), 72, ">Q", 1 << 5),
      "unknown incompatible feature bits 0x20"),
     ("qcow2-corrupt-bit", lambda t: patch(qcow2(t), 72, ">Q", 2), "has the corrupt bit set"),
-    ("qcow2-extended-l2", lambda t: created(t, "-o", "extended_l2=on"), "extended L2 entries"),
+    ("qcow2-extended-l2-small-clusters",
+     lambda t: patch(qcow2(t, "-o", "cluster_size=4096"), 72, ">Q", 16),
+     "subclusters need at least 16 KiB"),
+    ("qcow2-extended-l2-allocated-and-zero",
+     lambda t: patch(d := qcow2(t, "-o", "extended_l2=on"), ext_l2(d) + 8, ">Q", 0x00000001_00000001),
+     "a subcluster is both allocated and zero"),
+    ("qcow2-extended-l2-compressed-with-bits",
+     lambda t: patch(d := qcow2(t, "-c", "-o", "extended_l2=on"), ext_l2(d, compressed=True) + 8,
+                     ">Q", 1), "describes a compressed cluster but has subcluster bits"),
+    ("qcow2-extended-l2-allocated-without-host",
+     lambda t: patch(d := qcow2(t, "-o", "extended_l2=on"), ext_l2(d), ">Q", 0),
+     "marks subclusters allocated but names no host cluster"),
     ("qcow2-version-4", lambda t: patch(qcow2(t), 4, ">I", 4), "has version 4"),
     ("qcow2-cluster-bits-22", lambda t: patch(qcow2(t), 20, ">I", 22), "cluster_bits 22"),
     ("qcow2-cluster-bits-8", lambda t: patch(qcow2(t), 20, ">I", 8), "cluster_bits 8"),

@@ -142,3 +142,20 @@ CASES: list[tuple[str, Callable[[Path], bytes], str]] = [
     ("vhd-fixed-bad-checksum", lambda t: _flip(bytearray(d := vhd(t, fixed=True)), len(d) - 512 + 20),
      "has checksum"),
 ]
+
+
+def _bat_all_same_block(tmp: Path) -> bytes:
+    """A 16 GiB disk whose every BAT entry names the one real block: a 'zip bomb' of reuse."""
+    data = bytearray(vhd(tmp))
+    first = _first_block(data)
+    footers(data, lambda d, at: struct.pack_into(">Q", d, at + 48, 16 << 30))
+    entries = (16 << 30) // (2 * MiB)
+    header(data, lambda d, at: struct.pack_into(">I", d, at + 28, entries))
+    bat = bat_at(data)
+    table = struct.pack(">I", first) * entries
+    # the BAT grows into the blocks; move the blocks' data along is not needed: the check fires first
+    return bytes(data[:bat]) + table + bytes(data[bat + len(table):])
+
+
+CASES.append(("vhd-bat-reuses-one-block-everywhere", _bat_all_same_block,
+              "allocated blocks by entry 8191 (at offset 34300), more than the"))

@@ -207,3 +207,19 @@ CASES: list[tuple[str, Callable[[Path], bytes], str]] = [
      "partially present"),
     ("vhdx-bat-unknown-state", lambda t: set_bat(bytearray(vhdx(t)), 0, 4, 0), "unknown state 4"),
 ]
+
+
+def _bat_all_same_block(tmp: Path) -> bytes:
+    """A 64 GiB disk whose every BAT entry names the one real block: a 'zip bomb' of reuse."""
+    data = bytearray(vhdx(tmp))
+    block = bat_entry(data, _first_present(data))
+    set_item(data, VIRTUAL_DISK_SIZE, "<Q", 64 << 30)
+    entries = 65536 + 65535 // 4096
+    assert entries * 8 <= regions(data)[BAT][2]
+    at = bat(data)
+    data[at : at + entries * 8] = struct.pack("<Q", block) * entries
+    return bytes(data)
+
+
+CASES.append(("vhdx-bat-reuses-one-block-everywhere", _bat_all_same_block,
+              "payload block present, more than the file's"))

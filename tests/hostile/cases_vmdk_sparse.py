@@ -82,6 +82,13 @@ def set_descriptor(data: bytes, edit: Callable[[str], str]) -> bytes:
     return data[:off] + new.ljust(size, b"\0") + data[off + size :]
 
 
+def _split_extent(tmp: Path) -> bytes:
+    """The first extent file of a twoGbMaxExtentSparse disk, uploaded without its descriptor."""
+    subprocess.run(["qemu-img", "create", "-f", "vmdk", "-o", "subformat=twoGbMaxExtentSparse",
+                    str(tmp / "split.vmdk"), "10M"], check=True, capture_output=True)
+    return (tmp / "split-s001.vmdk").read_bytes()
+
+
 CASES: list[tuple[str, Callable[[Path], bytes], str]] = [
     ("vmdk-sparse-parent-hint-etc-passwd", lambda t: set_descriptor(vmdk(t), lambda s: s.replace(
         "# Extent description", 'parentFileNameHint="/etc/passwd"\n# Extent description')),
@@ -102,6 +109,7 @@ CASES: list[tuple[str, Callable[[Path], bytes], str]] = [
     ("vmdk-sparse-descriptor-garbage", lambda t: set_descriptor(vmdk(t), lambda s: s +
                                                                "\nwhat is this\n"),
      "is neither a setting nor an extent line"),
+    ("vmdk-sparse-split-extent-alone", _split_extent, "has no embedded descriptor"),
     ("vmdk-sparse-huge-capacity", lambda t: patch(vmdk(t), 12, "<Q", (1 << 50) // 512),
      "The disk image is too large"),
     ("vmdk-sparse-compressed-flag", lambda t: patch(vmdk(t), 8, "<I", 0x30003),

@@ -1,11 +1,12 @@
 """qcow2 reader: qemu-img's qcow2 in every variant (v2/v3, cluster sizes, zlib and zstd compressed,
-preallocated, zero clusters) reads back exactly as `qemu-img convert -O raw`; unallocated space is
-skipped; inflation is bounded and parallel; every hostile case is refused and no named file is
-opened."""
+extended L2 subclusters, preallocated, zero clusters, internal snapshots) reads back exactly as
+`qemu-img convert -O raw`; unallocated space is skipped; inflation is bounded and parallel; every
+hostile case is refused and no named file is opened."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import tracemalloc
 
@@ -14,7 +15,7 @@ import pytest
 from tests.hostile import cases_qcow2
 from tests.pipeline.test_formats import (MiB, BytesSource, FileSource, fails, flatten, mixed_disk,
                                          only_tmp_paths, qemu, sha)  # noqa: F401 (fixture)
-from tests.pipeline.test_formats_vhd import CountingSource, render
+from tests.pipeline.test_formats_vhd import QEMU_IO, CountingSource, render, written_by_qemu_io
 from vmimport.pipeline.formats import Limits, open_guest_disk, qcow2
 
 
@@ -35,6 +36,8 @@ VARIANTS = {
     "preallocated-metadata": ["-o", "preallocation=metadata"],
     "preallocated-full": ["-o", "preallocation=full"],
     "lazy-refcounts": ["-o", "lazy_refcounts=on"],
+    "extended-l2": ["-o", "extended_l2=on"],
+    "extended-l2-zstd": ["-c", "-o", "extended_l2=on,compression_type=zstd"],
 }
 
 
@@ -148,3 +151,22 @@ def test_qcow2_named_files_are_never_opened(tmp_path, only_tmp_paths, case):
 def test_qcow2_hostile(tmp_path, name, build, match):
     msg = fails(BytesSource(build(tmp_path)), match)
     assert "qcow2" in msg
+
+
+@pytest.mark.skipif(QEMU_IO is None, reason="qemu-io (qemu-utils) is not installed")
+@pytest.mark.parametrize("options", [[], ["-o", "compat=0.10"], ["-o", "cluster_size=4096"],
+                                     ["-o", "extended_l2=on,cluster_size=128k"]],
+                         ids=["v3", "v2", "4k-clusters", "extended-l2"])
+def test_qcow2_written_out_of_order_with_snapshot(tmp_path, options):
+    """Out-of-order allocation, zero writes, discard, and an internal snapshot taken before
+    more writes (its clusters are shared with the active table, refcount 2)."""
+    image, _ = written_by_qemu_io(tmp_path, "qcow2", *options, extra=("discard 10M 64k",))
+    path = tmp_path / "io.qcow2"
+    qemu("snapshot", "-c", "before", str(path))
+    subprocess.run([QEMU_IO, "-f", "qcow2", "-c", "write -P 0x66 1M 64k", "-c",
+                    "write -P 0x67 40M 64k", "-c", "write -P 0x68 20M 4k", "-c",
+                    "write -P 0x69 20M 12k", "-c", "write -z 20M 4k", "-c", "write -P 0x6a 30M 5k",
+                    str(path)], check=True, capture_output=True)
+    qemu("convert", "-f", "qcow2", "-O", "raw", str(path), str(tmp_path / "now.raw"))
+    disk = open_guest_disk(FileSource(path), "qcow2", Limits())
+    assert flatten(disk) == (tmp_path / "now.raw").read_bytes()

@@ -4,6 +4,7 @@ unallocated space is skipped, sector bitmaps are honoured, and every hostile cas
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
 import time
@@ -44,8 +45,12 @@ def raw():
     return mixed_disk(7 * MiB + 5 * 512 + 1000, seed=11)  # not a multiple of 2 MiB nor of 512
 
 
-@pytest.mark.parametrize("options", [[], ["-o", "subformat=fixed"]], ids=["dynamic", "fixed"])
+@pytest.mark.parametrize("options", [
+    [], ["-o", "subformat=fixed"], ["-o", "force_size=on"], ["-o", "subformat=fixed,force_size=on"],
+], ids=["dynamic", "fixed", "dynamic-exact-size", "fixed-exact-size"])
 def test_vhd_matches_qemu(tmp_path, raw, options):
+    """qemu rounds the size up to a CHS geometry unless force_size=on (creator 'qem2', as
+    Hyper-V/Azure images); either way the footer's current size is what qemu reads too."""
     image, expected = render(tmp_path, raw, "vpc", *options)
     source = CountingSource(image)
     disk = open_guest_disk(source, "vhd", Limits())
@@ -126,14 +131,15 @@ def test_vhd_hostile(tmp_path, name, build, match):
 
 
 def test_fixed_vhd_skips_holes_the_source_reports(tmp_path, raw):
-    """A source that knows its holes (a sparse local file) offers data_regions(); fixed VHD
-    data is read only there."""
+    """A source that knows its holes (a sparse local file) offers data_ranges(offset); fixed
+    VHD data is read only there."""
     image, expected = render(tmp_path, raw, "vpc", "-o", "subformat=fixed")
 
     class Sparse(CountingSource):
-        def data_regions(self, start, end):
+        def data_ranges(self, offset=0):
+            assert offset == 0
             yield 0, 2 * MiB
-            yield 4 * MiB, 10 ** 12  # clipped to the disk
+            yield 4 * MiB, self.size  # the footer is clipped off
 
     want = bytearray(expected)
     want[2 * MiB : 4 * MiB] = bytes(2 * MiB)
@@ -151,3 +157,65 @@ def test_bit_runs_and_grouping():
     groups = list(group_pieces(pieces, max_read=1 << 20, max_gap=64))
     assert [(s, e, [p[2] for p in g]) for s, e, g in groups] == [
         (100, 200, ["a", "b", "c", "d"]), (10_000_000, 10_000_005, ["e"])]
+
+
+QEMU_IO = shutil.which("qemu-io")
+WRITES = ["write -P 0x61 40M 3M", "write -P 0x62 0 1M", "write -z 40M 64k",
+          "write -P 0x63 10M 128k", "write -P 0x64 63M 1M", "write -P 0x65 5M 4k"]
+
+
+def written_by_qemu_io(tmp_path, fmt: str, *create_options: str, extra: tuple = ()) -> tuple[bytes, bytes]:
+    """An image grown the way a hypervisor grows it: created empty, then written out of order
+    (blocks land in the file in write order, not guest order)."""
+    img, back = tmp_path / f"io.{fmt}", tmp_path / "io.raw"
+    qemu("create", "-f", fmt, *create_options, str(img), "64M")
+    args = [QEMU_IO, "-f", fmt]
+    for cmd in WRITES + list(extra):
+        args += ["-c", cmd]
+    subprocess.run([*args, str(img)], check=True, capture_output=True)
+    qemu("convert", "-f", fmt, "-O", "raw", str(img), str(back))
+    return img.read_bytes(), back.read_bytes()
+
+
+@pytest.mark.skipif(QEMU_IO is None, reason="qemu-io (qemu-utils) is not installed")
+def test_vhd_written_out_of_order(tmp_path):
+    image, expected = written_by_qemu_io(tmp_path, "vpc")
+    assert flatten(open_guest_disk(BytesSource(image), "vhd", Limits())) == expected
+
+
+def test_vhd_size_is_the_footers_current_size_not_chs(tmp_path, raw):
+    """A Virtual PC ('vpc ') VHD whose CHS geometry covers less than its current size: qemu
+    reads only the geometry's sectors; we read the current size, as Hyper-V, Azure and AWS do.
+    The bytes qemu sees are a prefix of ours."""
+    image, _ = render(tmp_path, raw, "vpc", "-o", "force_size=on")
+
+    def edit(d, at):
+        d[at + 28 : at + 32] = b"vpc "
+        struct.pack_into(">HBB", d, at + 56, 100, 4, 17)  # 100*4*17 sectors = 3.3 MiB
+    data = bytearray(image)
+    image = cases_vhd.footers(data, edit)
+    (tmp_path / "vpc.vhd").write_bytes(image)
+    qemu("convert", "-f", "vpc", "-O", "raw", str(tmp_path / "vpc.vhd"), str(tmp_path / "vpc.raw"))
+    theirs = (tmp_path / "vpc.raw").read_bytes()
+    ours = flatten(open_guest_disk(BytesSource(image), "vhd", Limits()))
+    assert len(theirs) == 100 * 4 * 17 * 512 and len(ours) == len(raw) + 512 - len(raw) % 512
+    assert ours.startswith(theirs) and ours[: len(raw)] == raw
+
+
+def test_fixed_vhd_on_a_sparse_local_file(tmp_path):
+    """The real LocalSource (SEEK_DATA/SEEK_HOLE): a 1 GiB fixed VHD holding 1 MiB is read fast."""
+    from vmimport.pipeline.source import LocalSource
+    path = tmp_path / "sparse.raw"
+    data = os.urandom(MiB)
+    with open(path, "wb") as f:
+        f.truncate(1 << 30)
+        f.seek(300 * MiB)
+        f.write(data)
+    (tmp_path / "bucket").mkdir()
+    qemu("convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed", str(path),
+         str(tmp_path / "bucket" / "f.vhd"))
+    with LocalSource.open(tmp_path / "bucket", "b", "f.vhd") as source:
+        disk = open_guest_disk(source, "vhd", Limits())
+        got = [(offset, bytes(chunk)) for offset, chunk in disk.extents() if any(chunk)]
+    assert b"".join(c for _, c in got) == data and got[0][0] == 300 * MiB
+    assert disk.bytes_consumed < 64 * MiB

@@ -7,8 +7,9 @@ offset in bits 9-55, bit 0 = reads as zeros) or a compressed cluster (bit 62; ho
 sector count packed by cluster size), whose bytes inflate to exactly one cluster.
 
 What is refused, never followed: a backing file (the image holds only changes to a file named
-inside it), an external data file, encryption, a header qemu marked corrupt, extended L2 entries
-(subclusters) and unknown incompatible features. The dirty bit is accepted: it says only that
+inside it), an external data file, encryption, a header qemu marked corrupt and unknown
+incompatible features. Extended L2 entries (32 subclusters per cluster, each allocated, zero or
+unallocated) are read. The dirty bit is accepted: it says only that
 refcounts may be stale, and this reader never uses refcounts. Internal snapshots are ignored;
 only the active L1 table is read.
 
@@ -25,12 +26,11 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from ..errors import ImportFailure
 from .base import BAD_LENGTH, CORRUPTED, SECTOR, UNSUPPORTED, GuestDisk, Limits, too_large
+from .ordered import inflate_in_order
 from .ranges import read_pieces, table
 
 try:  # libdeflate: ~3x stdlib zlib
@@ -55,10 +55,7 @@ L1_OFFSET = 0x00FFFFFFFFFFFE00
 L2_COMPRESSED, L2_ZERO = 1 << 62, 1
 MAX_L1_BYTES = 32 << 20  # qemu's QCOW_MAX_L1_SIZE
 ZLIB, ZSTD = 0, 1
-BATCH_CLUSTERS = 32
 HEAD = 64 << 10  # read first; the rest of a larger first cluster (header extensions) after
-BATCH_BYTES = 1 << 20
-QUEUED_BYTES = 32 << 20  # plain clusters held back behind a batch still inflating
 
 
 class Qcow2(GuestDisk):
@@ -127,11 +124,11 @@ class Qcow2(GuestDisk):
             raise ImportFailure(
                 f"{UNSUPPORTED} qcow2 header at offset 0 has unknown incompatible feature bits "
                 f"0x{incompat & ~KNOWN_INCOMPAT:x} (offset 72); this reader cannot read it safely")
-        if incompat & INCOMPAT_EXTENDED_L2:
+        self._extended = bool(incompat & INCOMPAT_EXTENDED_L2)
+        if self._extended and cluster_bits < 14:
             raise ImportFailure(
-                f"{UNSUPPORTED} qcow2 header at offset 0 uses extended L2 entries (subclusters, "
-                "incompatible feature bit 4), which this server does not read yet; convert with "
-                "`qemu-img convert -O qcow2 -o extended_l2=off`")
+                f"{CORRUPTED} qcow2 header at offset 0 uses extended L2 entries (incompatible "
+                f"feature bit 4) with {cluster}-byte clusters; subclusters need at least 16 KiB")
         if not incompat & INCOMPAT_COMPRESSION and self._compression != ZLIB:
             raise ImportFailure(f"{CORRUPTED} qcow2 header at offset 0 names compression type "
                                 f"{self._compression} without incompatible feature bit 3")
@@ -145,7 +142,7 @@ class Qcow2(GuestDisk):
             raise ImportFailure(f"{CORRUPTED} qcow2 header at offset 0 declares a size of {vsize} "
                                 "bytes (offset 24), not a positive whole number of sectors")
         self.virtual_size = vsize
-        self._l2_entries = cluster // 8
+        self._l2_entries = cluster // (16 if self._extended else 8)
         span = cluster * self._l2_entries
         needed = -(-vsize // span)
         if l1_size < needed:
@@ -203,7 +200,8 @@ class Qcow2(GuestDisk):
     def _clusters(self) -> Iterator[tuple[int, int, tuple]]:
         """(file offset, length, (guest offset, compressed?, guest length)) in guest order."""
         cluster, bits, size, vsize = self._cluster, self._bits, self._size, self.virtual_size
-        per_l2 = self._l2_entries
+        per_l2, ext = self._l2_entries, self._extended
+        entry_size = 16 if ext else 8
         shift = 62 - (bits - 8)  # compressed: offset in bits 0..shift-1, sectors above
         offset_mask, sectors_mask = (1 << shift) - 1, (1 << (bits - 8)) - 1
         empty = bytes(cluster)
@@ -223,14 +221,20 @@ class Qcow2(GuestDisk):
             if raw == empty:
                 continue
             base = n * per_l2 * cluster
-            for m, entry in enumerate(table(raw, "Q", big_endian=True)):
-                if not entry:
+            entries = table(raw, "Q", big_endian=True)
+            pairs = zip(entries[0::2], entries[1::2]) if ext else ((e, 0) for e in entries)
+            for m, (entry, bitmap) in enumerate(pairs):
+                if not entry and not bitmap:
                     continue
                 guest = base + m * cluster
                 if guest >= vsize:
                     break
                 length = min(cluster, vsize - guest)
-                at = l2_at + 8 * m
+                at = l2_at + entry_size * m
+                if entry & L2_COMPRESSED and bitmap:
+                    raise ImportFailure(
+                        f"{CORRUPTED} qcow2 extended L2 entry {m} of table {n} (at offset {at}) "
+                        f"describes a compressed cluster but has subcluster bits 0x{bitmap:016x}")
                 if entry & L2_COMPRESSED:
                     host = entry & offset_mask
                     csize = ((entry >> shift) & sectors_mask) + 1
@@ -248,93 +252,77 @@ class Qcow2(GuestDisk):
                             "table or an uncompressed cluster uses")
                     yield host, min(csize, size - host), (guest, True, length, at)
                     continue
+                if ext:
+                    yield from self._subclusters(entry, bitmap, guest, length, at, f"{m} of table {n}")
+                    continue
                 if entry & L2_ZERO:
                     continue  # reads as zeros (v3), whether or not space is preallocated
                 host = entry & L1_OFFSET
                 if not host:
                     continue
-                if host % cluster or host + length > size:
-                    raise ImportFailure(
-                        f"{CORRUPTED} qcow2 L2 entry {m} of table {n} (at offset {at}) places a "
-                        f"data cluster at offset {host}: not cluster-aligned or past the end of "
-                        f"the file at byte {size}")
-                self._claim(host, f"data cluster for guest offset {guest}", at)
+                self._check_data(host, length, at, f"{m} of table {n}", guest)
                 yield host, length, (guest, False, length, at)
+
+    def _check_data(self, host: int, length: int, at: int, entry: str, guest: int) -> None:
+        if host % self._cluster or host + length > self._size:
+            raise ImportFailure(
+                f"{CORRUPTED} qcow2 L2 entry {entry} (at offset {at}) places a data cluster at "
+                f"offset {host}: not cluster-aligned or past the end of the file at byte "
+                f"{self._size}")
+        self._claim(host, f"data cluster for guest offset {guest}", at)
+
+    def _subclusters(self, entry: int, bitmap: int, guest: int, length: int, at: int,
+                     name: str) -> Iterator[tuple[int, int, tuple]]:
+        """An extended L2 entry: 32 subclusters, each allocated (bits 0-31), reading as zeros
+        (bits 32-63) or unallocated (neither: zeros too, as there is no backing file)."""
+        allocated, zero = bitmap & 0xFFFFFFFF, bitmap >> 32
+        if allocated & zero or entry & L2_ZERO:
+            raise ImportFailure(
+                f"{CORRUPTED} qcow2 extended L2 entry {name} (at offset {at}) has subcluster bits "
+                f"0x{bitmap:016x} and descriptor 0x{entry:016x}: a subcluster is both allocated "
+                "and zero, or the reserved bit 0 is set")
+        if not allocated:
+            return
+        host = entry & L1_OFFSET
+        if not host:
+            raise ImportFailure(
+                f"{CORRUPTED} qcow2 extended L2 entry {name} (at offset {at}) marks subclusters "
+                "allocated but names no host cluster")
+        sub = self._cluster // 32
+        runs, first = [], None
+        for x in range(33):
+            bit = x < 32 and allocated >> x & 1
+            if bit and first is None:
+                first = x
+            elif not bit and first is not None:
+                runs.append((first * sub, min(x * sub, length)))
+                first = None
+        needed = max(hi for _, hi in runs)
+        self._check_data(host, needed, at, name, guest)
+        for lo, hi in runs:
+            if lo < hi:
+                yield host + lo, hi - lo, (guest + lo, False, hi - lo, at)
 
     # -- data ------------------------------------------------------------------------------
 
     def extents(self) -> Iterator[tuple[int, memoryview | bytes]]:
-        """Yield clusters in guest order; compressed ones are inflated on a pool meanwhile.
-
-        `pending` holds, in order, futures of inflated batches and plain clusters waiting
-        behind them; at most `2 * threads` batches are in flight.
-        """
-        threads = max(1, self._limits.inflate_threads)
-        pool = ThreadPoolExecutor(threads, thread_name_prefix="qcow2-inflate")
-        pending: deque = deque()
-        state = {"in_flight": 0, "queued": 0}  # batches submitted; plain bytes waiting
-        batch: list = []
-        batch_bytes = 0
+        """Clusters in guest order; compressed ones are inflated on a pool meanwhile."""
         inflate = _inflate_zstd if self._compression == ZSTD else _inflate_zlib
         cluster = self._cluster
 
         def account(n: int) -> None:
             self._consumed += n
 
-        def flush() -> None:
-            nonlocal batch, batch_bytes
-            if batch:
-                pending.append(pool.submit(_inflate_batch, batch, cluster, inflate))
-                state["in_flight"] += 1
-                batch, batch_bytes = [], 0
+        def items():
+            for (guest, compressed, length, at), view in read_pieces(
+                    self._source, self._clusters(), self._short, account):
+                yield guest, view, compressed, (length, at)
 
-        def ready(drain: bool) -> Iterator[tuple[int, memoryview | bytes]]:
-            """Hand on what is at the head of `pending`: plain clusters at once, batches when
-            done, or when too much is waiting behind them (then we wait)."""
-            while pending:
-                head = pending[0]
-                if isinstance(head, tuple):
-                    pending.popleft()
-                    state["queued"] -= len(head[1])
-                    yield head
-                elif (drain or head.done() or state["in_flight"] >= 2 * threads
-                      or state["queued"] >= QUEUED_BYTES):
-                    pending.popleft()
-                    state["in_flight"] -= 1
-                    yield from head.result()
-                else:
-                    return
+        def run(guest: int, data, extra) -> memoryview:
+            length, at = extra
+            return memoryview(inflate(data, cluster, guest, at))[:length]
 
-        try:
-            error = None
-            try:
-                for (guest, compressed, length, at), view in read_pieces(
-                        self._source, self._clusters(), self._short, account):
-                    if compressed:
-                        batch.append((guest, length, at, view))
-                        batch_bytes += len(view)
-                        if len(batch) >= BATCH_CLUSTERS or batch_bytes >= BATCH_BYTES:
-                            flush()
-                    else:
-                        flush()
-                        if not pending:
-                            yield guest, view
-                            continue
-                        pending.append((guest, view))
-                        state["queued"] += len(view)
-                    yield from ready(False)
-                flush()
-            except ImportFailure as exc:  # hand on what came before the fault first
-                flush()
-                error = exc
-            yield from ready(True)
-            if error is not None:
-                raise error
-        finally:
-            for item in pending:
-                if not isinstance(item, tuple):
-                    item.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
+        yield from inflate_in_order(items(), run, self._limits.inflate_threads, "qcow2-inflate")
 
     def _short(self, piece, got_end: int) -> ImportFailure:
         offset, length, (guest, compressed, _, at) = piece
@@ -342,14 +330,6 @@ class Qcow2(GuestDisk):
         return ImportFailure(f"{CORRUPTED} qcow2 {kind} for guest offset {guest} (L2 entry at "
                              f"offset {at}) at file offset {offset} ends at byte {got_end}: the "
                              "file shrank while it was read")
-
-
-def _inflate_batch(batch: list, cluster: int, inflate) -> list[tuple[int, memoryview]]:
-    out = []
-    for guest, length, at, data in batch:
-        plain = inflate(data, cluster, guest, at)
-        out.append((guest, memoryview(plain)[:length]))
-    return out
 
 
 def _where(guest: int, at: int, n: int) -> str:

@@ -102,15 +102,17 @@ def bit_runs(bitmap: bytes, count: int) -> Iterator[tuple[int, int]]:
 def data_regions(source, start: int, end: int) -> Iterator[tuple[int, int]]:
     """(start, end) ranges of [start, end) that may hold data.
 
-    A source that knows where its holes are (a sparse local file, via SEEK_DATA/SEEK_HOLE)
-    offers ``data_regions(start, end)``; reading a hole would only produce zeros, so fixed-size
-    formats skip them. Any other source: the whole range.
+    A source that knows where its holes are (a sparse local file: `LocalSource.data_ranges`,
+    SEEK_DATA/SEEK_HOLE) offers ``data_ranges(offset)``; a hole reads as zeros, so fixed-size
+    formats skip it. Any other source: the whole range.
     """
-    regions = getattr(source, "data_regions", None)
-    if regions is None:
+    ranges = getattr(source, "data_ranges", None)
+    if ranges is None:
         yield start, end
         return
-    for lo, hi in regions(start, end):
+    for lo, hi in ranges(start):
+        if lo >= end:
+            return
         lo, hi = max(lo, start), min(hi, end)
         if lo < hi:
             yield lo, hi

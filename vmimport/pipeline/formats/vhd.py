@@ -205,6 +205,13 @@ class Vhd(GuestDisk):
                 if sector != NOT_ALLOCATED:
                     self._indexes.append(first + n)
                     self._sectors.append(sector)
+            if len(self._sectors) > self._tail_at // span:  # bounds memory before the checks
+                index = self._indexes[-1]
+                raise ImportFailure(
+                    f"{CORRUPTED} VHD BAT at offset {table_at} lists {len(self._sectors)} "
+                    f"allocated blocks by entry {index} (at offset {table_at + 4 * index}), more "
+                    f"than the {self._tail_at} bytes of the file can hold ({span} bytes each): "
+                    "blocks must not share bytes")
         reserved = [(0, SECTOR, "the footer copy at offset 0"),
                     (header_at, header_at + 1024, f"the dynamic header at offset {header_at}"),
                     (table_at, table_at + bat_bytes, f"the BAT at offset {table_at}")]

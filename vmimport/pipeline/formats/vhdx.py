@@ -315,6 +315,11 @@ class Vhdx(GuestDisk):
                                             f"at offset {offset}, overlapping {what}")
                 self._indexes.append(payload)
                 self._offsets.append(offset)
+                if len(self._offsets) > size // MiB:  # bounds memory before the overlap check
+                    raise ImportFailure(
+                        f"{CORRUPTED} {where} is the {len(self._offsets)}th payload block present, "
+                        f"more than the file's {size} bytes can hold apart: blocks must not share "
+                        "bytes")
         ordered = sorted(range(len(self._offsets)), key=self._offsets.__getitem__)
         for a, b in zip(ordered, ordered[1:]):
             start, index = self._offsets[b], self._indexes[b]

@@ -78,6 +78,9 @@ class SparseVmdk(GuestDisk):
             raise ImportFailure(f"{CORRUPTED} {where} says grains start at byte "
                                 f"{overhead * SECTOR} (overHead at offset 64) but the file ends "
                                 f"at byte {size}")
+        if desc_off == 0 and desc_size == 0:
+            raise ImportFailure(self._no_descriptor(f"{where} (descriptor offset and size at "
+                                                    "offsets 28 and 36 are 0)"))
         if not (1 <= desc_off and 1 <= desc_size <= MAX_DESCRIPTOR_SECTORS
                 and desc_off + desc_size <= overhead):
             raise ImportFailure(
@@ -86,8 +89,11 @@ class SparseVmdk(GuestDisk):
                 f"than {MAX_DESCRIPTOR_SECTORS} sectors)")
         raw = source.read_at(desc_off * SECTOR, desc_size * SECTOR)
         self._consumed += len(raw)
-        self._check_descriptor(parse_descriptor(raw, desc_off * SECTOR), capacity,
-                               desc_off * SECTOR)
+        desc = parse_descriptor(raw, desc_off * SECTOR)
+        if not desc.keys and not desc.extents:
+            raise ImportFailure(self._no_descriptor(
+                f"VMDK descriptor area at offset {desc_off * SECTOR} (it is empty)"))
+        self._check_descriptor(desc, capacity, desc_off * SECTOR)
         self._grain = grain * SECTOR
         self._gtes, self._overhead = gtes, overhead * SECTOR
         self._zero_grain = bool(flags & FLAG_ZERO_GRAIN)
@@ -101,6 +107,13 @@ class SparseVmdk(GuestDisk):
         gd = source.read_at(self._gd_at, tables * 4)
         self._consumed += len(gd)
         self._gd = table(gd, "I", big_endian=False)
+
+    @staticmethod
+    def _no_descriptor(where: str) -> str:
+        return (f"{UNSUPPORTED} {where}: this file has no embedded descriptor, so it is one "
+                "extent of a disk whose text descriptor is a separate file (a split "
+                "twoGbMaxExtentSparse disk, for example); convert the whole disk to a single "
+                "file (monolithicSparse or streamOptimized) and import that")
 
     @staticmethod
     def _check_descriptor(desc, capacity: int, file_offset: int) -> None:

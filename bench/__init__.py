@@ -1,0 +1,1 @@
+"""vmimport benchmarks (issue 6): `python -m bench --help`."""

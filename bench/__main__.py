@@ -1,0 +1,219 @@
+"""vmimport's benchmark: one command, every figure against a baseline measured in the same run.
+
+    python -m bench [--quick] [--only conversion,growth,api,inspection] [--formats raw,vmdk-stream]
+                    [--runs N] [--out bench/results/latest.json] [--markdown BENCHMARKS.md]
+
+Sections (issue 6): conversion (ImportImage end to end vs ``qemu-img convert -O raw``), growth
+(4 GiB -> 64 GiB -> 1 TiB virtual with the same data), api (signed Describe* under 32
+connections with wrk vs moto's server; ImportImage latency while 4 imports convert), inspection
+(``vmimport.inspect.inspect_disk`` on the test fixtures). Disks are cached in --cache-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import disks, report
+from .disks import FORMATS, GiB, MiB, TiB
+
+SECTIONS = ("conversion", "growth", "api", "inspection")
+DEFAULT_CACHE = Path(os.environ.get("VMIMPORT_BENCH_CACHE",
+                                    Path(tempfile.gettempdir()) / "vmimport-bench-cache"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="1 run per figure, shorter load tests (~3 min once disks are cached)")
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny disks and loads: checks that the benchmark runs (the test suite)")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma-separated sections (default all: {','.join(SECTIONS)})")
+    p.add_argument("--formats", default=",".join(FORMATS),
+                   help=f"conversion formats (default all: {','.join(FORMATS)}); a format the "
+                        "server refuses is reported as unsupported")
+    p.add_argument("--growth-formats", default="raw,vmdk-stream",
+                   help="formats for the growth section (default raw,vmdk-stream)")
+    p.add_argument("--runs", type=int, help="runs per figure, the median is reported "
+                   "(default 3, --quick 1)")
+    p.add_argument("--growth-timeout", type=float,
+                   help="cancel a growth import after this many seconds (default 120, quick 30)")
+    p.add_argument("--api-seconds", type=float, help="seconds per load test (default 10)")
+    p.add_argument("--api-tasks", type=int, help="import tasks in the database (default 100)")
+    p.add_argument("--import-calls", type=int,
+                   help="ImportImage calls timed while 4 imports convert (default 100)")
+    p.add_argument("--inspection-fixtures", help="comma-separated tests/guest_disks.py fixtures "
+                   "(default all)")
+    p.add_argument("--profile", default="",
+                   help="comma-separated conversion formats to import once more under py-spy, "
+                        "and/or 'api' to profile the server under the DescribeImages load; "
+                        "collapsed stacks go next to --out, a summary into the results")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
+                   help=f"where test disks are built and kept (default {DEFAULT_CACHE})")
+    p.add_argument("--out", type=Path, default=ROOT / "bench/results/latest.json",
+                   help="JSON results (default bench/results/latest.json)")
+    p.add_argument("--markdown", type=Path, help="also write the results as a Markdown "
+                   "document (e.g. BENCHMARKS.md)")
+    args = p.parse_args(argv)
+    args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    args.format_names = [f.strip() for f in args.formats.split(",") if f.strip()]
+    args.profile_names = {f.strip() for f in args.profile.split(",") if f.strip()}
+    args.growth_names = [f.strip() for f in args.growth_formats.split(",") if f.strip()]
+    for name in args.sections:
+        if name not in SECTIONS:
+            p.error(f"unknown section {name!r} (choose from {', '.join(SECTIONS)})")
+    for name in args.format_names + args.growth_names:
+        if name not in FORMATS:
+            p.error(f"unknown format {name!r} (choose from {', '.join(FORMATS)})")
+    quick = args.quick or args.tiny
+    args.runs = args.runs or (1 if quick else 3)
+    args.growth_timeout = args.growth_timeout or (10 if args.tiny else 30 if quick else 120)
+    args.api_seconds = args.api_seconds or (1 if args.tiny else 5 if quick else 10)
+    args.api_tasks = args.api_tasks if args.api_tasks is not None else (5 if args.tiny else 100)
+    args.import_calls = (args.import_calls if args.import_calls is not None
+                         else 5 if args.tiny else 30 if quick else 100)
+    if args.tiny:
+        args.spec = disks.DiskSpec(virtual_size=64 * MiB, data_size=8 * MiB, fs_size=8 * MiB)
+        args.growth_sizes = [64 * MiB, 256 * MiB, 1 * GiB]
+        args.fixtures = (args.inspection_fixtures or "ubuntu2204-ext4-mbr-bios").split(",")
+    else:
+        args.spec = disks.DiskSpec()
+        args.growth_sizes = [4 * GiB, 64 * GiB, 1 * TiB]
+        args.fixtures = args.inspection_fixtures.split(",") if args.inspection_fixtures else None
+    return args
+
+
+_T0 = time.perf_counter()
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - _T0:6.1f}s] {message}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from .server import RssSampler, VmimportServer, client
+
+    started = time.perf_counter()
+    results: dict = {
+        "command": "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "machine": report.machine(), "versions": report.versions(),
+        "settings": {"runs": args.runs, "sections": args.sections,
+                     "disk": {"virtual_size": args.spec.virtual_size,
+                              "data_size": args.spec.data_size, "fs_size": args.spec.fs_size,
+                              "seed": args.spec.seed},
+                     "growth_sizes": args.growth_sizes, "growth_timeout": args.growth_timeout,
+                     "api_seconds": args.api_seconds, "api_tasks": args.api_tasks,
+                     "server": "vmimport serve, default settings (2 worker threads; 4 for api)",
+                     "poll_interval": 0.1},
+    }
+    cache = args.cache_dir
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=cache))
+    try:
+        t = time.perf_counter()
+        base = disks.base_raw(cache, args.spec)
+        log(f"base disk {base} ({base.stat().st_blocks * 512 / MiB:.0f} MiB allocated, "
+            f"{args.spec.virtual_size / GiB:g} GiB virtual) ready in {time.perf_counter() - t:.1f}s")
+        support: dict = {}
+        if {"conversion", "growth"} & set(args.sections):
+            from .conversion import probe_support, run_conversion, run_growth
+
+            server = VmimportServer(work / "data").start()
+            try:
+                ec2 = client(server.endpoint)
+                with RssSampler(server.pid) as sampler:
+                    log("probing formats:")
+                    wanted = list(dict.fromkeys(
+                        (args.format_names if "conversion" in args.sections else [])
+                        + (args.growth_names if "growth" in args.sections else [])))
+                    support = probe_support(server, ec2, wanted, args.spec, cache, log)
+                    results["support"] = support
+                    if "conversion" in args.sections:
+                        log(f"conversion ({args.runs} run(s), median):")
+                        results["conversion"] = run_conversion(
+                            server, ec2, sampler, args.format_names, support, base, args.runs,
+                            work, log, profile=args.profile_names, profile_dir=args.out.parent)
+                    if "growth" in args.sections:
+                        log("growth:")
+                        results["growth"] = run_growth(
+                            server, ec2, sampler, args.growth_names, support, args.spec,
+                            args.growth_sizes, args.runs, cache, work, log, args.growth_timeout)
+            finally:
+                server.stop()
+        if "api" in args.sections:
+            from .api_load import run_api
+
+            log("api:")
+            big_fmt = FORMATS["vmdk-stream"] if support.get("vmdk-stream", {}).get(
+                "status", "supported") == "supported" else FORMATS["raw"]
+            big = disks.render(base, big_fmt)
+            server = VmimportServer(work / "api-data", workers=4).start()
+            try:
+                results["api"] = run_api(server, client(server.endpoint), work, cache,
+                                         args.spec, big, big_fmt.declared, args.api_tasks,
+                                         args.api_seconds, args.import_calls, log,
+                                         args.out.parent if "api" in args.profile_names
+                                         else None)
+            finally:
+                server.stop()
+        if "inspection" in args.sections:
+            from .inspection import run_inspection
+
+            log("inspection:")
+            results["inspection"] = run_inspection(cache, base, max(args.runs, 5), log,
+                                                   args.fixtures)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["total_seconds"] = round(time.perf_counter() - started, 1)
+    rows = report.print_report(results)
+    report.write_json(results, args.out)
+    log(f"\nresults: {args.out}  (total {results['total_seconds']:.0f}s)")
+    if args.markdown:
+        write_markdown(results, rows, args.markdown)
+        log(f"markdown: {args.markdown}")
+    return 0
+
+
+def write_markdown(results: dict, rows, path: Path) -> None:
+    m, v = results["machine"], results["versions"]
+    misses = report.missed(rows)
+    text = f"""# Benchmarks
+
+Latest results of `bench/` (issue 6). Every figure is measured against a baseline run in the same
+invocation (qemu-img for conversion, the 4 GiB case for growth, moto's server for the API), so the
+ratios hold even on a busy machine; absolute times drift with the machine's load.
+
+Reproduce from a fresh clone with `scripts/bench` (sets up `.venv` with the `bench` extra, then
+runs `python -m bench`; `scripts/bench --quick` takes ~3 minutes). These results came from:
+```
+{results['command']}
+```
+Machine: {m['cpu_model']}, {m['cores']} cores, {m['memory_bytes'] / GiB:.0f} GiB RAM, Linux
+{m['kernel']}, Python {m['python']}, load average {m['loadavg_at_start'][0]:.2f} at the start
+(shared with other work). Date: {m['date']}. Total time {results['total_seconds']:.0f} s.
+Versions: vmimport {v['vmimport']} ({v['vmimport_commit']}), {v['qemu_img']}, moto {v['moto']},
+{v['wrk']}.
+
+{report.markdown_table(rows)}
+
+Targets missed: {len(misses) or 'none'}
+{chr(10).join('- ' + line for line in misses)}
+
+The full figures (every run, CPU seconds, image sizes) are in the JSON that the command writes
+(`bench/results/latest.json`). See `bench/README.md` for what each section does.
+"""
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""API load: signed Describe* requests under 32 concurrent connections (wrk with presigned GET
+URLs — a presigned SigV4 URL stays valid until it expires, so wrk can replay it), against moto's
+server answering DescribeImages the same way; and ImportImage latency while imports convert."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from . import disks
+from .conversion import BUCKET, _wait_gone
+from .disks import FORMATS, MiB
+from .server import VmimportServer, client, moto_server
+
+WRK = shutil.which("wrk")
+CONNECTIONS = 32
+
+
+def presign(ec2, operation: str, params: dict) -> str:
+    return ec2.generate_presigned_url(operation, Params=params, ExpiresIn=3600,
+                                      HttpMethod="GET")
+
+
+def check_url(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read()
+
+
+def load(url: str, seconds: float, connections: int = CONNECTIONS) -> dict:
+    """req/s and latency percentiles of GET ``url`` under ``connections`` connections."""
+    if WRK:
+        return _wrk(url, seconds, connections)
+    return _python_load(url, seconds, connections)
+
+
+def _wrk(url: str, seconds: float, connections: int) -> dict:
+    threads = max(1, min(2, connections))
+    out = subprocess.run([WRK, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+                          "--latency", "--timeout", "10s", url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    pct = {p: _ms(v) for p, v in re.findall(r"^\s+(\d+)%\s+([\d.]+\w+)\s*$", out, re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: (.*)", out)
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"tool": "wrk", "requests": total, "rps": round(rps, 1), "p50_ms": pct.get("50"),
+            "p99_ms": pct.get("99"), "non_2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": sock.group(1).strip() if sock else "", "connections": connections,
+            "seconds": seconds}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(\w+)", text).groups()
+    return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[unit], 3)
+
+
+def _python_load(url: str, seconds: float, connections: int) -> dict:
+    """A stand-in for wrk when it is not installed (threads with keep-alive connections; on a
+    small machine it loads the client as much as the server — use wrk for real numbers)."""
+    parts = urlsplit(url)
+    target = parts.path + ("?" + parts.query if parts.query else "")
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        mine, bad = [], 0
+        while time.perf_counter() < stop_at:
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", target)
+                resp = conn.getresponse()
+                resp.read()
+                bad += resp.status >= 300
+            except (OSError, http.client.HTTPException):
+                bad += 1
+                conn.close()
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    return {"tool": "python-threads", "requests": len(latencies),
+            "rps": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(percentile(latencies, 50) * 1000, 3),
+            "p99_ms": round(percentile(latencies, 99) * 1000, 3), "non_2xx": errors[0],
+            "socket_errors": "", "connections": connections, "seconds": seconds}
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+# ------------------------------------------------------------------ the section
+
+
+def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.DiskSpec,
+            big_image: Path | None, big_declared: str, tasks: int, seconds: float,
+            import_calls: int, log, profile_dir: Path | None = None) -> list[dict]:
+    """``profile_dir``: also run the DescribeImages load once more under py-spy."""
+    rows: list[dict] = []
+    tiny = disks.base_raw(cache / "api", disks.DiskSpec(
+        virtual_size=40 * MiB, data_size=1 * MiB, fs_size=8 * MiB, seed=spec.seed))
+    server.put(BUCKET, "api/tiny.raw", tiny)
+
+    # 1. the database: `tasks` ImportImage tasks (each registers an AMI)
+    t0 = time.perf_counter()
+    ids = [ec2.import_image(Description=f"api load {i}", DiskContainers=[{
+        "Format": "raw", "UserBucket": {"S3Bucket": BUCKET, "S3Key": "api/tiny.raw"}}])
+        ["ImportTaskId"] for i in range(tasks)]
+    for task_id in ids:
+        _wait_gone(ec2, task_id, timeout=600)
+    described = ec2.describe_import_image_tasks(ImportTaskIds=ids)["ImportImageTasks"]
+    images = [t["ImageId"] for t in described if t.get("ImageId")]
+    log(f"  {len(ids)} import tasks ({len(images)} AMIs) created in "
+        f"{time.perf_counter() - t0:.1f}s")
+    some = images[:5]
+
+    # 2. moto's DescribeImages (the baseline)
+    moto = _moto_baseline(work, seconds, log)
+    if moto:
+        rows.append(moto)
+    base_rps = moto.get("rps") if moto and moto.get("status") == "measured" else None
+
+    # 3. vmimport under the same load
+    cases = [("DescribeImages", "describe_images", {"ImageIds": some} if some else {}),
+             ("DescribeImportImageTasks", "describe_import_image_tasks", {})]
+    for action, operation, params in cases:
+        url = presign(ec2, operation, params)
+        body = check_url(url)
+        result = load(url, seconds)
+        row = {"section": "api", "server": "vmimport", "action": action, **result,
+               "items_in_response": body.count(b"<item>"),
+               "params": {k: (len(v) if isinstance(v, list) else v) for k, v in params.items()},
+               "status": "measured"}
+        if base_rps:
+            row["baseline_rps"] = base_rps
+            row["ratio"] = round(row["rps"] / base_rps, 2)
+            row["rps_pass"] = row["ratio"] >= 20
+        row["p99_pass"] = row["p99_ms"] is not None and row["p99_ms"] < 50
+        rows.append(row)
+        log(f"  vmimport {action:25s} {row['rps']:8.1f} req/s  p99 {row['p99_ms']} ms  "
+            + (f"x{row['ratio']} of moto" if base_rps else "(no moto baseline)")
+            + (f"  non-2xx {row['non_2xx']}" if row["non_2xx"] else ""))
+
+    if profile_dir is not None:
+        from .profile import PySpy, log_summary
+
+        url = presign(ec2, "describe_images", cases[0][2])
+        with PySpy(server.pid, profile_dir / "profile-api-DescribeImages.txt") as spy:
+            load(url, seconds)
+        rows[-2]["profile"] = spy.summary()
+        log("  DescribeImages under load, profiled:")
+        log_summary(rows[-2]["profile"], log)
+
+    # 4. ImportImage latency while 4 big imports convert
+    if big_image is not None and import_calls > 0:
+        rows.append(_import_latency(server, ec2, big_image, big_declared, import_calls, log))
+    server.drop(BUCKET, "api/tiny.raw")
+    return rows
+
+
+def _moto_baseline(work: Path, seconds: float, log) -> dict | None:
+    try:
+        import moto  # noqa: F401
+    except ImportError:
+        log("  moto is not installed (pip install -e '.[bench]'): no baseline")
+        return {"section": "api", "server": "moto", "action": "DescribeImages",
+                "status": "not available", "message": "moto is not installed"}
+    from importlib.metadata import version
+
+    with moto_server(work) as moto:
+        ec2 = client(moto.endpoint)
+        ids = [ec2.register_image(Name=f"bench-{i}", RootDeviceName="/dev/sda1",
+                                  Architecture="x86_64", VirtualizationType="hvm",
+                                  BlockDeviceMappings=[{"DeviceName": "/dev/sda1",
+                                                        "Ebs": {"VolumeSize": 8}}])["ImageId"]
+               for i in range(5)]
+        url = presign(ec2, "describe_images", {"ImageIds": ids})
+        body = check_url(url)
+        result = load(url, seconds)
+    row = {"section": "api", "server": "moto", "moto_version": version("moto"),
+           "action": "DescribeImages", **result, "items_in_response": body.count(b"<item>"),
+           "params": {"ImageIds": len(ids)}, "status": "measured"}
+    log(f"  moto     DescribeImages            {row['rps']:8.1f} req/s  p99 {row['p99_ms']} ms")
+    return row
+
+
+def _import_latency(server: VmimportServer, ec2, image: Path, declared: str, calls: int,
+                    log) -> dict:
+    """Sequential ImportImage calls (tiny disk) timed while 4 big imports are converting."""
+    big = []
+    for i in range(4):
+        key = f"api/big{i}{image.suffix}"
+        server.put(BUCKET, key, image)
+        big.append(ec2.import_image(Description=f"big {i}", DiskContainers=[{
+            "Format": declared, "UserBucket": {"S3Bucket": BUCKET, "S3Key": key}}])
+            ["ImportTaskId"])
+
+    def states() -> tuple[int, int]:
+        """(converting, still active) among the big imports."""
+        tasks = ec2.describe_import_image_tasks(ImportTaskIds=big)["ImportImageTasks"]
+        return (sum(t["Status"] == "active" and t.get("StatusMessage") == "converting"
+                    for t in tasks), sum(t["Status"] == "active" for t in tasks))
+
+    def converting() -> int:
+        return states()[0]
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now_converting, active = states()
+        if now_converting >= min(4, server.workers) or active == 0:
+            break
+        time.sleep(0.1)
+    at_start = converting()
+    latencies, small = [], []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        small.append(ec2.import_image(Description=f"during load {i}", DiskContainers=[{
+            "Format": "raw", "UserBucket": {"S3Bucket": BUCKET, "S3Key": "api/tiny.raw"}}])
+            ["ImportTaskId"])
+        latencies.append(time.perf_counter() - t0)
+    at_end = converting()
+    for task_id in big + small:
+        try:
+            ec2.cancel_import_task(ImportTaskId=task_id)
+        except Exception:  # already finished
+            pass
+    for task_id in big + small:
+        _wait_gone(ec2, task_id)
+    for i in range(4):
+        server.drop(BUCKET, f"api/big{i}{image.suffix}")
+    server.clear_blocks()
+    p99 = percentile(latencies, 99) * 1000
+    row = {"section": "api", "server": "vmimport", "action": "ImportImage (4 imports converting)",
+           "status": "measured", "calls": calls, "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+           "p99_ms": round(p99, 2), "max_ms": round(max(latencies) * 1000, 2),
+           "converting_at_start": at_start, "converting_at_end": at_end,
+           "workers": server.workers, "p99_pass": p99 < 100}
+    log(f"  vmimport ImportImage under load      p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms "
+        f"({calls} calls; {at_start} -> {at_end} imports converting)")
+    return row

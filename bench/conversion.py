@@ -1,0 +1,237 @@
+"""Conversion and growth: whole imports through the API (ImportImage -> completed AMI) against
+``qemu-img convert -O raw`` of the same file, run alternately so machine drift hits both alike."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import disks
+from .disks import FORMATS, Format, MiB, GiB
+from .server import RssSampler, VmimportServer, client, cpu_seconds, timed_command
+
+BUCKET = "bench"
+RSS_LIMIT = 256 * MiB
+POLL = 0.1  # DescribeImportImageTasks poll interval while waiting for a task
+
+
+@dataclass
+class ImportResult:
+    status: str  # completed | deleted | timeout
+    seconds: float
+    message: str = ""
+    progress: int | None = None
+    peak_rss: int = 0
+    cpu: float = 0.0
+    task_id: str = ""
+
+
+def import_once(server: VmimportServer, ec2, key: str, declared: str, timeout: float = 1800,
+                sampler: RssSampler | None = None) -> ImportResult:
+    """ImportImage of ``bucket/key``, polled every 0.1 s until completed or deleted. A task
+    still running after ``timeout`` seconds is cancelled and reported as 'timeout'."""
+    if sampler is not None:
+        sampler.reset()
+    cpu0 = cpu_seconds(server.pid)
+    t0 = time.perf_counter()
+    task_id = ec2.import_image(
+        Description=f"bench {key}",
+        DiskContainers=[{"Format": declared, "UserBucket": {"S3Bucket": BUCKET, "S3Key": key}}],
+    )["ImportTaskId"]
+    progress = None
+    while True:
+        task = ec2.describe_import_image_tasks(ImportTaskIds=[task_id])["ImportImageTasks"][0]
+        elapsed = time.perf_counter() - t0
+        status = task.get("Status")
+        if task.get("Progress"):
+            progress = int(task["Progress"])
+        if status in ("completed", "deleted"):
+            break
+        if elapsed > timeout:
+            ec2.cancel_import_task(ImportTaskId=task_id)
+            _wait_gone(ec2, task_id)
+            status = "timeout"
+            break
+        time.sleep(POLL)
+    return ImportResult(status, elapsed, task.get("StatusMessage", ""), progress,
+                        sampler.peak if sampler else 0, cpu_seconds(server.pid) - cpu0, task_id)
+
+
+def _wait_gone(ec2, task_id: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = ec2.describe_import_image_tasks(ImportTaskIds=[task_id])["ImportImageTasks"][0]
+        if task["Status"] in ("completed", "deleted"):
+            return
+        time.sleep(0.2)
+
+
+def qemu_once(fmt: Format, image: Path, out: Path) -> tuple[float, int]:
+    """Wall seconds and peak RSS of ``qemu-img convert <fmt> -O raw`` to ``out``."""
+    try:
+        return timed_command([disks.QEMU_IMG, "convert", *disks.qemu_baseline_args(fmt, image),
+                              "-O", "raw", str(out)])
+    finally:
+        out.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ support probing
+
+
+def probe_support(server: VmimportServer, ec2, names: list[str], spec: disks.DiskSpec,
+                  cache: Path, log) -> dict[str, dict]:
+    """Import a tiny disk in each format: completed = supported; a task refused saying the
+    format is not supported = 'unsupported'; any other failure = 'error' (with the message)."""
+    tiny = disks.DiskSpec(virtual_size=96 * MiB, data_size=8 * MiB, fs_size=16 * MiB,
+                          seed=spec.seed)
+    raw = disks.base_raw(cache / "probe", tiny)
+    support = {}
+    for name in names:
+        fmt = FORMATS[name]
+        image = disks.render(raw, fmt)
+        key = f"probe/{image.name}"
+        server.put(BUCKET, key, image)
+        result = import_once(server, ec2, key, fmt.declared, timeout=120)
+        server.drop(BUCKET, key)
+        msg = result.message or ""
+        if result.status == "completed":
+            support[name] = {"status": "supported"}
+        elif "not supported" in msg or "Unsupported specified file format" in msg:
+            support[name] = {"status": "unsupported", "message": msg}
+        else:
+            support[name] = {"status": "error", "message": msg or result.status}
+        log(f"  probe {name:17s} {support[name]['status']}"
+            + (f" ({msg[:100]})" if support[name]["status"] == "error" else ""))
+    return support
+
+
+# ------------------------------------------------------------------ conversion
+
+
+def run_conversion(server: VmimportServer, ec2, sampler: RssSampler, names: list[str],
+                   support: dict, base: Path, runs: int, work: Path, log,
+                   timeout: float = 900, profile: set[str] = frozenset(),
+                   profile_dir: Path | None = None) -> list[dict]:
+    """``profile``: formats to import once more under py-spy (not counted in the figures)."""
+    rows = []
+    for name in names:
+        fmt = FORMATS[name]
+        row = {"section": "conversion", "format": name, "target_speedup": fmt.target}
+        rows.append(row)
+        if support[name]["status"] != "supported":
+            row.update(status=support[name]["status"], message=support[name].get("message", ""))
+            log(f"  {name:17s} {row['status']}")
+            continue
+        t = time.perf_counter()
+        image = disks.render(base, fmt)
+        row["render_seconds"] = round(time.perf_counter() - t, 2)
+        row["image_bytes"] = image.stat().st_size
+        row["image_allocated_bytes"] = image.stat().st_blocks * 512
+        key = f"conv/{image.name}"
+        server.put(BUCKET, key, image)
+        ours, qemu = [], []
+        for _ in range(runs):
+            qemu.append(qemu_once(fmt, image, work / "qemu-out.raw"))
+            server.clear_blocks()
+            ours.append(import_once(server, ec2, key, fmt.declared, timeout, sampler))
+            if ours[-1].status != "completed":
+                break
+        if name in profile and profile_dir is not None:
+            from .profile import PySpy, log_summary
+
+            server.clear_blocks()
+            with PySpy(server.pid, profile_dir / f"profile-import-{name}.txt") as spy:
+                import_once(server, ec2, key, fmt.declared, timeout)
+            row["profile"] = spy.summary()
+        server.drop(BUCKET, key)
+        server.clear_blocks()
+        failed = [r for r in ours if r.status != "completed"]
+        row["qemu_seconds"] = [round(s, 3) for s, _ in qemu]
+        row["qemu_peak_rss"] = max(r for _, r in qemu)
+        row["vmimport_seconds"] = [round(r.seconds, 3) for r in ours]
+        row["vmimport_cpu_seconds"] = [round(r.cpu, 2) for r in ours]
+        row["vmimport_peak_rss"] = max(r.peak_rss for r in ours)
+        if failed:
+            row.update(status="error", message=f"{failed[0].status}: {failed[0].message}")
+            log(f"  {name:17s} import failed: {row['message'][:200]}")
+            continue
+        q = statistics.median(s for s, _ in qemu)
+        v = statistics.median(r.seconds for r in ours)
+        row.update(status="measured", qemu_median=round(q, 3), vmimport_median=round(v, 3),
+                   speedup=round(q / v, 3), speed_pass=q / v >= fmt.target,
+                   rss_pass=row["vmimport_peak_rss"] <= RSS_LIMIT)
+        log(f"  {name:17s} vmimport {v:7.2f}s  qemu-img {q:7.2f}s  x{q / v:5.2f} "
+            f"(target {fmt.target}x)  RSS {row['vmimport_peak_rss'] / MiB:.0f} MiB")
+        if "profile" in row:
+            log_summary(row["profile"], log)
+    return rows
+
+
+# ------------------------------------------------------------------ growth
+
+
+def run_growth(server: VmimportServer, ec2, sampler: RssSampler, names: list[str],
+               support: dict, spec: disks.DiskSpec, sizes: list[int], runs: int, cache: Path,
+               work: Path, log, timeout: float) -> list[dict]:
+    """The same data at growing virtual sizes: time and RSS relative to the smallest size."""
+    rows = []
+    for name in names:
+        if support.get(name, {}).get("status") != "supported":
+            rows.append({"section": "growth", "format": name,
+                         "status": support.get(name, {}).get("status", "unsupported")})
+            continue
+        fmt = FORMATS[name]
+        first = None
+        for size in sizes:
+            row = {"section": "growth", "format": name, "virtual_size": size}
+            rows.append(row)
+            raw = disks.grown_raw(cache, spec, size)
+            image = disks.render(raw, fmt)
+            key = f"growth/{image.name}"
+            server.put(BUCKET, key, image)
+            ours, qemu = [], []
+            for _ in range(runs):
+                qemu.append(qemu_once(fmt, image, work / "qemu-out.raw"))
+                server.clear_blocks()
+                ours.append(import_once(server, ec2, key, fmt.declared, timeout, sampler))
+                if ours[-1].status != "completed":
+                    break
+            server.drop(BUCKET, key)
+            server.clear_blocks()
+            row["qemu_median"] = round(statistics.median(s for s, _ in qemu), 3)
+            row["vmimport_seconds"] = [round(r.seconds, 3) for r in ours]
+            row["vmimport_peak_rss"] = max(r.peak_rss for r in ours)
+            last = ours[-1]
+            if last.status == "timeout":
+                done = max(0, (last.progress or 5) - 5) / 80  # Progress climbs 5 -> 85
+                row.update(status="timeout", vmimport_median=round(last.seconds, 3),
+                           progress=last.progress,
+                           estimated_seconds=round(last.seconds / done, 1) if done else None,
+                           message=f"cancelled after {timeout:.0f}s at Progress "
+                                   f"{last.progress}%")
+            elif last.status != "completed":
+                row.update(status="error", message=last.message)
+                log(f"  {name:17s} {disks.human(size):>8s}  failed: {last.message[:200]}")
+                continue
+            else:
+                row.update(status="measured",
+                           vmimport_median=round(statistics.median(r.seconds for r in ours), 3))
+            if first is None:
+                first = row
+                row.update(time_ratio=1.0, rss_ratio=1.0, pass_=True)
+            else:
+                row["time_ratio"] = round(row["vmimport_median"] / first["vmimport_median"], 3)
+                row["rss_ratio"] = round(row["vmimport_peak_rss"] / first["vmimport_peak_rss"], 3)
+                row["pass_"] = (row["status"] == "measured" and row["time_ratio"] <= 1.2
+                                and row["rss_ratio"] <= 1.2)
+            extra = (f" (timeout; estimated {row.get('estimated_seconds')}s in full)"
+                     if row["status"] == "timeout" else "")
+            log(f"  {name:17s} {disks.human(size):>8s}  vmimport {row['vmimport_median']:7.2f}s "
+                f"x{row['time_ratio']:.2f} of {disks.human(sizes[0])}  RSS {row['vmimport_peak_rss'] / MiB:.0f} "
+                f"MiB  qemu-img {row['qemu_median']:.2f}s{extra}")
+            if row["status"] == "timeout":
+                break  # a larger size would only take longer
+    return rows

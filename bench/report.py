@@ -1,0 +1,186 @@
+"""The benchmark's output: the machine and versions, a table (figure, baseline, ratio, target,
+pass/fail) for the terminal and for BENCHMARKS.md, and the JSON of everything measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from .disks import GiB, MiB, QEMU_IMG, human
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = 0
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        pass
+    return {"cpu_model": cpu, "cores": os.cpu_count(), "memory_bytes": mem,
+            "kernel": platform.release(), "python": platform.python_version(),
+            "loadavg_at_start": list(os.getloadavg()),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def versions() -> dict:
+    def pkg(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    try:
+        qemu = subprocess.run([QEMU_IMG, "--version"], capture_output=True,
+                              text=True).stdout.splitlines()[0]
+    except (OSError, IndexError):
+        qemu = None
+    try:
+        wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+        wrk_version = (wrk.stdout + wrk.stderr).splitlines()[0]
+    except (OSError, IndexError):
+        wrk_version = None
+    try:
+        here = Path(__file__).parent
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=here).stdout.strip() or None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=here).stdout.strip()
+        if commit and dirty:
+            commit += " + uncommitted changes"
+    except OSError:
+        commit = None
+    return {"vmimport": pkg("vmimport"), "vmimport_commit": commit, "qemu_img": qemu,
+            "moto": pkg("moto"), "wrk": wrk_version, "boto3": pkg("boto3")}
+
+
+# ------------------------------------------------------------------ the table
+
+
+def _mib(n) -> str:
+    return f"{n / MiB:.0f} MiB" if n else "-"
+
+
+def _verdict(ok) -> str:
+    return "-" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def table_rows(results: dict) -> list[tuple[str, ...]]:
+    """(section, item, measured, baseline, ratio, target, result) for every figure."""
+    rows = []
+    for r in results.get("conversion", []):
+        if r.get("status") != "measured":
+            rows.append(("conversion", r["format"], r.get("status", ""), "", "", "", "-"))
+            continue
+        ok = r["speed_pass"] and r["rss_pass"]
+        rows.append(("conversion", r["format"],
+                     f"{r['vmimport_median']:.2f} s, RSS {_mib(r['vmimport_peak_rss'])}",
+                     f"qemu-img {r['qemu_median']:.2f} s, RSS {_mib(r['qemu_peak_rss'])}",
+                     f"x{r['speedup']:.2f} speed",
+                     f">= {r['target_speedup']:.1f}x, <= 256 MiB",
+                     _verdict(ok) + ("" if ok else " (" + ", ".join(
+                         n for n, p in (("speed", r["speed_pass"]), ("RSS", r["rss_pass"]))
+                         if not p) + ")")))
+    for r in results.get("growth", []):
+        if "virtual_size" not in r:
+            rows.append(("growth", r["format"], r.get("status", ""), "", "", "", "-"))
+            continue
+        item = f"{r['format']} {human(r['virtual_size'])}"
+        if r["status"] == "error":
+            rows.append(("growth", item, "error", "", "", "", "FAIL"))
+            continue
+        measured = f"{r['vmimport_median']:.2f} s, RSS {_mib(r['vmimport_peak_rss'])}"
+        if r["status"] == "timeout":
+            measured = (f"> {r['vmimport_median']:.0f} s (cancelled at {r.get('progress')}%; "
+                        f"~{r.get('estimated_seconds')} s est.)")
+        rows.append(("growth", item, measured, f"qemu-img {r['qemu_median']:.2f} s",
+                     f"time x{r['time_ratio']:.2f}, RSS x{r['rss_ratio']:.2f}",
+                     "<= 1.2x of smallest", _verdict(r.get("pass_"))))
+    for r in results.get("api", []):
+        if r.get("status") != "measured":
+            rows.append(("api", f"{r['server']} {r['action']}", r.get("status", ""), "", "",
+                         "", "-"))
+            continue
+        if r["action"].startswith("ImportImage"):
+            rows.append(("api", r["action"],
+                         f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms",
+                         f"{r['calls']} calls, {r['converting_at_start']}->"
+                         f"{r['converting_at_end']} converting", "", "p99 < 100 ms",
+                         _verdict(r["p99_pass"])))
+            continue
+        measured = f"{r['rps']:.0f} req/s, p99 {r['p99_ms']:.1f} ms"
+        if r["server"] == "moto":
+            rows.append(("api", f"moto {r['action']}", measured, "(baseline)", "", "", "-"))
+            continue
+        ok = r["p99_pass"] and r.get("rps_pass", False)
+        rows.append(("api", r["action"], measured,
+                     f"moto {r['baseline_rps']:.0f} req/s" if "baseline_rps" in r else "no moto",
+                     f"x{r['ratio']:.1f} req/s" if "ratio" in r else "",
+                     ">= 20x, p99 < 50 ms",
+                     _verdict(ok) + ("" if ok else " (" + ", ".join(
+                         n for n, p in (("req/s", r.get("rps_pass")), ("p99", r["p99_pass"]))
+                         if not p) + ")")))
+    for r in results.get("inspection", []):
+        if r.get("status") != "measured":
+            rows.append(("inspection", r.get("disk", "inspect_disk"), r.get("status", ""), "",
+                         "", "", "-"))
+            continue
+        rows.append(("inspection", r["disk"], f"{r['median_seconds'] * 1000:.1f} ms median",
+                     f"max {r['max_seconds'] * 1000:.1f} ms", "", "< 300 ms median",
+                     _verdict(r["pass_"])))
+    return rows
+
+
+HEADERS = ("section", "item", "measured", "baseline", "ratio", "target", "result")
+
+
+def text_table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(HEADERS, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()
+    return "\n".join([line(HEADERS), line(tuple("-" * w for w in widths)),
+                      *(line(r) for r in rows)])
+
+
+def markdown_table(rows: list[tuple[str, ...]]) -> str:
+    esc = lambda x: str(x).replace("|", "\\|")
+    out = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    out += ["| " + " | ".join(esc(x) for x in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def missed(rows: list[tuple[str, ...]]) -> list[str]:
+    return [f"{r[0]} {r[1]}: {r[2]}" + (f" ({r[4]} vs {r[3]})" if r[4] else "")
+            + f"; target {r[5]}" for r in rows if r[6].startswith("FAIL")]
+
+
+def write_json(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+def print_report(results: dict, out=sys.stdout) -> list[tuple[str, ...]]:
+    rows = table_rows(results)
+    m, v = results["machine"], results["versions"]
+    print(f"\nvmimport benchmark  {m['date']}  {m['cpu_model']}, {m['cores']} cores, "
+          f"load {m['loadavg_at_start'][0]:.2f}", file=out)
+    print(f"vmimport {v['vmimport']} ({v['vmimport_commit']}), {v['qemu_img']}, "
+          f"moto {v['moto']}, {v['wrk']}", file=out)
+    print(f"command: {results['command']}\n", file=out)
+    print(text_table(rows), file=out)
+    misses = missed(rows)
+    print("\ntargets missed: " + (str(len(misses)) if misses else "none"), file=out)
+    for line in misses:
+        print(f"  - {line}", file=out)
+    return rows

@@ -1,0 +1,269 @@
+"""The processes a benchmark measures: `vmimport serve` (and moto's server) as children stopped by
+PID, a peak-RSS sampler over a whole process tree, and timed subprocesses (qemu-img)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+try:
+    import psutil
+except ImportError:  # the benchmark extra is not installed: fall back to /proc
+    psutil = None
+
+BIN = Path(sys.executable).parent
+ACCESS_KEY, SECRET_KEY, REGION = "test", "test", "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited {proc.returncode}: {tail(log)}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server did not listen on {port} within {timeout}s: {tail(log)}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def client(endpoint: str, service: str = "ec2"):
+    return boto3.client(service, endpoint_url=endpoint, region_name=REGION,
+                        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                        config=Config(retries={"max_attempts": 1, "mode": "standard"},
+                                      connect_timeout=10, read_timeout=120,
+                                      max_pool_connections=4))
+
+
+class Child:
+    """A server subprocess in its own session, stopped by its PID (process group)."""
+
+    def __init__(self, args: list[str], log: Path, port: int, env: dict | None = None):
+        self.args, self.log_path, self.port = args, log, port
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def start(self):
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=self._log,
+                                     stderr=self._log, start_new_session=True)
+        wait_listening(self.port, self.proc, self.log_path)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=20)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class VmimportServer(Child):
+    """`vmimport serve` on a loopback port with its own data dir (SQLite, block store, buckets)."""
+
+    def __init__(self, data_dir: Path, workers: int = 2, env: dict | None = None):
+        self.data_dir = Path(data_dir)
+        port = free_port()
+        exe = BIN / "vmimport"
+        args = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else
+                ["-m", "vmimport.cli"]), "serve", "--data-dir", str(self.data_dir),
+                "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        self.workers = workers
+        super().__init__(args, self.data_dir.parent / f"{self.data_dir.name}-serve.log", port, env)
+
+    def put(self, bucket: str, key: str, source: Path) -> None:
+        """Make ``source`` the object ``bucket/key`` (a hard link: no copy of GiBs)."""
+        target = self.data_dir / "buckets" / bucket / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            target.unlink()
+        try:
+            os.link(source, target)
+        except OSError:
+            subprocess.run(["cp", "--sparse=always", str(source), str(target)], check=True)
+
+    def drop(self, bucket: str, key: str) -> None:
+        (self.data_dir / "buckets" / bucket / key).unlink(missing_ok=True)
+
+    def clear_blocks(self) -> None:
+        """Forget every stored block, so the next import stores all its blocks again (the block
+        store dedups by content: a second import of the same disk would write nothing).
+        Call only while no import runs."""
+        shutil.rmtree(self.data_dir / "blocks" / "blocks", ignore_errors=True)
+
+
+def moto_server(log_dir: Path) -> Child:
+    port = free_port()
+    exe = BIN / "moto_server"
+    args = ([str(exe)] if exe.exists() else [sys.executable, "-m", "moto.server"])
+    return Child(args + ["-p", str(port)], log_dir / "moto.log", port)
+
+
+# ------------------------------------------------------------------ memory
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants."""
+    if psutil is not None:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        total = 0
+        for p in procs:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+    return sum(_proc_rss(p) for p in _proc_tree(pid))
+
+
+def _proc_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def _proc_rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler:
+    """Samples the RSS of a process tree every ``interval`` seconds in a thread; ``peak`` is the
+    largest sum seen since the last ``reset()``."""
+
+    def __init__(self, pid: int, interval: float = 0.05):
+        self.pid, self.interval = pid, interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.pid))
+            self._stop.wait(self.interval)
+
+    def reset(self) -> None:
+        self.peak = tree_rss(self.pid)
+
+    def __enter__(self):
+        self.reset()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_rss(self.pid))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (threads included), for 'where does time go'."""
+    if psutil is not None:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            return t.user + t.system
+        except psutil.Error:
+            return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
+def timed_command(args: list[str]) -> tuple[float, int]:
+    """(wall seconds, peak RSS bytes) of one command, which must succeed. The peak is the
+    process's VmHWM, polled every 10 ms (``ru_maxrss`` would count the parent's pages that the
+    child shares between fork and exec)."""
+    import tempfile
+
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, _vm_hwm(proc.pid))
+            time.sleep(0.01)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(args)} failed: "
+                               f"{err.read().decode(errors='replace').strip()}")
+    return seconds, peak
+
+
+def _vm_hwm(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

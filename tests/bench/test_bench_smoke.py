@@ -1,0 +1,37 @@
+"""The benchmark's code runs end to end on tiny inputs (the real benchmark is `scripts/bench`;
+it is not part of the suite). Needs no wrk and no moto: the load test then falls back to a
+Python load generator and reports the moto baseline as not available."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_runs_on_a_tiny_input(tmp_path):
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--formats", "raw,vmdk-stream",
+         "--growth-formats", "raw", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+         "--markdown", str(tmp_path / "BENCHMARKS.md")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["machine"]["cores"] >= 1 and results["machine"]["cpu_model"]
+    conversion = {r["format"]: r for r in results["conversion"]}
+    for name in ("raw", "vmdk-stream"):
+        assert conversion[name]["status"] == "measured", conversion[name]
+        assert conversion[name]["speedup"] > 0 and conversion[name]["vmimport_peak_rss"] > 0
+    growth = [r for r in results["growth"] if r.get("status") == "measured"]
+    assert [r["virtual_size"] for r in growth] == [64 << 20, 256 << 20, 1 << 30]
+    api = {r["action"]: r for r in results["api"] if r["server"] == "vmimport"}
+    assert api["DescribeImages"]["rps"] > 0 and api["DescribeImages"]["non_2xx"] == 0
+    assert api["DescribeImportImageTasks"]["items_in_response"] >= 5
+    assert api["ImportImage (4 imports converting)"]["calls"] == 5
+    assert results["inspection"]
+    assert "| conversion | raw |" in (tmp_path / "BENCHMARKS.md").read_text()
+    assert "targets missed" in proc.stdout
