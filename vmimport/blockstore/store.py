@@ -133,18 +133,32 @@ class BlockStore:
     def _block_dir(self, digest: str) -> str:
         return f"{self._blocks_prefix}/{digest[:2]}/{digest[2:4]}"
 
+    def put_block_pieces(self, pieces: list[tuple[int, memoryview]]) -> str:
+        """``put_block`` of the 512 KiB block made of ``pieces`` [(offset in the block, data)]
+        with zeros elsewhere, hashed and written piece by piece (no copy into one buffer)."""
+        parts = _with_zero_gaps(pieces)
+        hasher = blake3.blake3(max_threads=1)
+        for part in parts:
+            hasher.update(part)
+        digest = hasher.hexdigest()
+        self._store_new(digest, parts)
+        return digest
+
     def put_block(self, data) -> str:
         """Store one block (if not stored already) and return its digest. Safe to call from
         several threads and processes: the file appears atomically under its final name."""
         digest = block_digest(data)
+        self._store_new(digest, [data])
+        return digest
+
+    def _store_new(self, digest: str, parts: list) -> None:
         directory = self._block_dir(digest)
         path = f"{directory}/{digest}"
         if not os.path.exists(path):
             if directory not in self._made_dirs:
                 os.makedirs(directory, exist_ok=True)
                 self._made_dirs.add(directory)
-            _write_new_file(directory, path, data)
-        return digest
+            _write_new_file(directory, path, parts)
 
     def get_block(self, digest: str) -> bytes:
         try:
@@ -214,15 +228,35 @@ class BlockStore:
 _tmp_names = itertools.count()
 
 
-def _write_new_file(directory: str, path: str, data) -> None:
-    """Write ``data`` under ``path`` atomically (a temporary name, then rename), with the fewest
-    system calls: blocks are written by the thousand."""
+_ZERO_VIEW = memoryview(bytes(BLOCK_SIZE))
+
+
+def _with_zero_gaps(pieces: list[tuple[int, memoryview]]) -> list[memoryview]:
+    """The block's bytes in order as a list of buffers: the pieces and zeros around them."""
+    parts, pos = [], 0
+    for within, piece in pieces:
+        if within > pos:
+            parts.append(_ZERO_VIEW[:within - pos])
+        parts.append(piece)
+        pos = within + len(piece)
+    if pos < BLOCK_SIZE:
+        parts.append(_ZERO_VIEW[:BLOCK_SIZE - pos])
+    return parts
+
+
+def _write_new_file(directory: str, path: str, parts: list) -> None:
+    """Write ``parts`` (buffers, in order) as the file ``path``, atomically (a temporary name,
+    then rename), with the fewest system calls: blocks are written by the thousand."""
     tmp = f"{directory}/.tmp-{os.getpid()}-{threading.get_ident()}-{next(_tmp_names)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        views = [memoryview(part).cast("B") for part in parts]
+        while views:
+            written = os.writev(fd, views)
+            while views and written >= len(views[0]):
+                written -= len(views.pop(0))
+            if written:
+                views[0] = views[0][written:]
         os.close(fd)
         fd = -1
         os.replace(tmp, path)

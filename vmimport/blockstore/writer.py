@@ -30,29 +30,25 @@ def write_snapshot(store: BlockStore, size_bytes: int,
         raise ValueError("give both cipher and encryption, or neither")
     manifest = Manifest(size_bytes=size_bytes, encryption=encryption)
 
-    def store_block(index: int, block) -> str:
-        if cipher is not None:
-            block = cipher.seal_block(index, block)
-        return store.put_block(block)
+    def store_block(index: int, pieces: list) -> str:
+        if cipher is not None:  # sealing needs the block in one piece
+            return store.put_block(cipher.seal_block(index, _join(pieces)))
+        return store.put_block_pieces(pieces)
 
     pending: deque[tuple[int, Future]] = deque()
 
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blockstore") as pool:
-        def submit(index: int, block) -> None:
-            if ZERO_BLOCK.startswith(block):  # a memcmp; `==` on a memoryview is per element
-                return
-            if len(block) < BLOCK_SIZE:          # last block of an odd-sized disk
-                block = bytes(block) + bytes(BLOCK_SIZE - len(block))
-            pending.append((index, pool.submit(store_block, index, block)))
-            while len(pending) > max_in_flight:
-                drain_one()
-
         def drain_one() -> None:
             index, future = pending.popleft()
             manifest.blocks[index] = future.result()
 
-        for index, block in _blocks(size_bytes, extents):
-            submit(index, block)
+        for index, pieces in _blocks(size_bytes, extents):
+            # A memcmp per piece (`==` on a memoryview compares element by element); the gaps
+            # between pieces are zeros already.
+            if not all(ZERO_BLOCK.startswith(piece) for _, piece in pieces):
+                pending.append((index, pool.submit(store_block, index, pieces)))
+                while len(pending) > max_in_flight:
+                    drain_one()
             if on_progress is not None and index % PROGRESS_EVERY == 0:
                 on_progress(min(size_bytes, (index + 1) * BLOCK_SIZE))
         if on_progress is not None:
@@ -62,11 +58,20 @@ def write_snapshot(store: BlockStore, size_bytes: int,
     return manifest
 
 
+def _join(pieces: list[tuple[int, memoryview]]) -> bytes:
+    """The whole 512 KiB block: the pieces at their places, zeros between and after."""
+    block = bytearray(BLOCK_SIZE)
+    for within, piece in pieces:
+        block[within:within + len(piece)] = piece
+    return bytes(block)
+
+
 def _blocks(size_bytes: int, extents: Iterable[tuple[int, bytes | memoryview]]):
-    """Yield (block index, block bytes) for every block that any extent touches, in order.
-    Whole aligned blocks inside an extent are passed through without copying."""
+    """Yield (block index, pieces) for every block that any extent touches, in order; pieces
+    are [(offset within the block, memoryview)], increasing — views into the extents, never
+    copies (hashing and writing take them one by one)."""
     current_index = -1
-    current: bytearray | None = None
+    pieces: list[tuple[int, memoryview]] = []
     last_end = 0
     for offset, data in extents:
         if offset < last_end:
@@ -80,18 +85,11 @@ def _blocks(size_bytes: int, extents: Iterable[tuple[int, bytes | memoryview]]):
         while pos < end:
             index, within = divmod(pos, BLOCK_SIZE)
             take = min(BLOCK_SIZE - within, end - pos)
-            piece = view[pos - offset:pos - offset + take]
-            if index != current_index and current is not None:
-                yield current_index, current
-                current = None
-            if within == 0 and take == BLOCK_SIZE:
-                yield index, piece
-                current_index = index
-            else:
-                if current is None:
-                    current_index = index
-                    current = bytearray(min(BLOCK_SIZE, size_bytes - index * BLOCK_SIZE))
-                current[within:within + take] = piece
+            if index != current_index:
+                if pieces:
+                    yield current_index, pieces
+                current_index, pieces = index, []
+            pieces.append((within, view[pos - offset:pos - offset + take]))
             pos += take
-    if current is not None:
-        yield current_index, current
+    if pieces:
+        yield current_index, pieces
