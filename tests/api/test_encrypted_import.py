@@ -189,7 +189,7 @@ def test_tampered_block_is_detected_not_returned(server, ec2, ebs, small_bucket)
     snapshot_id = _encrypted_snapshot(ec2, bucket)
     block = ebs.list_snapshot_blocks(SnapshotId=snapshot_id)["Blocks"][0]
     token = block["BlockToken"]
-    path = server.data_dir / "blocks" / "blocks" / token[:2] / token[2:4] / token
+    path = server.data_dir / "blocks" / "blocks" / token[:2] / token
     raw = bytearray(path.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     path.write_bytes(bytes(raw))

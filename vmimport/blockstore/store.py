@@ -5,7 +5,9 @@ deletes its manifest (see ``BlockStore.collect_garbage``).
 
 On-disk layout under ``root``::
 
-    blocks/<d[0:2]>/<d[2:4]>/<digest>     the block's bytes (blake3 hex digest)
+    blocks/<d[0:2]>/<digest>              the block's bytes (blake3 hex digest); the 256
+                                          directories exist from the start (a fresh store
+                                          would otherwise make one per block)
     manifests/<snapshot-id>               binary manifest (see ``Manifest``)
 
 Encrypted snapshots use the same directories, but what is stored is the *sealed* block
@@ -125,13 +127,18 @@ class BlockStore:
         self.manifests_dir.mkdir(parents=True, exist_ok=True)
         self._made_dirs: set[str] = set()  # block directories known to exist
         self._blocks_prefix = str(self.blocks_dir)
+        for n in range(256):
+            directory = f"{self._blocks_prefix}/{n:02x}"
+            if not os.path.isdir(directory):
+                os.makedirs(directory, exist_ok=True)
+            self._made_dirs.add(directory)
 
     def block_path(self, digest: str) -> Path:
         """Where a block's file is (for tools and tests; the hot paths build strings)."""
         return Path(self._block_dir(digest)) / digest
 
     def _block_dir(self, digest: str) -> str:
-        return f"{self._blocks_prefix}/{digest[:2]}/{digest[2:4]}"
+        return f"{self._blocks_prefix}/{digest[:2]}"
 
     def put_block_pieces(self, pieces: list[tuple[int, memoryview]]) -> str:
         """``put_block`` of the 512 KiB block made of ``pieces`` [(offset in the block, data)]
@@ -218,7 +225,7 @@ class BlockStore:
         for path in self.manifests_dir.iterdir():
             live.update(Manifest.from_bytes(path.read_bytes()).blocks.values())
         removed = 0
-        for path in self.blocks_dir.glob("*/*/*"):
+        for path in self.blocks_dir.glob("*/*"):
             if path.name not in live and not path.name.startswith("."):
                 path.unlink(missing_ok=True)
                 removed += 1
