@@ -1,4 +1,5 @@
-"""``vmimport serve`` (API + workers), ``vmimport worker`` (workers only), ``vmimport migrate``."""
+"""``vmimport serve`` (API + workers), ``vmimport worker`` (workers only), ``vmimport migrate``,
+``vmimport gc`` (delete unreferenced blocks)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,27 @@ def migrate(args) -> None:
     _prepare(_settings(args)).dispose()
 
 
+def gc(args) -> None:
+    """Delete blocks no snapshot refers to any more (DeleteSnapshot and DeregisterImage only
+    drop manifests, since blocks are shared). Refuses while imports are queued or running:
+    their blocks are not in a manifest yet."""
+    from sqlalchemy import func, select
+
+    from .blockstore.store import BlockStore
+    from .db.models import Job
+
+    settings = _settings(args)
+    db = _prepare(settings)
+    with db.read() as session:
+        busy = session.scalar(select(func.count()).select_from(Job)
+                              .where(Job.state.in_(["queued", "running"])))
+    if busy:
+        raise SystemExit(f"vmimport gc: {busy} import job(s) are queued or running; run it "
+                         "when none are (their blocks are not in a manifest yet)")
+    removed = BlockStore(settings.blocks_dir).collect_garbage()
+    print(f"removed {removed} unreferenced block(s)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vmimport", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(p)
     p.set_defaults(func=migrate)
+    p = sub.add_parser("gc", help="delete blocks that no snapshot uses any more")
+    _common(p)
+    p.set_defaults(func=gc)
     args = parser.parse_args(argv)
     args.func(args)
 
