@@ -17,7 +17,7 @@ PROGRESS_EVERY = 16  # blocks (8 MiB) between progress calls: the callback is no
 def write_snapshot(store: BlockStore, size_bytes: int,
                    extents: Iterable[tuple[int, bytes | memoryview]],
                    on_progress: Callable[[int], None] | None = None,
-                   threads: int = 2, max_in_flight: int = 16,
+                   threads: int = 2, max_in_flight: int = 8,
                    cipher: BlockCipher | None = None,
                    encryption: ManifestEncryption | None = None) -> Manifest:
     """Consume ``extents`` ((guest offset, data), increasing, non-overlapping) and return the
