@@ -22,7 +22,9 @@ needed to read it, so they are skipped; the footer is checked against the header
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +53,7 @@ MAX_DESCRIPTOR_SECTORS = 2048  # 1 MiB, as OpenStack's format_inspector
 CHUNK = 4 << 20  # source read size
 BATCH_GRAINS = 32  # grains per inflate task: amortises the thread hand-off
 BATCH_BYTES = 1 << 20  # ... or this much compressed data, whichever comes first
+TABLE_RUN = 512  # grain tables read at once at most (1 MiB with 512-entry tables)
 
 
 class StreamOptimizedVmdk(GuestDisk):
@@ -247,21 +250,36 @@ class StreamOptimizedVmdk(GuestDisk):
             raise self._truncated_tables("grain directory", gd_offset * SECTOR, end)
         listed = 0
         end_sector = end // SECTOR
-        for n, (gt_sector,) in enumerate(struct.iter_unpack("<I", gd)):
-            if gt_sector == 0:
-                continue
-            gt = self._source.read_at(gt_sector * SECTOR, gtes_per_gt * 4)
-            if len(gt) < gtes_per_gt * 4:
-                raise self._truncated_tables(f"grain table {n}", gt_sector * SECTOR, end)
-            for (grain_sector,) in struct.iter_unpack("<I", gt):
-                if grain_sector:
-                    listed += 1
-                    if grain_sector >= end_sector:
-                        raise ImportFailure(
-                            f"{CORRUPTED} VMDK stream ends at byte {end} without an "
-                            f"end-of-stream marker, and grain table {n} (at offset "
-                            f"{gt_sector * SECTOR}) lists a grain at byte "
-                            f"{grain_sector * SECTOR}, past that end: the image was cut short")
+        table_bytes = gtes_per_gt * 4
+        directory = array.array("I", gd)
+        if sys.byteorder != "little":
+            directory.byteswap()
+        # qemu writes the tables back to back: read runs of adjacent tables in one go (a 1 TiB
+        # disk has 32,768 of them) and count/check entries with array operations, not a loop.
+        wanted = sorted((gt, n) for n, gt in enumerate(directory) if gt)
+        i = 0
+        while i < len(wanted):
+            j = i + 1
+            while (j < len(wanted) and j - i < TABLE_RUN
+                   and wanted[j][0] * SECTOR == wanted[j - 1][0] * SECTOR + table_bytes):
+                j += 1
+            first_sector, first_n = wanted[i]
+            run = self._source.read_at(first_sector * SECTOR, (j - i) * table_bytes)
+            if len(run) < (j - i) * table_bytes:
+                raise self._truncated_tables(f"grain table {first_n}", first_sector * SECTOR,
+                                             end)
+            entries = array.array("I", run)
+            if sys.byteorder != "little":
+                entries.byteswap()
+            listed += len(entries) - entries.count(0)
+            if entries and max(entries) >= end_sector:
+                at = next(k for k, e in enumerate(entries) if e >= end_sector)
+                n = wanted[i + at // gtes_per_gt][1]
+                raise ImportFailure(
+                    f"{CORRUPTED} VMDK stream ends at byte {end} without an end-of-stream "
+                    f"marker, and grain table {n} lists a grain at byte {entries[at] * SECTOR}, "
+                    "past that end: the image was cut short")
+            i = j
         if listed != grains:
             raise ImportFailure(
                 f"{CORRUPTED} VMDK stream ends at byte {end} without an end-of-stream marker "
