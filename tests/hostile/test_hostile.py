@@ -3,15 +3,15 @@ naming what is wrong, in bounded time and memory, without opening a host file (R
 
 from __future__ import annotations
 
-import builtins
 import importlib
-import os
 import time
 import tracemalloc
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.guards import opening_guard
 
 from tests.helpers import wait_task
 from tests.hostile import QEMU_IMG
@@ -61,30 +61,8 @@ class BytesSource:
 
 @pytest.fixture
 def only_tmp_paths(tmp_path, monkeypatch):
-    """builtins.open / os.open of anything outside tmp_path is refused and recorded."""
-    opened: list[str] = []
-    real_open, real_os_open = builtins.open, os.open
-
-    def guard(path):
-        if isinstance(path, (str, bytes, os.PathLike)):
-            p = os.path.abspath(os.fsdecode(path))
-            if not p.startswith(str(tmp_path)):
-                opened.append(p)
-                raise PermissionError(f"the hostile corpus forbids opening {p}")
-
-    def guarded_open(file, *args, **kwargs):
-        guard(file)
-        return real_open(file, *args, **kwargs)
-
-    def guarded_os_open(path, *args, **kwargs):
-        guard(path)
-        return real_os_open(path, *args, **kwargs)
-
-    def install():
-        monkeypatch.setattr(builtins, "open", guarded_open)
-        monkeypatch.setattr(os, "open", guarded_os_open)
-
-    return opened, install
+    """(refused paths, install): opening anything outside tmp_path, once installed, fails."""
+    return opening_guard(tmp_path, monkeypatch)
 
 
 def _drain(data: bytes) -> None:

@@ -8,7 +8,6 @@ one structure damaged; each must fail fast with a message naming the structure a
 
 from __future__ import annotations
 
-import builtins
 import bz2
 import gzip
 import hashlib
@@ -25,6 +24,8 @@ import zipfile
 import zlib
 
 import pytest
+
+from tests.guards import forbid_opening_outside
 
 from vmimport.pipeline.errors import ImportFailure
 from vmimport.pipeline.formats import Limits, open_guest_disk, probe_format
@@ -514,20 +515,8 @@ def test_header_fields(images):
 
 @pytest.fixture
 def only_tmp_paths(tmp_path, monkeypatch):
-    """Make any open() of a path outside tmp_path fail loudly (and record it)."""
-    opened = []
-    real_open, real_os_open = builtins.open, os.open
-
-    def guard(path):
-        if isinstance(path, (str, bytes, os.PathLike)):
-            p = os.path.abspath(os.fsdecode(path))
-            if not p.startswith(str(tmp_path)):
-                opened.append(p)
-                raise PermissionError(f"test forbids opening {p}")
-
-    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: (guard(f), real_open(f, *a, **k))[1])
-    monkeypatch.setattr(os, "open", lambda f, *a, **k: (guard(f), real_os_open(f, *a, **k))[1])
-    return opened
+    """Any open() of a path outside the test's tmp dir fails loudly and is recorded."""
+    return forbid_opening_outside(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("edit,match", [

@@ -7,14 +7,14 @@ by the tests (tests/hostile's builders).
 
 from __future__ import annotations
 
-import builtins
 import hashlib
-import io
 import os
 import tarfile
 import time
 
 import pytest
+
+from tests.guards import forbid_opening_outside
 
 from tests.hostile import (MiB, QEMU_IMG, VMDK_SPARSE_URI, guest_raw, make_ova, manifest,
                            ovf_xml, qemu_image, stream_vmdk, tar_bytes)
@@ -395,19 +395,7 @@ def refusals(tmp):
 @pytest.fixture
 def only_tmp_paths(tmp, monkeypatch):
     """Any open() of a path outside the module's tmp dir fails loudly and is recorded."""
-    opened = []
-    real_open, real_os_open = builtins.open, os.open
-
-    def guard(path):
-        if isinstance(path, (str, bytes, os.PathLike)):
-            p = os.path.abspath(os.fsdecode(path))
-            if not p.startswith(str(tmp)):
-                opened.append(p)
-                raise PermissionError(f"test forbids opening {p}")
-
-    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: (guard(f), real_open(f, *a, **k))[1])
-    monkeypatch.setattr(os, "open", lambda f, *a, **k: (guard(f), real_os_open(f, *a, **k))[1])
-    return opened
+    return forbid_opening_outside(tmp, monkeypatch)
 
 
 @pytest.mark.parametrize("case", REFUSALS)
