@@ -73,7 +73,7 @@ def test_slow_disk_stops_at_the_deadline(guest_disks_built):
         started = time.monotonic()
         insp = inspect_disk(SlowReader(f, 0.02), path.stat().st_size, deadline_seconds=0.3)
         elapsed = time.monotonic() - started
-    assert elapsed < 0.6, elapsed
+    assert elapsed < 2.0, elapsed  # unbounded, the 20 ms reads would take several seconds
     assert insp.incomplete and any("deadline" in f for f in insp.findings), insp.findings
     with pytest.raises(ImportFailure, match="^Unknown OS / Missing OS files. Inspection stopped"):
         decide(insp, {})
@@ -90,7 +90,7 @@ def test_hostile_fixtures_finish_fast(name, guest_disks_built):
     insp = run_inspection(guest_disks_built[name], deadline=2.0)
     elapsed = time.monotonic() - started
     print(f"{name}: {elapsed * 1000:.1f} ms, findings: {insp.findings}")
-    assert elapsed < 2.5
+    assert elapsed < 6.0  # generous: CI machines are shared
     with pytest.raises(ImportFailure, match=r"^Unknown OS / Missing OS files\."):
         decide(insp, {})
 
