@@ -310,7 +310,15 @@ async def _read_body(request: Request) -> bytes:
     return body
 
 
+def load_models() -> None:
+    """Parse the botocore service models now rather than on the first request of each kind."""
+    ec2_protocol.ec2_model()
+    for name in ("ebs", "iam", "kms"):
+        rest_json.service_model(name)
+
+
 def create_app(settings: Settings, db: Database) -> Starlette:
+    load_models()
     api = Api(settings, db)
     routes = [
         Route("/", api.root, methods=["GET", "POST"]),
