@@ -30,7 +30,6 @@ from vmimport.pipeline.formats.ovf import parse_ovf
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img (qemu-utils) is not installed"),
 ]
 
 EXAMPLES = int(os.environ.get("VMIMPORT_FUZZ_EXAMPLES", "200"))

@@ -12,13 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.guards import opening_guard
-
 from tests.helpers import wait_task
-from tests.hostile import QEMU_IMG
 from vmimport.pipeline.errors import ImportFailure
 from vmimport.pipeline.formats import Limits, open_guest_disks
 
-pytestmark = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img (qemu-utils) is not installed")
 
 HERE = Path(__file__).parent
 SECONDS = 5.0

@@ -19,8 +19,8 @@ TOOLS = ("sfdisk", "mkfs.ext4", "mkfs.xfs", "mkfs.btrfs", "mkfs.vfat", "mcopy", 
 @pytest.fixture(scope="session")
 def guest_disk_dir(tmp_path_factory) -> Path:
     missing = [t for t in TOOLS if shutil.which(t) is None and not Path("/usr/sbin", t).exists()]
-    if missing:
-        pytest.skip(f"fixture tools missing (scripts/setup --test installs them): {', '.join(missing)}")
+    if missing:  # fail, not skip: a skip would hide a broken install step
+        pytest.fail(f"fixture tools missing (scripts/setup --test installs them): {', '.join(missing)}")
     cache = os.environ.get("VMIMPORT_TEST_DISK_CACHE")
     return Path(cache) if cache else tmp_path_factory.mktemp("guest_disks")
 

@@ -14,7 +14,7 @@ def _blocks(data_dir):
 def test_gc_deletes_only_unreferenced_blocks(tmp_path, disks):
     server = Server(tmp_path / "data").start()
     try:
-        ec2, ebs = server.client(), server.client("ebs")
+        ec2 = server.client()
         server.put_object("b", "disk.raw", disks["raw"])
         server.put_object("b", "disk.vmdk", disks["vmdk"])
         keep = wait_task(ec2, ec2.import_image(DiskContainers=[

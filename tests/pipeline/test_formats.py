@@ -32,7 +32,6 @@ from vmimport.pipeline.formats import Limits, open_guest_disk, probe_format
 from vmimport.pipeline.formats import vmdk_stream
 
 QEMU_IMG = shutil.which("qemu-img")
-pytestmark = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img (qemu-utils) is not installed")
 MiB = 1 << 20
 
 

@@ -16,14 +16,13 @@ import pytest
 
 from tests.guards import forbid_opening_outside
 
-from tests.hostile import (MiB, QEMU_IMG, VMDK_SPARSE_URI, guest_raw, make_ova, manifest,
+from tests.hostile import (MiB, VMDK_SPARSE_URI, guest_raw, make_ova, manifest,
                            ovf_xml, qemu_image, stream_vmdk, tar_bytes)
 from vmimport.pipeline.errors import ImportFailure
 from vmimport.pipeline import formats
 from vmimport.pipeline.formats import Limits, open_guest_disk, open_guest_disks
 from vmimport.pipeline.formats.ova import MemberSource, walk_tar
 
-pytestmark = pytest.mark.skipif(QEMU_IMG is None, reason="qemu-img (qemu-utils) is not installed")
 OVA = "Disk validation failed [Unsupported OVA format] "
 CORRUPT = "Provided image file was corrupted. "
 

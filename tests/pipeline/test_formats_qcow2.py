@@ -153,7 +153,6 @@ def test_qcow2_hostile(tmp_path, name, build, match):
     assert "qcow2" in msg
 
 
-@pytest.mark.skipif(QEMU_IO is None, reason="qemu-io (qemu-utils) is not installed")
 @pytest.mark.parametrize("options", [[], ["-o", "compat=0.10"], ["-o", "cluster_size=4096"],
                                      ["-o", "extended_l2=on,cluster_size=128k"]],
                          ids=["v3", "v2", "4k-clusters", "extended-l2"])

@@ -16,9 +16,6 @@ from tests.pipeline.test_formats import (MiB, BytesSource, FileSource, fails, fl
                                          only_tmp_paths, qemu, sha)  # noqa: F401 (fixture)
 from vmimport.pipeline.formats import Limits, open_guest_disk
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/qemu-img")
-                                and subprocess.run(["which", "qemu-img"]).returncode,
-                                reason="qemu-img (qemu-utils) is not installed")
 
 
 class CountingSource(BytesSource):
@@ -177,7 +174,6 @@ def written_by_qemu_io(tmp_path, fmt: str, *create_options: str, extra: tuple = 
     return img.read_bytes(), back.read_bytes()
 
 
-@pytest.mark.skipif(QEMU_IO is None, reason="qemu-io (qemu-utils) is not installed")
 def test_vhd_written_out_of_order(tmp_path):
     image, expected = written_by_qemu_io(tmp_path, "vpc")
     assert flatten(open_guest_disk(BytesSource(image), "vhd", Limits())) == expected

@@ -14,7 +14,7 @@ import pytest
 from tests.hostile import cases_vhdx
 from tests.pipeline.test_formats import (MiB, BytesSource, FileSource, fails, flatten, mixed_disk,
                                          only_tmp_paths, qemu, sha)  # noqa: F401 (fixture)
-from tests.pipeline.test_formats_vhd import QEMU_IO, CountingSource, render, written_by_qemu_io
+from tests.pipeline.test_formats_vhd import CountingSource, render, written_by_qemu_io
 from vmimport.pipeline.formats import Limits, open_guest_disk
 
 KiB = 1024
@@ -108,7 +108,6 @@ def test_vhdx_hostile(tmp_path, name, build, match):
     assert "VHDX" in msg
 
 
-@pytest.mark.skipif(QEMU_IO is None, reason="qemu-io (qemu-utils) is not installed")
 @pytest.mark.parametrize("options", [["-o", "block_size=1M"], []], ids=["1M-blocks", "default"])
 def test_vhdx_written_out_of_order(tmp_path, options):
     image, expected = written_by_qemu_io(tmp_path, "vhdx", *options)

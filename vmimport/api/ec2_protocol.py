@@ -110,7 +110,7 @@ def _scalar_converter(shape: botocore.model.Shape):
             except (binascii.Error, ValueError):
                 raise _invalid(value, key, "not valid base64") from None
     else:  # EC2 inputs have no maps or documents (checked against the model)
-        raise NotImplementedError(f"EC2 query input of type {kind} ({shape.name})")
+        raise TypeError(f"EC2 query input of type {kind} ({shape.name}) is not handled")
     return convert
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import stat
 import struct
+from abc import ABC, abstractmethod
 from typing import Any, BinaryIO
 
 from dissect.btrfs import Btrfs
@@ -115,7 +116,7 @@ def sanity_error(kind: str, head: bytes) -> str | None:
     return None
 
 
-class GuestFS:
+class GuestFS(ABC):
     """A read-only filesystem inside the guest, addressed with '/'-separated guest paths."""
 
     case_insensitive = False
@@ -129,14 +130,16 @@ class GuestFS:
     def root(self) -> Any:
         return self.impl.root
 
+    @abstractmethod
     def node_kind(self, node: Any) -> str:  # "dir" | "file" | "link" | "other"
-        raise NotImplementedError
+        """What a node is, in this filesystem's terms mapped to ours."""
 
     def link_target(self, node: Any) -> str:
         return node.link
 
+    @abstractmethod
     def iter_children(self, node: Any):  # yields (name, node)
-        raise NotImplementedError
+        """A directory's entries."""
 
     def child(self, node: Any, name: str) -> Any | None:
         want = name.casefold() if self.case_insensitive else name

@@ -7,6 +7,8 @@ without importing each other.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from dataclasses import dataclass
 from typing import Iterator, Protocol, runtime_checkable
 
@@ -45,7 +47,7 @@ class Limits:
     inflate_threads: int = 2
 
 
-class GuestDisk:
+class GuestDisk(ABC):
     """A guest disk exposed as its allocated extents, read front to back exactly once.
 
     Readers yield ``(guest_offset, data)`` in strictly increasing, non-overlapping order; any
@@ -59,8 +61,9 @@ class GuestDisk:
     def __init__(self) -> None:
         self._consumed = 0
 
-    def extents(self) -> Iterator[tuple[int, bytes | memoryview]]:  # pragma: no cover
-        raise NotImplementedError
+    @abstractmethod
+    def extents(self) -> Iterator[tuple[int, bytes | memoryview]]:
+        """(guest offset, data), increasing, non-overlapping; gaps read as zeros."""
 
     @property
     def bytes_consumed(self) -> int:
