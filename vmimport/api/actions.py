@@ -1,8 +1,8 @@
 """Which service function answers which API action. Adding an action is one line here plus the
 function; parsing and serializing come from botocore's models."""
 
-from vmimport.service import (copy_image, ebs_direct, iam, images, imports, kms, register_image,
-                              tags)
+from vmimport.service import (copy_image, ebs_direct, iam, images, imports, kms_api,
+                              register_image, tags)
 
 EC2_ACTIONS = {
     "ImportImage": imports.import_image,
@@ -39,18 +39,18 @@ IAM_ACTIONS = {
 }
 
 KMS_ACTIONS = {
-    "CreateKey": kms.create_key,
-    "DescribeKey": kms.describe_key,
-    "ListKeys": kms.list_keys,
-    "CreateAlias": kms.create_alias,
-    "UpdateAlias": kms.update_alias,
-    "DeleteAlias": kms.delete_alias,
-    "ListAliases": kms.list_aliases,
-    "EnableKey": kms.enable_key,
-    "DisableKey": kms.disable_key,
-    "ScheduleKeyDeletion": kms.schedule_key_deletion,
-    "CancelKeyDeletion": kms.cancel_key_deletion,
-    "GenerateDataKey": kms.generate_data_key_api,
-    "Encrypt": kms.encrypt,
-    "Decrypt": kms.decrypt,
+    "CreateKey": kms_api.create_key,
+    "DescribeKey": kms_api.describe_key,
+    "ListKeys": kms_api.list_keys,
+    "CreateAlias": kms_api.create_alias,
+    "UpdateAlias": kms_api.update_alias,
+    "DeleteAlias": kms_api.delete_alias,
+    "ListAliases": kms_api.list_aliases,
+    "EnableKey": kms_api.enable_key,
+    "DisableKey": kms_api.disable_key,
+    "ScheduleKeyDeletion": kms_api.schedule_key_deletion,
+    "CancelKeyDeletion": kms_api.cancel_key_deletion,
+    "GenerateDataKey": kms_api.generate_data_key_api,
+    "Encrypt": kms_api.encrypt,
+    "Decrypt": kms_api.decrypt,
 }
