@@ -18,6 +18,8 @@ import zlib
 from datetime import timedelta
 
 import pytest
+
+from tests.sources import BytesSource as _BytesSource
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,18 +43,8 @@ PROBE_NAMES = {"raw", "vmdk-streamOptimized", "vmdk-monolithicSparse", "vmdk-des
 SIZE = 1 * MiB
 
 
-class BytesSource:
-    def __init__(self, data: bytes):
-        self.data, self.size, self.description = data, len(data), "s3://fuzz/image"
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0:
-            raise ValueError("negative read")
-        return self.data[offset : offset + length]
-
-    def stream(self, offset: int = 0, chunk_size: int = 8 << 20):
-        for at in range(offset, self.size, chunk_size):
-            yield self.data[at : at + chunk_size]
+def BytesSource(data: bytes, description: str = "s3://fuzz/image", chunk: int | None = None):
+    return _BytesSource(data, description, chunk)
 
 
 def open_and_drain(data: bytes) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sources import BytesSource as _BytesSource
+
 from tests.guards import opening_guard
 from tests.helpers import wait_task
 from vmimport.pipeline.errors import ImportFailure
@@ -42,18 +44,8 @@ def _id(case) -> str:
     return f"{case[0]}:{case[1]}"
 
 
-class BytesSource:
-    def __init__(self, data: bytes):
-        self.data, self.size, self.description = data, len(data), "s3://hostile/image"
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0:
-            raise ValueError("negative read")
-        return self.data[offset : offset + length]
-
-    def stream(self, offset: int = 0, chunk_size: int = 8 << 20):
-        for at in range(offset, self.size, chunk_size):
-            yield self.data[at : at + chunk_size]
+def BytesSource(data: bytes, description: str = "s3://hostile/image", chunk: int | None = None):
+    return _BytesSource(data, description, chunk)
 
 
 @pytest.fixture

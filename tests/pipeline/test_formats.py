@@ -25,6 +25,9 @@ import zlib
 
 import pytest
 
+from tests.hostile import vmdk_markers
+from tests.sources import BytesSource
+
 from tests.guards import forbid_opening_outside
 
 from vmimport.pipeline.errors import ImportFailure
@@ -36,21 +39,6 @@ MiB = 1 << 20
 
 
 # -- sources -----------------------------------------------------------------------------------
-
-class BytesSource:
-    """An in-memory Source; `chunk` lets tests vary how stream() splits the bytes."""
-
-    def __init__(self, data: bytes, description: str = "s3://b/k", chunk: int | None = None):
-        self.data, self.description, self.size, self.chunk = bytes(data), description, len(data), chunk
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        return self.data[offset : offset + length]
-
-    def stream(self, offset: int = 0, chunk_size: int = 8 << 20):
-        step = self.chunk or chunk_size
-        for at in range(offset, self.size, step):
-            yield self.data[at : at + step]
-
 
 class FileSource:
     def __init__(self, path):
@@ -121,20 +109,7 @@ def padded(raw: bytes) -> bytes:
 
 def markers(vmdk: bytes) -> list[tuple[int, int, int, int]]:
     """(file offset, lba, compressed size or 0, metadata type or -1) of every marker."""
-    overhead = struct.unpack_from("<Q", vmdk, 64)[0]
-    at, out = overhead * 512, []
-    while at < len(vmdk):
-        lba, size = struct.unpack_from("<QI", vmdk, at)
-        if size:
-            out.append((at, lba, size, -1))
-            at += -(-(12 + size) // 512) * 512
-        else:
-            kind = struct.unpack_from("<I", vmdk, at + 12)[0]
-            out.append((at, lba, 0, kind))
-            if kind == 0:
-                break
-            at += 512 + lba * 512
-    return out
+    return vmdk_markers(vmdk)
 
 
 def grains(vmdk: bytes) -> list[tuple[int, bytes]]:

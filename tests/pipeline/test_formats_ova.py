@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from tests.sources import BytesSource as _BytesSource
+
 from tests.guards import forbid_opening_outside
 
 from tests.hostile import (MiB, VMDK_SPARSE_URI, guest_raw, make_ova, manifest,
@@ -27,19 +29,8 @@ OVA = "Disk validation failed [Unsupported OVA format] "
 CORRUPT = "Provided image file was corrupted. "
 
 
-class BytesSource:
-    def __init__(self, data: bytes, description: str = "s3://b/vm.ova", chunk: int | None = None):
-        self.data, self.description, self.size, self.chunk = bytes(data), description, len(data), chunk
-        self.streamed = 0
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        return self.data[offset : offset + length]
-
-    def stream(self, offset: int = 0, chunk_size: int = 8 << 20):
-        step = self.chunk or chunk_size
-        for at in range(offset, self.size, step):
-            self.streamed += min(step, self.size - at)
-            yield self.data[at : at + step]
+def BytesSource(data: bytes, description: str = "s3://b/vm.ova", chunk: int | None = None):
+    return _BytesSource(data, description, chunk)
 
 
 def flatten(disk) -> bytes:
