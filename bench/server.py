@@ -132,7 +132,10 @@ class VmimportServer(Child):
         """Forget every stored block, so the next import stores all its blocks again (the block
         store dedups by content: a second import of the same disk would write nothing).
         Call only while no import runs."""
-        shutil.rmtree(self.data_dir / "blocks" / "blocks", ignore_errors=True)
+        shutil.rmtree(self.data_dir / "blocks" / "packs", ignore_errors=True)
+        (self.data_dir / "blocks" / "packs").mkdir(parents=True)
+        for name in ("index.sqlite", "index.sqlite-journal"):
+            (self.data_dir / "blocks" / name).unlink(missing_ok=True)
 
 
 def moto_server(log_dir: Path) -> Child:

@@ -101,7 +101,7 @@ def migrate(args) -> None:
 
 
 def gc_command(args) -> None:
-    """Delete blocks no snapshot refers to any more (DeleteSnapshot and DeregisterImage only
+    """Delete packs no snapshot refers to any more (DeleteSnapshot and DeregisterImage only
     drop manifests, since blocks are shared). Refuses while imports are queued or running:
     their blocks are not in a manifest yet."""
     from sqlalchemy import func, select
@@ -117,8 +117,12 @@ def gc_command(args) -> None:
     if busy:
         raise SystemExit(f"vmimport gc: {busy} import job(s) are queued or running; run it "
                          "when none are (their blocks are not in a manifest yet)")
-    removed = BlockStore(settings.blocks_dir).collect_garbage()
-    print(f"removed {removed} unreferenced block(s)")
+    report = BlockStore(settings.blocks_dir).collect_garbage()
+    print(f"removed {report.packs_removed} unreferenced pack(s), "
+          f"{report.bytes_removed / 2**20:.1f} MiB")
+    if report.unreferenced_bytes_kept:
+        print(f"{report.unreferenced_bytes_kept / 2**20:.1f} MiB of unreferenced blocks remain "
+              "inside packs that other snapshots still use (packs are reclaimed whole)")
 
 
 def main(argv: list[str] | None = None) -> None:

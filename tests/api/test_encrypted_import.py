@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
+from vmimport.blockstore.store import BlockStore
+
 from ..helpers import snapshot_sha256, wait_task
 
 MARKER = b"VMIMPORT-ENCRYPTION-TEST-MARKER-" + uuid.uuid4().hex.encode()
@@ -189,10 +191,14 @@ def test_tampered_block_is_detected_not_returned(server, ec2, ebs, small_bucket)
     snapshot_id = _encrypted_snapshot(ec2, bucket)
     block = ebs.list_snapshot_blocks(SnapshotId=snapshot_id)["Blocks"][0]
     token = block["BlockToken"]
-    path = server.data_dir / "blocks" / "blocks" / token[:2] / token
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
+    store = BlockStore(server.data_dir / "blocks")
+    ref = store.read_manifest(snapshot_id).blocks[block["BlockIndex"]]
+    assert ref.digest == token
+    with open(store.pack_path(ref), "r+b") as pack:
+        pack.seek(ref.offset + ref.length // 2)
+        byte = pack.read(1)[0]
+        pack.seek(-1, 1)
+        pack.write(bytes([byte ^ 0x01]))
     with pytest.raises(ClientError) as err:
         ebs.get_snapshot_block(SnapshotId=snapshot_id, BlockIndex=block["BlockIndex"],
                                BlockToken=token)

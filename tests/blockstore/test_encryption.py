@@ -6,8 +6,8 @@ import pytest
 
 from vmimport.blockstore.crypto import BlockCipher, IntegrityError
 from vmimport.blockstore.reader import SnapshotReader
-from vmimport.blockstore.store import BLOCK_SIZE, BlockStore, BlockStoreError, Manifest, \
-    ManifestEncryption
+from vmimport.blockstore.store import BLOCK_SIZE, BlockRef, BlockStore, BlockStoreError, \
+    Manifest, ManifestEncryption
 from vmimport.blockstore.writer import write_snapshot
 
 MARKER = b"PLAINTEXT-MARKER-0123456789" * 100
@@ -49,24 +49,26 @@ def test_tampered_or_moved_block_is_refused(tmp_path):
     _, key, manifest = _write(store)
     cipher = BlockCipher(key, "snap-0123456789abcdef0")
     # Moved: block 2's sealed bytes presented as block 3.
-    sealed = store.get_block(manifest.blocks[2])
+    ref = manifest.blocks[2]
+    sealed = store.get_block(ref)
     with pytest.raises(IntegrityError):
         cipher.open_block(3, sealed)
     with pytest.raises(IntegrityError):
         BlockCipher(key, "snap-other").open_block(2, sealed)
     # Altered on disk: one flipped byte.
-    path = store.block_path(manifest.blocks[2])
-    raw = bytearray(path.read_bytes())
-    raw[100] ^= 1
-    path.write_bytes(bytes(raw))
+    with open(store.pack_path(ref), "r+b") as pack:
+        pack.seek(ref.offset + 100)
+        byte = pack.read(1)[0]
+        pack.seek(ref.offset + 100)
+        pack.write(bytes([byte ^ 1]))
     with pytest.raises(BlockStoreError):
         store.read_block(manifest, 2, cipher)
 
 
 def test_manifest_formats_round_trip():
-    plain = Manifest(size_bytes=5, blocks={0: "ab" * 32})
+    plain = Manifest(size_bytes=5, blocks={0: BlockRef("ab" * 32, "01" * 16, 0, BLOCK_SIZE)})
     assert Manifest.from_bytes(plain.to_bytes()) == plain
-    enc = Manifest(size_bytes=5, blocks={0: "cd" * 32},
+    enc = Manifest(size_bytes=5, blocks={0: BlockRef("cd" * 32, "02" * 16, 4096, 524316)},
                    encryption=ManifestEncryption("snap-1", "arn:k", b"\x00\x01"))
     assert Manifest.from_bytes(enc.to_bytes()) == enc
     with pytest.raises(BlockStoreError):

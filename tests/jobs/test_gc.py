@@ -1,4 +1,4 @@
-"""`vmimport gc`: blocks of deleted snapshots go, blocks still used stay readable."""
+"""`vmimport gc`: packs of deleted snapshots go, packs still used stay readable."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import subprocess
 from ..helpers import BIN, Server, wait_task
 
 
-def _blocks(data_dir):
-    return {p.name for p in (data_dir / "blocks" / "blocks").glob("*/*")}
+def _packs(data_dir):
+    return {p.name for p in (data_dir / "blocks" / "packs").iterdir()}
 
 
-def test_gc_deletes_only_unreferenced_blocks(tmp_path, disks):
+def test_gc_deletes_only_unreferenced_packs(tmp_path, disks):
     server = Server(tmp_path / "data").start()
     try:
         ec2 = server.client()
@@ -21,7 +21,9 @@ def test_gc_deletes_only_unreferenced_blocks(tmp_path, disks):
             {"UserBucket": {"S3Bucket": "b", "S3Key": "disk.vmdk"}}])["ImportTaskId"])
         drop = wait_task(ec2, ec2.import_image(DiskContainers=[
             {"UserBucket": {"S3Bucket": "b", "S3Key": "disk.raw"}}])["ImportTaskId"])
-        before = _blocks(server.data_dir)
+        before = _packs(server.data_dir)
+        # The second import stored nothing new (dedup), so it left no pack of its own.
+        assert len(before) == 1
         ec2.deregister_image(ImageId=drop["ImageId"], DeleteAssociatedSnapshots=True)
         # The two disks hold the same bytes: every block is still used by the kept snapshot.
         gc = subprocess.run([str(BIN / "vmimport"), "gc", "--data-dir", str(server.data_dir),
@@ -29,13 +31,13 @@ def test_gc_deletes_only_unreferenced_blocks(tmp_path, disks):
                                if server.database_url else [])],
                             capture_output=True, text=True, timeout=120)
         assert gc.returncode == 0, gc.stderr
-        assert "removed 0 unreferenced block(s)" in gc.stdout
+        assert "removed 0 unreferenced pack(s)" in gc.stdout
         ec2.deregister_image(ImageId=keep["ImageId"], DeleteAssociatedSnapshots=True)
         gc = subprocess.run([str(BIN / "vmimport"), "gc", "--data-dir", str(server.data_dir),
                              *(["--database-url", server.database_url]
                                if server.database_url else [])],
                             capture_output=True, text=True, timeout=120)
-        assert f"removed {len(before)} unreferenced block(s)" in gc.stdout
-        assert _blocks(server.data_dir) == set()
+        assert "removed 1 unreferenced pack(s)" in gc.stdout
+        assert _packs(server.data_dir) == set()
     finally:
         server.stop()

@@ -212,6 +212,7 @@ def test_fixed_vhd_on_a_sparse_local_file(tmp_path):
          str(tmp_path / "bucket" / "f.vhd"))
     with LocalSource.open(tmp_path / "bucket", "b", "f.vhd") as source:
         disk = open_guest_disk(source, "vhd", Limits())
-        got = [(offset, bytes(chunk)) for offset, chunk in disk.extents() if any(chunk)]
+        chunks = [(offset, chunk.tobytes()) for offset, chunk in disk.extents()]
+        got = [(offset, chunk) for offset, chunk in chunks if any(chunk)]
     assert b"".join(c for _, c in got) == data and got[0][0] == 300 * MiB
     assert disk.bytes_consumed < 64 * MiB

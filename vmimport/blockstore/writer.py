@@ -1,8 +1,10 @@
 """Turn a guest disk's extents into a snapshot: cut into 512 KiB blocks, drop all-zero blocks,
-hash and store the others on a small thread pool (hashing and file writes release the GIL)."""
+hash and store the others in one new pack, on a small thread pool (reads, hashing and writes
+release the GIL)."""
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable
@@ -12,50 +14,96 @@ from .store import BLOCK_SIZE, ZERO_BLOCK, BlockStore, Manifest, ManifestEncrypt
 
 
 PROGRESS_EVERY = 16  # blocks (8 MiB) between progress calls: the callback is not free
+BATCH_BLOCKS = 8  # blocks handed to a pool thread at once (see PackWriter.put_blocks)
 
 
-def write_snapshot(store: BlockStore, size_bytes: int,
-                   extents: Iterable[tuple[int, bytes | memoryview]],
+def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[int, object]],
                    on_progress: Callable[[int], None] | None = None,
-                   threads: int = 2, max_in_flight: int = 8,
+                   threads: int = 2, max_in_flight: int = 3,
                    cipher: BlockCipher | None = None,
                    encryption: ManifestEncryption | None = None) -> Manifest:
     """Consume ``extents`` ((guest offset, data), increasing, non-overlapping) and return the
-    manifest of the stored blocks. ``on_progress(guest_bytes_done)`` is called after each block;
-    it may raise (e.g. ``ImportCancelled``) to stop the work.
+    manifest of the stored blocks. ``data`` is a bytes-like object, or a *deferred* range
+    (``__len__``, slicing, ``read_into(view)``: see ``pipeline.formats.ranges.FileRange``)
+    that a pool thread reads into its own buffer just before hashing it, so those bytes are
+    copied once and hashed while still in the CPU cache. ``on_progress(guest_bytes_done)`` is
+    called as blocks go by; it may raise (e.g. ``ImportCancelled``) to stop the work. At most
+    ``max_in_flight`` batches of ``BATCH_BLOCKS`` blocks are held at once.
 
     With ``cipher`` (and the ``encryption`` record that goes into the manifest), every block is
     sealed before it is stored, so no plaintext block ever reaches the store."""
     if (cipher is None) != (encryption is None):
         raise ValueError("give both cipher and encryption, or neither")
     manifest = Manifest(size_bytes=size_bytes, encryption=encryption)
+    buffers = threading.local()
 
-    def store_block(index: int, pieces: list) -> str:
-        if cipher is not None:  # sealing needs the block in one piece
-            return store.put_block(cipher.seal_block(index, _join(pieces)))
-        return store.put_block_pieces(pieces)
+    def store_batch(batch: list[tuple[int, list]]) -> list:
+        batch = _read_deferred(batch, buffers)
+        if cipher is not None:  # sealing needs each block in one piece
+            refs = [pack.put(cipher.seal_block(index, _join(pieces))) for index, pieces in batch]
+        else:
+            refs = pack.put_blocks([pieces for _, pieces in batch])
+        return [(index, ref) for (index, _), ref in zip(batch, refs)]
 
-    pending: deque[tuple[int, Future]] = deque()
+    pending: deque[Future] = deque()
+    batch: list[tuple[int, list]] = []
 
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blockstore") as pool:
-        def drain_one() -> None:
-            index, future = pending.popleft()
-            manifest.blocks[index] = future.result()
+    with store.pack_writer(dedup=cipher is None) as pack, \
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blockstore") as pool:
+        def submit() -> None:
+            nonlocal batch
+            pending.append(pool.submit(store_batch, batch))
+            batch = []
+            while len(pending) > max_in_flight:
+                manifest.blocks.update(pending.popleft().result())
 
-        for index, pieces in _blocks(size_bytes, extents):
-            # A memcmp per piece (`==` on a memoryview compares element by element); the gaps
-            # between pieces are zeros already.
-            if not all(ZERO_BLOCK.startswith(piece) for _, piece in pieces):
-                pending.append((index, pool.submit(store_block, index, pieces)))
-                while len(pending) > max_in_flight:
-                    drain_one()
+        for index, pieces, deferred in _blocks(size_bytes, extents):
+            if deferred or not _all_zero(pieces):  # deferred: checked once read
+                batch.append((index, pieces))
+                if len(batch) == BATCH_BLOCKS:
+                    submit()
             if on_progress is not None and index % PROGRESS_EVERY == 0:
                 on_progress(min(size_bytes, (index + 1) * BLOCK_SIZE))
+        if batch:
+            submit()
         if on_progress is not None:
             on_progress(size_bytes)
         while pending:
-            drain_one()
+            manifest.blocks.update(pending.popleft().result())
     return manifest
+
+
+def _all_zero(pieces: list[tuple[int, memoryview]]) -> bool:
+    # A memcmp per piece (`==` on a memoryview compares element by element); the gaps between
+    # pieces are zeros already.
+    return all(ZERO_BLOCK.startswith(piece) for _, piece in pieces)
+
+
+def _read_deferred(batch: list[tuple[int, list]], buffers: threading.local) -> list:
+    """``batch`` with every deferred piece read into this thread's buffer (one block-sized
+    slot per block; reused by the thread's next batch, which starts only after this one is
+    written), without the blocks that turn out to be all zeros."""
+    out = []
+    view = None
+    for slot, (index, pieces) in enumerate(batch):
+        if all(isinstance(piece, memoryview) for _, piece in pieces):
+            out.append((index, pieces))
+            continue
+        if view is None:
+            view = getattr(buffers, "view", None)
+            if view is None:
+                view = buffers.view = memoryview(bytearray(BATCH_BLOCKS * BLOCK_SIZE))
+        base = slot * BLOCK_SIZE
+        read = []
+        for within, piece in pieces:
+            if not isinstance(piece, memoryview):
+                target = view[base + within:base + within + len(piece)]
+                piece.read_into(target)
+                piece = target
+            read.append((within, piece))
+        if not _all_zero(read):
+            out.append((index, read))
+    return out
 
 
 def _join(pieces: list[tuple[int, memoryview]]) -> bytes:
@@ -66,17 +114,19 @@ def _join(pieces: list[tuple[int, memoryview]]) -> bytes:
     return bytes(block)
 
 
-def _blocks(size_bytes: int, extents: Iterable[tuple[int, bytes | memoryview]]):
-    """Yield (block index, pieces) for every block that any extent touches, in order; pieces
-    are [(offset within the block, memoryview)], increasing — views into the extents, never
-    copies (hashing and writing take them one by one)."""
+def _blocks(size_bytes: int, extents: Iterable[tuple[int, object]]):
+    """Yield (block index, pieces, deferred?) for every block that any extent touches, in
+    order; pieces are [(offset within the block, memoryview or deferred range)], increasing —
+    views into the extents, never copies (hashing and writing take them one by one)."""
     current_index = -1
-    pieces: list[tuple[int, memoryview]] = []
+    pieces: list[tuple[int, object]] = []
+    deferred = False
     last_end = 0
     for offset, data in extents:
         if offset < last_end:
             raise ValueError(f"extents overlap or go backwards at offset {offset}")
-        view = memoryview(data).cast("B")
+        lazy = hasattr(data, "read_into")
+        view = data if lazy else memoryview(data).cast("B")
         end = offset + len(view)
         if end > size_bytes:
             raise ValueError(f"extent at {offset} ends past the disk ({end} > {size_bytes})")
@@ -87,9 +137,10 @@ def _blocks(size_bytes: int, extents: Iterable[tuple[int, bytes | memoryview]]):
             take = min(BLOCK_SIZE - within, end - pos)
             if index != current_index:
                 if pieces:
-                    yield current_index, pieces
-                current_index, pieces = index, []
+                    yield current_index, pieces, deferred
+                current_index, pieces, deferred = index, [], False
             pieces.append((within, view[pos - offset:pos - offset + take]))
+            deferred = deferred or lazy
             pos += take
     if pieces:
-        yield current_index, pieces
+        yield current_index, pieces, deferred

@@ -131,9 +131,10 @@ def copy_source_snapshot(db: Database, settings: Settings, store: BlockStore,
                                 f"{exc.reason}") from None
     out = Manifest(size_bytes=manifest.size_bytes, block_size=manifest.block_size,
                    encryption=sealing.record)
-    for n, index in enumerate(sorted(manifest.blocks)):
-        data = store.read_block(manifest, index, source_cipher)
-        out.blocks[index] = store.put_block(sealing.cipher.seal_block(index, data))
-        if on_progress is not None:
-            on_progress(min(manifest.size_bytes, (index + 1) * manifest.block_size))
+    with store.pack_writer(dedup=False) as pack:
+        for index in sorted(manifest.blocks):
+            data = store.read_block(manifest, index, source_cipher)
+            out.blocks[index] = pack.put(sealing.cipher.seal_block(index, data))
+            if on_progress is not None:
+                on_progress(min(manifest.size_bytes, (index + 1) * manifest.block_size))
     return out

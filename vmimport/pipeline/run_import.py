@@ -209,10 +209,13 @@ def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, disk:
             reporter.phase("validated", PROGRESS_CONVERTING, disk,
                            {"status_message": "validated", "format": fmt,
                             "disk_image_size": float(disk_image_size)})
+            started = time.monotonic()
             manifest = write_snapshot(
                 store, size, guest.extents(),
                 on_progress=lambda done: reporter.converting(disk, done, size),
                 cipher=sealing and sealing.cipher, encryption=sealing and sealing.record)
+            log.info("task %s: %s volume %d stored in %.3fs (%d blocks)", task.id, fmt,
+                     disk.position + 1, time.monotonic() - started, len(manifest.blocks))
         finally:
             source.close()
     reporter.check()

@@ -173,6 +173,22 @@ class LocalSource:
             pos += len(data)
         return b"".join(parts)
 
+    def read_into(self, offset: int, view: memoryview) -> int:
+        """Fill ``view`` with the bytes at ``offset`` (no intermediate copy); returns how many
+        were read, fewer only at EOF."""
+        _check_range(offset, len(view))
+        done = 0
+        while done < len(view):
+            try:
+                n = os.preadv(self._require_fd(), [view[done:]], offset + done)
+            except OSError as e:
+                raise ImportFailure(f"reading {self.description} failed: {e}",
+                                    kind="ServerError") from None
+            if not n:
+                break
+            done += n
+        return done
+
     def stream(self, offset: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
         _check_range(offset, chunk_size, positive=True)
         pos = offset

@@ -74,7 +74,7 @@ def list_snapshot_blocks(ctx: Context, params: dict) -> dict:
     indexes = sorted(i for i in manifest.blocks if i >= start)
     page = indexes[:max_results]
     result = {
-        "Blocks": [{"BlockIndex": i, "BlockToken": manifest.blocks[i]} for i in page],
+        "Blocks": [{"BlockIndex": i, "BlockToken": manifest.blocks[i].digest} for i in page],
         "ExpiryTime": datetime.now(timezone.utc) + timedelta(days=7),
         "VolumeSize": snapshot.volume_size, "BlockSize": manifest.block_size,
     }
@@ -87,8 +87,8 @@ def get_snapshot_block(ctx: Context, params: dict) -> dict:
     snapshot = _snapshot(ctx, params["SnapshotId"])
     manifest = _manifest(ctx, snapshot)
     index, token = params["BlockIndex"], params.get("BlockToken")
-    digest = manifest.blocks.get(index)
-    if digest is None or token != digest:
+    ref = manifest.blocks.get(index)
+    if ref is None or token != ref.digest:
         raise ApiError(VALIDATION, f"The block token for block {index} of {snapshot.id} is not "
                        "valid (list the blocks with ListSnapshotBlocks to get tokens)")
     cipher = _cipher(ctx, snapshot, manifest)

@@ -49,7 +49,7 @@ def inflate_in_order(items: Iterable[Item], inflate: Callable[[int, Any, Any], A
             head = pending[0]
             if isinstance(head, tuple):
                 pending.popleft()
-                state["queued"] -= len(head[1])
+                state["queued"] -= _held(head[1])
                 yield head
             elif (drain or head.done() or state["in_flight"] >= 2 * threads
                   or state["queued"] >= QUEUED_BYTES):
@@ -73,7 +73,7 @@ def inflate_in_order(items: Iterable[Item], inflate: Callable[[int, Any, Any], A
                 flush()
                 if pending:
                     pending.append((guest, data))
-                    state["queued"] += len(data)
+                    state["queued"] += _held(data)
                     yield from ready(False)
                 else:
                     yield guest, data
@@ -89,6 +89,11 @@ def inflate_in_order(items: Iterable[Item], inflate: Callable[[int, Any, Any], A
             if not isinstance(item, tuple):
                 item.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _held(data) -> int:
+    """Memory a waiting plain piece holds: none for a deferred range (``FileRange``)."""
+    return 0 if hasattr(data, "read_into") else len(data)
 
 
 def _run_batch(batch: list, inflate) -> list[tuple[int, Any]]:

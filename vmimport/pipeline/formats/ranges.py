@@ -7,6 +7,9 @@ read through) into reads of up to `MAX_READ` bytes, keeps `AHEAD` reads in fligh
 helper thread (I/O overlaps the caller's hashing), and hands each piece back as a zero-copy
 view, in the order given. A read that comes back short (the file ends early) is reported
 through the caller's `short` callback, which names the structure at fault.
+
+From a local file, pieces whose bytes are the guest's bytes as they are need not be read here
+at all: `defer` hands them on as `FileRange`s, which the block writer reads itself.
 """
 
 from __future__ import annotations
@@ -22,6 +25,46 @@ MAX_GAP = 64 << 10  # read through holes up to this size instead of issuing anot
 AHEAD = 2
 
 Piece = tuple[int, int, Any]  # (file offset, length, tag)
+
+
+class FileRange:
+    """``length`` bytes at ``offset`` of a local source, not read yet. The block writer reads
+    them itself, straight into its own buffer, right before hashing and storing them: the
+    bytes are copied once and are still in the CPU's cache when they are hashed and written.
+    (Where the guest's bytes lie in the file as they are: raw, fixed VHD, plain clusters.)
+    Slicing gives a sub-range, as on a memoryview."""
+
+    __slots__ = ("source", "offset", "length", "short")
+
+    def __init__(self, source, offset: int, length: int,
+                 short: Callable[[int], Exception]):
+        self.source, self.offset, self.length = source, offset, length
+        self.short = short  # short(got_end): the error when the file ends early
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: slice) -> "FileRange":
+        start, stop, step = key.indices(self.length)
+        if step != 1:
+            raise ValueError("a FileRange slices only with step 1")
+        return FileRange(self.source, self.offset + start, max(0, stop - start), self.short)
+
+    def read_into(self, view: memoryview) -> None:
+        got = self.source.read_into(self.offset, view[:self.length])
+        if got < self.length:
+            raise self.short(self.offset + got)
+
+    def tobytes(self) -> bytes:
+        """The bytes, read now (as ``memoryview.tobytes``; for tests and tools)."""
+        buffer = memoryview(bytearray(self.length))
+        self.read_into(buffer)
+        return bytes(buffer)
+
+
+def can_defer(source) -> bool:
+    """Whether ``source`` can hand out ``FileRange``s (a local file, read with pread)."""
+    return callable(getattr(source, "read_into", None))
 
 
 def group_pieces(pieces: Iterable[Piece], max_read: int = MAX_READ,
@@ -50,29 +93,45 @@ def group_pieces(pieces: Iterable[Piece], max_read: int = MAX_READ,
 
 def read_pieces(source, pieces: Iterable[Piece], short: Callable[[Piece, int], Exception],
                 account: Callable[[int], None] = lambda n: None, *, max_read: int = MAX_READ,
-                max_gap: int = MAX_GAP, ahead: int = AHEAD) -> Iterator[tuple[Any, memoryview]]:
+                max_gap: int = MAX_GAP, ahead: int = AHEAD,
+                defer: Callable[[Any], bool] | None = None,
+                ) -> Iterator[tuple[Any, memoryview | FileRange]]:
     """Yield ``(tag, view)`` for every piece, in the given order.
 
     ``short(piece, got_end)`` builds the exception raised when the file ends (at ``got_end``)
-    before the piece does; ``account(n)`` is told of every ``n`` bytes read.
+    before the piece does; ``account(n)`` is told of every ``n`` bytes read. With ``defer``,
+    a read whose pieces all satisfy ``defer(tag)`` is not made: its pieces come as
+    ``FileRange``s (when the source allows it, see ``can_defer``), for the block writer to read.
     """
+    deferring = defer is not None and can_defer(source)
     pool = ThreadPoolExecutor(1, thread_name_prefix="image-read")
     pending: deque = deque()
     try:
         for start, end, group in group_pieces(pieces, max_read, max_gap):
-            pending.append((start, group, pool.submit(source.read_at, start, end - start)))
+            if deferring and all(defer(tag) for _, _, tag in group):
+                pending.append((start, group, None))
+            else:
+                pending.append((start, group, pool.submit(source.read_at, start, end - start)))
             if len(pending) > ahead:
-                yield from _split(pending.popleft(), short, account)
+                yield from _split(source, pending.popleft(), short, account)
         while pending:
-            yield from _split(pending.popleft(), short, account)
+            yield from _split(source, pending.popleft(), short, account)
     finally:
         for *_, future in pending:
-            future.cancel()
+            if future is not None:
+                future.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _split(item, short, account) -> Iterator[tuple[Any, memoryview]]:
+def _split(source, item, short, account) -> Iterator[tuple[Any, memoryview | FileRange]]:
     start, group, future = item
+    if future is None:
+        for piece in group:
+            offset, length, tag = piece
+            account(length)
+            yield tag, FileRange(source, offset, length,
+                                 lambda got_end, piece=piece: short(piece, got_end))
+        return
     data = future.result()
     account(len(data))
     view = memoryview(data)

@@ -10,8 +10,10 @@ from typing import Iterator
 
 from ..errors import ImportFailure
 from .base import CORRUPTED, SECTOR, GuestDisk, Limits, too_large
+from .ranges import FileRange, can_defer
 
 CHUNK = 4 << 20
+DEFERRED_CHUNK = 64 << 20  # a FileRange holds no bytes: any size will do
 
 
 class RawDisk(GuestDisk):
@@ -52,8 +54,21 @@ class RawDisk(GuestDisk):
                 f"but its size was {size} bytes when the import started"
             )
 
-    def _sparse_extents(self, ranges) -> Iterator[tuple[int, bytes | memoryview]]:
+    def _sparse_extents(self, ranges) -> Iterator[tuple[int, bytes | memoryview | FileRange]]:
         size = self._source.size
+        if can_defer(self._source):  # the block writer reads the bytes itself
+            def short(got_end: int) -> ImportFailure:
+                return ImportFailure(
+                    f"{CORRUPTED} The raw image {self._source.description} ended at byte "
+                    f"{got_end} but its size was {size} bytes when the import started")
+
+            for start, end in ranges:
+                for offset in range(start, end, DEFERRED_CHUNK):
+                    length = min(DEFERRED_CHUNK, end - offset)
+                    self._consumed = offset + length
+                    yield offset, FileRange(self._source, offset, length, short)
+            self._consumed = size
+            return
         for start, end in ranges:
             offset = start
             while offset < end:

@@ -249,7 +249,8 @@ class Vhd(GuestDisk):
             pieces = ((at, min(FIXED_READ, hi - at), at)
                       for lo, hi in data_regions(self._source, 0, self.virtual_size)
                       for at in range(lo, hi, FIXED_READ))
-            for at, view in read_pieces(self._source, pieces, self._short, account):
+            for at, view in read_pieces(self._source, pieces, self._short, account,
+                                        defer=lambda tag: True):
                 yield at, view
             return
         block, bitmap = self._block, self._bitmap

@@ -345,7 +345,8 @@ class Vhdx(GuestDisk):
                 for part in range(0, length, MAX_READ):
                     yield offset + part, min(MAX_READ, length - part), (guest + part, index)
 
-        for (guest, _), view in read_pieces(self._source, pieces(), self._short, account):
+        for (guest, _), view in read_pieces(self._source, pieces(), self._short, account,
+                                            defer=lambda tag: True):
             yield guest, view
 
     def _short(self, piece, got_end: int) -> ImportFailure:

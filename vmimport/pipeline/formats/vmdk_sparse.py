@@ -230,7 +230,8 @@ class SparseVmdk(GuestDisk):
         def account(n: int) -> None:
             self._consumed += n
 
-        for (guest, _), view in read_pieces(self._source, self._grains(), self._short, account):
+        for (guest, _), view in read_pieces(self._source, self._grains(), self._short, account,
+                                            defer=lambda tag: True):
             yield guest, view
 
     def _short(self, piece, got_end: int) -> ImportFailure:

@@ -1,0 +1,187 @@
+"""Pack files: the blocks of one write (an import's volume, a re-sealed copy) appended to a
+single file, instead of one file per block.
+
+Why: creating a file costs the kernel far more than writing 512 KiB into an open one — on the
+benchmark machine 2,433 empty files took 0.63 s of system time, writing the same 1.2 GiB into
+one file 0.22 s. A pack is written under a hidden name (``.partial-<name>``) and renamed when
+the write finishes, so nothing ever refers to an unfinished pack.
+
+Blocks are placed at offsets reserved under a lock and written outside it, so several threads
+write one pack at once. The zero stretches of a partly-zero block are not written: the file
+holds a hole there, which reads as zeros.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+
+import blake3
+
+from .index import DedupIndex
+from .manifest import BLOCK_SIZE, BlockRef
+
+ALIGN = 4096  # sealed blocks are a little over 512 KiB: keep every block page-aligned
+
+_ZERO_VIEW = memoryview(bytes(BLOCK_SIZE))
+
+
+def block_digest(data) -> str:
+    return blake3.blake3(data, max_threads=1).hexdigest()
+
+
+class PackWriter:
+    """Appends blocks to one new pack in ``packs_dir``. Use as a context manager: on success
+    the pack gets its final name and its blocks enter the dedup index; on an exception (a
+    cancelled or failed import) the partial pack is deleted.
+
+    With an ``index_path``, a block whose digest is stored already (in the index, or earlier in this
+    pack) is not written again: its existing ``BlockRef`` is returned."""
+
+    def __init__(self, packs_dir: Path, index_path: Path | None = None):
+        self.name = uuid.uuid4().hex
+        self._dir = packs_dir
+        self._partial = packs_dir / f".partial-{self.name}"
+        self._fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                           0o644)
+        try:
+            self._index = DedupIndex(index_path) if index_path is not None else None
+        except BaseException:
+            self.abort()
+            raise
+        self._lock = threading.Lock()
+        self._end = 0
+        self._written: dict[str, BlockRef] = {}  # blocks of this pack, by digest
+
+    def put_blocks(self, blocks: list[list[tuple[int, memoryview]]]) -> list[BlockRef]:
+        """Store 512 KiB blocks, each given as pieces [(offset within the block, data)],
+        increasing, with zeros elsewhere: hashed piece by piece (no copy into one buffer),
+        looked up in one query, and written with as few system calls as the layout allows.
+        Several blocks at a time, because per-block costs (a lookup, a write call, Python
+        itself) add up to as much as the hashing at 2,000+ blocks a GiB."""
+        digests = [_digest_pieces(pieces) for pieces in blocks]
+        writes = []
+        refs = []
+        with self._lock:
+            self._check_open()
+            known = self._known(digests)
+            for digest, pieces in zip(digests, blocks):
+                ref = known.get(digest) or self._written.get(digest)
+                if ref is None:
+                    ref = self._reserve(digest, BLOCK_SIZE)
+                    writes += [(ref.offset + within, piece) for within, piece in pieces]
+                refs.append(ref)
+        _write_segments(self._fd, writes)
+        return refs
+
+    def put(self, data) -> BlockRef:
+        """Store ``data`` (a sealed block: never equal to another, so never looked up)."""
+        digest = block_digest(data)
+        with self._lock:
+            self._check_open()
+            ref = self._reserve(digest, len(data))
+        _write_segments(self._fd, [(ref.offset, memoryview(data))])
+        return ref
+
+    def _check_open(self) -> None:
+        if self._fd < 0:
+            raise ValueError("the pack is closed")
+
+    def _known(self, digests: list[str]) -> dict[str, BlockRef]:
+        if self._index is None:
+            return {}
+        return self._index.find_many([d for d in digests if d not in self._written])
+
+    def _reserve(self, digest: str, length: int) -> BlockRef:
+        ref = BlockRef(digest, self.name, self._end, length)
+        self._end += -(-length // ALIGN) * ALIGN
+        self._written[digest] = ref
+        return ref
+
+    def __enter__(self) -> "PackWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
+
+    def finish(self) -> None:
+        """Close the pack, give it its final name (or delete it if every block was stored
+        already) and record its blocks in the dedup index."""
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        try:
+            if self._end:
+                os.ftruncate(fd, self._end)  # a trailing partly-zero block ends in a hole
+        finally:
+            os.close(fd)
+        try:
+            mine = list(self._written.values())
+            if not mine:
+                self._partial.unlink(missing_ok=True)
+                return
+            os.replace(self._partial, self._dir / self.name)
+            if self._index is not None:
+                self._index.add(mine)
+        finally:
+            self._close_index()
+
+    def abort(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+            self._partial.unlink(missing_ok=True)
+            self._close_index()
+
+    def _close_index(self) -> None:
+        if getattr(self, "_index", None) is not None:
+            self._index.close()
+
+
+def _digest_pieces(pieces: list[tuple[int, memoryview]]) -> str:
+    hasher = blake3.blake3(max_threads=1)
+    pos = 0
+    for within, piece in pieces:
+        if within > pos:
+            hasher.update(_ZERO_VIEW[:within - pos])
+        hasher.update(piece)
+        pos = within + len(piece)
+    if pos < BLOCK_SIZE:
+        hasher.update(_ZERO_VIEW[:BLOCK_SIZE - pos])
+    return hasher.hexdigest()
+
+
+IOV_MAX = 1024
+
+
+def _write_segments(fd: int, segments: list[tuple[int, memoryview]]) -> None:
+    """pwritev ``segments`` [(file offset, data)] (increasing), one call per run of segments
+    that follow each other; what lies between runs stays a hole."""
+    run: list = []
+    run_start = run_end = 0
+    for offset, data in segments:
+        if run and (offset != run_end or len(run) == IOV_MAX):
+            _pwritev_all(fd, run, run_start)
+            run = []
+        if not run:
+            run_start = run_end = offset
+        run.append(data)
+        run_end += len(data)
+    if run:
+        _pwritev_all(fd, run, run_start)
+
+
+def _pwritev_all(fd: int, views: list, offset: int) -> None:
+    views = [memoryview(v).cast("B") for v in views]
+    while views:
+        written = os.pwritev(fd, views, offset)
+        offset += written
+        while views and written >= len(views[0]):
+            written -= len(views.pop(0))
+        if written:
+            views[0] = views[0][written:]
