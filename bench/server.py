@@ -125,6 +125,18 @@ class VmimportServer(Child):
         except OSError:
             subprocess.run(["cp", "--sparse=always", str(source), str(target)], check=True)
 
+    def finished_at(self, task_id: str) -> float | None:
+        """When the server marked the task finished (epoch seconds), from its SQLite database."""
+        import sqlite3
+        from datetime import datetime, timezone
+
+        with sqlite3.connect(f"file:{self.data_dir / 'vmimport.db'}?mode=ro", uri=True) as db:
+            row = db.execute("SELECT finished_at FROM import_tasks WHERE id = ?",
+                             (task_id,)).fetchone()
+        if not row or not row[0]:
+            return None
+        return datetime.fromisoformat(row[0]).replace(tzinfo=timezone.utc).timestamp()
+
     def drop(self, bucket: str, key: str) -> None:
         (self.data_dir / "buckets" / bucket / key).unlink(missing_ok=True)
 
