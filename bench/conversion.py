@@ -79,6 +79,37 @@ def _wait_gone(ec2, task_id: str, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+def timed_pairs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str, runs: int,
+                work: Path, timeout: float, sampler: RssSampler
+                ) -> tuple[list[tuple[float, int]], list[ImportResult]]:
+    """``runs`` x (qemu-img convert, then ImportImage) of one image, alternating so machine
+    drift hits both alike. Each tool starts on the same footing: the other's output already
+    deleted (qemu-img's raw file; the imported blocks), nothing left to write back. One untimed
+    pair first: on this VM the first writes into memory freed a while ago cost 2-4x (the
+    hypervisor takes idle memory back), whichever tool makes them."""
+    server.clear_blocks()
+    settle()
+    qemu_once(fmt, image, work / "qemu-out.raw")
+    import_once(server, ec2, key, fmt.declared, timeout)
+    server.clear_blocks()
+    qemu, ours = [], []
+    for _ in range(runs):
+        qemu.append(qemu_once(fmt, image, work / "qemu-out.raw"))
+        ours.append(import_once(server, ec2, key, fmt.declared, timeout, sampler))
+        server.clear_blocks()
+        if ours[-1].status != "completed":
+            break
+    return qemu, ours
+
+
+def settle(seconds: float = 3.0) -> None:
+    """Before the timed runs of an image: write back what rendering it (and deleting earlier
+    outputs) left to the disk, and let it go quiet, so that this does not land inside the first
+    runs (a first import used to take 2-4x its later time)."""
+    os.sync()
+    time.sleep(seconds)
+
+
 def qemu_once(fmt: Format, image: Path, out: Path) -> tuple[float, int]:
     """Wall seconds and peak RSS of ``qemu-img convert <fmt> -O raw`` to ``out``."""
     try:
@@ -142,13 +173,7 @@ def run_conversion(server: VmimportServer, ec2, sampler: RssSampler, names: list
         row["image_allocated_bytes"] = image.stat().st_blocks * 512
         key = f"conv/{image.name}"
         server.put(BUCKET, key, image)
-        ours, qemu = [], []
-        for _ in range(runs):
-            qemu.append(qemu_once(fmt, image, work / "qemu-out.raw"))
-            server.clear_blocks()
-            ours.append(import_once(server, ec2, key, fmt.declared, timeout, sampler))
-            if ours[-1].status != "completed":
-                break
+        qemu, ours = timed_pairs(server, ec2, fmt, image, key, runs, work, timeout, sampler)
         if name in profile and profile_dir is not None:
             from .profile import PySpy, log_summary
 
@@ -203,13 +228,7 @@ def run_growth(server: VmimportServer, ec2, sampler: RssSampler, names: list[str
             image = disks.render(raw, fmt)
             key = f"growth/{image.name}"
             server.put(BUCKET, key, image)
-            ours, qemu = [], []
-            for _ in range(runs):
-                qemu.append(qemu_once(fmt, image, work / "qemu-out.raw"))
-                server.clear_blocks()
-                ours.append(import_once(server, ec2, key, fmt.declared, timeout, sampler))
-                if ours[-1].status != "completed":
-                    break
+            qemu, ours = timed_pairs(server, ec2, fmt, image, key, runs, work, timeout, sampler)
             server.drop(BUCKET, key)
             server.clear_blocks()
             row["qemu_median"] = round(statistics.median(s for s, _ in qemu), 3)

@@ -146,7 +146,7 @@ class VmimportServer(Child):
         Call only while no import runs."""
         shutil.rmtree(self.data_dir / "blocks" / "packs", ignore_errors=True)
         (self.data_dir / "blocks" / "packs").mkdir(parents=True)
-        for name in ("index.sqlite", "index.sqlite-journal"):
+        for name in ("index.sqlite", "index.sqlite-wal", "index.sqlite-shm"):
             (self.data_dir / "blocks" / name).unlink(missing_ok=True)
 
 

@@ -1,5 +1,5 @@
 """``vmimport serve`` (API + workers), ``vmimport worker`` (workers only), ``vmimport migrate``,
-``vmimport gc`` (delete unreferenced blocks)."""
+``vmimport gc`` (delete unreferenced packs)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 import gc
 import logging
 import signal
+import sys
 import threading
 
 from .config import Settings, load_settings
@@ -56,6 +57,14 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
+def _share_the_gil() -> None:
+    """Hand the GIL over every 0.5 ms instead of 5 ms. An import's threads spend their time in
+    C (pread, blake3, pwritev) and need the GIL only briefly between calls; at the default
+    interval a thread running Python (an API request) keeps them waiting up to 5 ms each time,
+    and under 50 requests a second an import took up to twice as long."""
+    sys.setswitchinterval(0.0005)
+
+
 def serve(args) -> None:
     import uvicorn
 
@@ -66,6 +75,7 @@ def serve(args) -> None:
     db = _prepare(settings)
     app = create_app(settings, db)
     _freeze_heap()
+    _share_the_gil()
     pool = _worker_pool(settings, db, settings.workers)
     pool.start()
     logging.getLogger("vmimport").info(
@@ -85,6 +95,7 @@ def worker(args) -> None:
     db = _prepare(settings)
     pool = _worker_pool(settings, db, settings.workers)
     _freeze_heap()
+    _share_the_gil()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
