@@ -182,22 +182,24 @@ def test_manifest_of_an_older_layout_is_refused_by_name(tmp_path):
 
 
 def test_qemu_images_through_deferred_ranges_match_qemu(tmp_path):
-    """Fixed VHD, VHDX, monolithicSparse VMDK and qcow2 rendered by qemu-img, read from a
-    real local file (plain data deferred to the writer): the snapshot equals qemu's raw."""
+    """Fixed and dynamic VHD, VHDX, monolithicSparse VMDK and qcow2 rendered by qemu-img, read
+    from a real local file (plain data deferred to the writer, holes skipped): the snapshot
+    equals qemu's raw."""
     bucket = tmp_path / "b"
     bucket.mkdir()
     raw = bucket / "disk.raw"
     data = _disk(raw, 8 * MiB)
     expected = hashlib.sha256(data).hexdigest()
     for fmt, options, declared in [("vpc", "subformat=fixed,force_size=on", "vhd"),
+                                   ("vpc", "subformat=dynamic,force_size=on", "vhd"),
                                    ("vhdx", "", "vhdx"),
                                    ("vmdk", "subformat=monolithicSparse", "vmdk"),
                                    ("qcow2", "", "qcow2")]:
-        image = bucket / f"disk.{fmt}"
+        image = bucket / f"disk.{fmt}.{len(options)}"
         subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", fmt,
                         *(["-o", options] if options else []), str(raw), str(image)],
                        check=True, capture_output=True)
-        store = BlockStore(tmp_path / f"store-{fmt}")
+        store = BlockStore(tmp_path / f"store-{image.name}")
         with _local(image) as source:
             disk = open_guest_disks(source, declared, Limits())[0]
             pieces = list(disk.extents())

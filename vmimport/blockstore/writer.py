@@ -14,7 +14,7 @@ from .store import BLOCK_SIZE, ZERO_BLOCK, BlockStore, Manifest, ManifestEncrypt
 
 
 PROGRESS_EVERY = 16  # blocks (8 MiB) between progress calls: the callback is not free
-BATCH_BLOCKS = 8  # blocks handed to a pool thread at once (see PackWriter.put_blocks)
+BATCH_BLOCKS = 4  # blocks handed to a pool thread at once (see PackWriter.put_blocks)
 
 
 def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[int, object]],

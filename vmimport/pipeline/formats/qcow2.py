@@ -31,7 +31,7 @@ from typing import Iterator
 from ..errors import ImportFailure
 from .base import BAD_LENGTH, CORRUPTED, SECTOR, UNSUPPORTED, GuestDisk, Limits, too_large
 from .ordered import inflate_in_order
-from .ranges import read_pieces, table
+from .ranges import read_pieces, table, without_holes
 
 try:  # libdeflate: ~3x stdlib zlib
     import deflate as _libdeflate
@@ -317,7 +317,11 @@ class Qcow2(GuestDisk):
             for (guest, compressed, length, at), view in read_pieces(
                     self._source, _runs(self._clusters()), self._short, account,
                     defer=lambda tag: not tag[1]):  # plain clusters: the writer reads them
-                yield guest, view, compressed, (length, at)
+                if compressed:
+                    yield guest, view, True, (length, at)
+                    continue
+                for start, data in without_holes(guest, view):
+                    yield start, data, False, None
 
         def run(guest: int, data, extra) -> memoryview:
             length, at = extra

@@ -67,6 +67,28 @@ def can_defer(source) -> bool:
     return callable(getattr(source, "read_into", None))
 
 
+def without_holes(guest: int, data) -> Iterator[tuple[int, Any]]:
+    """``(guest, data)`` minus the stretches of a ``FileRange`` that are holes in a sparse
+    file (they read as zeros, so need not be read at all: qemu-img leaves the unwritten parts of
+    VHD, VHDX and VMDK blocks as holes, up to 3/4 of the file). Other data passes unchanged."""
+    if not isinstance(data, FileRange):
+        yield guest, data
+        return
+    ranges = getattr(data.source, "data_ranges", None)
+    if ranges is None:
+        yield guest, data
+        return
+    start, end = data.offset, data.offset + data.length
+    for lo, hi in ranges(start):
+        if lo >= end:
+            return
+        lo, hi = max(lo, start), min(hi, end)
+        if lo < hi:
+            yield guest + lo - start, data[lo - start:hi - start]
+        if hi >= end:
+            return
+
+
 def group_pieces(pieces: Iterable[Piece], max_read: int = MAX_READ,
                  max_gap: int = MAX_GAP) -> Iterator[tuple[int, int, list[Piece]]]:
     """(start, end, pieces) per read: consecutive pieces that start inside or at most

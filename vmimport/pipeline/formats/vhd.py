@@ -29,7 +29,8 @@ from typing import Iterator
 
 from ..errors import ImportFailure
 from .base import CORRUPTED, SECTOR, UNSUPPORTED, GuestDisk, Limits, too_large
-from .ranges import bit_runs, data_regions, read_pieces, table
+from .ranges import (FileRange, bit_runs, can_defer, data_regions, read_pieces, table,
+                     without_holes)
 
 FOOTERS = "Footers not identical"  # AWS's wording for a differencing VHD
 
@@ -257,19 +258,40 @@ class Vhd(GuestDisk):
         span = bitmap + block
         size = self.virtual_size
         full = b"\xff" * bitmap
-        pieces = ((sector * SECTOR, span, index)
-                  for index, sector in zip(self._indexes, self._sectors))
-        for index, view in read_pieces(self._source, pieces, self._short, account):
+        for index, view, data in self._blocks_read(bitmap, span, account):
             guest = index * block
             length = min(block, size - guest)
             sectors = length // SECTOR
             used = -(-sectors // 8)
-            data = view[bitmap : bitmap + length]
+            data = data[:length]
             if view[:used] == full[:used]:  # the usual case: every sector present
-                yield guest, data
+                yield from without_holes(guest, data)
                 continue
             for first, n in bit_runs(bytes(view[:used]), sectors):
-                yield guest + first * SECTOR, data[first * SECTOR : (first + n) * SECTOR]
+                yield from without_holes(guest + first * SECTOR,
+                                         data[first * SECTOR : (first + n) * SECTOR])
+
+    def _blocks_read(self, bitmap: int, span: int, account):
+        """(block index, its sector bitmap, its data) for every allocated block. From a local
+        file only the bitmap is read here, the data handed on as a ``FileRange`` (read by the
+        block writer, holes skipped); from anywhere else a bitmap and its block come in one
+        read (one ranged GET, not two)."""
+        if can_defer(self._source):
+            for index, sector in zip(self._indexes, self._sectors):
+                at = sector * SECTOR
+                piece = (at, span, index)
+                view = self._source.read_at(at, bitmap)
+                if len(view) < bitmap:
+                    raise self._short(piece, at + len(view))
+                account(span)
+                yield index, view, FileRange(
+                    self._source, at + bitmap, span - bitmap,
+                    lambda got_end, piece=piece: self._short(piece, got_end))
+            return
+        pieces = ((sector * SECTOR, span, index)
+                  for index, sector in zip(self._indexes, self._sectors))
+        for index, view in read_pieces(self._source, pieces, self._short, account):
+            yield index, view, view[bitmap:]
 
     def _short(self, piece, got_end: int) -> ImportFailure:
         offset, length, tag = piece

@@ -29,7 +29,7 @@ from dissect.util.hash.crc32c import crc32c
 
 from ..errors import ImportFailure
 from .base import CORRUPTED, UNSUPPORTED, GuestDisk, Limits, too_large
-from .ranges import MAX_READ, read_pieces, table
+from .ranges import MAX_READ, read_pieces, table, without_holes
 
 KiB, MiB = 1 << 10, 1 << 20
 _HEADER = struct.Struct("<4sIQ16s16s16sHHIQ")  # sig, crc, seq, file/data/log GUIDs, log ver, ver, log len, log off
@@ -347,7 +347,7 @@ class Vhdx(GuestDisk):
 
         for (guest, _), view in read_pieces(self._source, pieces(), self._short, account,
                                             defer=lambda tag: True):
-            yield guest, view
+            yield from without_holes(guest, view)
 
     def _short(self, piece, got_end: int) -> ImportFailure:
         offset, _, (_, index) = piece

@@ -22,7 +22,7 @@ from typing import Iterator
 
 from ..errors import ImportFailure
 from .base import CORRUPTED, SECTOR, UNSUPPORTED, GuestDisk, Limits, too_large
-from .ranges import read_pieces, table
+from .ranges import read_pieces, table, without_holes
 from .vmdk_descriptor import parse_descriptor
 
 _HEADER = struct.Struct("<4sIIQQQQIQQQB4sH")
@@ -232,7 +232,7 @@ class SparseVmdk(GuestDisk):
 
         for (guest, _), view in read_pieces(self._source, self._grains(), self._short, account,
                                             defer=lambda tag: True):
-            yield guest, view
+            yield from without_holes(guest, view)
 
     def _short(self, piece, got_end: int) -> ImportFailure:
         offset, _, (guest, entry_at) = piece
