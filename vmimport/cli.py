@@ -7,7 +7,6 @@ import argparse
 import gc
 import logging
 import signal
-import sys
 import threading
 
 from .config import Settings, load_settings
@@ -57,12 +56,17 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-def _share_the_gil() -> None:
-    """Hand the GIL over every 0.5 ms instead of 5 ms. An import's threads spend their time in
-    C (pread, blake3, pwritev) and need the GIL only briefly between calls; at the default
-    interval a thread running Python (an API request) keeps them waiting up to 5 ms each time,
-    and under 50 requests a second an import took up to twice as long."""
-    sys.setswitchinterval(0.0005)
+def _few_malloc_arenas() -> None:
+    """glibc gives each thread that allocates its own malloc arena (up to 8 per core) and keeps
+    what is freed in it; the threads of one import after another (readers, inflaters,
+    writers) then left the server's RSS 20-50 MiB higher over a benchmark run (260 MiB at the
+    end, 190 in a fresh server). Two arenas keep it flat. Does nothing off glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 def serve(args) -> None:
@@ -75,7 +79,7 @@ def serve(args) -> None:
     db = _prepare(settings)
     app = create_app(settings, db)
     _freeze_heap()
-    _share_the_gil()
+    _few_malloc_arenas()
     pool = _worker_pool(settings, db, settings.workers)
     pool.start()
     logging.getLogger("vmimport").info(
@@ -93,9 +97,9 @@ def serve(args) -> None:
 def worker(args) -> None:
     settings = _settings(args)
     db = _prepare(settings)
+    _few_malloc_arenas()
     pool = _worker_pool(settings, db, settings.workers)
     _freeze_heap()
-    _share_the_gil()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
