@@ -31,7 +31,7 @@ from typing import Iterator
 from ..errors import ImportFailure
 from .base import BAD_LENGTH, CORRUPTED, SECTOR, UNSUPPORTED, GuestDisk, Limits, too_large
 from .ordered import inflate_in_order
-from .ranges import read_pieces, table, without_holes
+from .ranges import join_runs, read_pieces, table, without_holes
 
 try:  # libdeflate: ~3x stdlib zlib
     import deflate as _libdeflate
@@ -315,7 +315,8 @@ class Qcow2(GuestDisk):
 
         def items():
             for (guest, compressed, length, at), view in read_pieces(
-                    self._source, _runs(self._clusters()), self._short, account,
+                    self._source, join_runs(self._clusters(), _plain, _joined), self._short,
+                    account,
                     defer=lambda tag: not tag[1]):  # plain clusters: the writer reads them
                 if compressed:
                     yield guest, view, True, (length, at)
@@ -337,33 +338,13 @@ class Qcow2(GuestDisk):
                              "file shrank while it was read")
 
 
-RUN = 4 << 20  # longest run of plain clusters handed on as one piece
+def _plain(tag: tuple) -> bool:
+    return not tag[1]
 
 
-def _runs(pieces: Iterator[tuple[int, int, tuple]]) -> Iterator[tuple[int, int, tuple]]:
-    """Uncompressed clusters that follow each other both in the file and in the guest, joined
-    into one piece of up to ``RUN`` bytes: qemu-img writes clusters in guest order, so an
-    image is mostly such runs, and every later stage (reading, hashing, writing) then handles
-    a few large pieces instead of one per 64 KiB cluster. A joined piece keeps the L2 entry of
-    its first cluster for messages."""
-    run = None
-    for piece in pieces:
-        host, length, (guest, compressed, _, at) = piece
-        if run is not None:
-            run_host, run_length, (run_guest, _, _, run_at) = run
-            if (not compressed and host == run_host + run_length
-                    and guest == run_guest + run_length and run_length + length <= RUN):
-                total = run_length + length
-                run = (run_host, total, (run_guest, False, total, run_at))
-                continue
-            yield run
-            run = None
-        if compressed:
-            yield piece
-        else:
-            run = piece
-    if run is not None:
-        yield run
+def _joined(tag: tuple, length: int) -> tuple:
+    """The tag of a run of plain clusters: its first cluster's guest offset and L2 entry."""
+    return tag[0], False, length, tag[3]
 
 
 def _where(guest: int, at: int, n: int) -> str:

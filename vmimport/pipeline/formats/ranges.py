@@ -113,6 +113,36 @@ def group_pieces(pieces: Iterable[Piece], max_read: int = MAX_READ,
         yield start, end, group
 
 
+RUN = 4 << 20  # longest run of pieces that join_runs hands on as one
+
+
+def join_runs(pieces: Iterable[Piece], joinable: Callable[[Any], bool],
+              joined: Callable[[Any, int], Any]) -> Iterator[Piece]:
+    """Pieces that follow each other both in the file and in the guest, joined into one piece
+    of up to ``RUN`` bytes. Tags start with the guest offset; ``joinable(tag)`` says which
+    pieces may join (not compressed ones), ``joined(first tag, length)`` tags a run (it keeps
+    the first piece's table entry for messages). qemu-img writes grains and clusters in guest
+    order, so an image is mostly such runs, and every later stage (reading, hashing, writing)
+    then handles a few large pieces instead of one per 64 KiB grain or cluster."""
+    run = None
+    for piece in pieces:
+        offset, length, tag = piece
+        if run is not None:
+            run_offset, run_length, run_tag = run
+            if (joinable(tag) and offset == run_offset + run_length
+                    and tag[0] == run_tag[0] + run_length and run_length + length <= RUN):
+                run = (run_offset, run_length + length, run_tag)
+                continue
+            yield run[0], run[1], joined(run[2], run[1])
+            run = None
+        if joinable(tag):
+            run = piece
+        else:
+            yield piece
+    if run is not None:
+        yield run[0], run[1], joined(run[2], run[1])
+
+
 def read_pieces(source, pieces: Iterable[Piece], short: Callable[[Piece, int], Exception],
                 account: Callable[[int], None] = lambda n: None, *, max_read: int = MAX_READ,
                 max_gap: int = MAX_GAP, ahead: int = AHEAD,

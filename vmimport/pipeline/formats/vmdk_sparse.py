@@ -22,7 +22,7 @@ from typing import Iterator
 
 from ..errors import ImportFailure
 from .base import CORRUPTED, SECTOR, UNSUPPORTED, GuestDisk, Limits, too_large
-from .ranges import read_pieces, table, without_holes
+from .ranges import join_runs, read_pieces, table, without_holes
 from .vmdk_descriptor import parse_descriptor
 
 _HEADER = struct.Struct("<4sIIQQQQIQQQB4sH")
@@ -230,7 +230,8 @@ class SparseVmdk(GuestDisk):
         def account(n: int) -> None:
             self._consumed += n
 
-        for (guest, _), view in read_pieces(self._source, self._grains(), self._short, account,
+        grains = join_runs(self._grains(), lambda tag: True, lambda tag, length: tag)
+        for (guest, _), view in read_pieces(self._source, grains, self._short, account,
                                             defer=lambda tag: True):
             yield from without_holes(guest, view)
 
