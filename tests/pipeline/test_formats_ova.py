@@ -303,6 +303,10 @@ def _refusals(tmp):
                     "is not well-formed XML"),
         "wrong root": (tar_bytes([("vm.ovf", b"<html/>"), ("disk1.vmdk", vmdk)]),
                        "has root element <html>, not <Envelope>"),
+        # Found by the OVF fuzz target: an unknown codec made the parser raise LookupError.
+        "unknown encoding": (tar_bytes([("vm.ovf", b'<?xml version="1.0" encoding="U-F-8"?>'
+                                                   b"<Envelope/>"), ("disk1.vmdk", vmdk)]),
+                             "declares an encoding Python does not know"),
         "no disks": (tar_bytes([("vm.ovf", ovf_xml([]))]), "declares no disks"),
         "22 disks": (tar_bytes([("vm.ovf", ovf_xml(many))]),
                      "declares 22 disks; an image has at most 21"),
@@ -366,7 +370,8 @@ def _pax_sparse(name):
 REFUSALS = ["dotdot member", "absolute member", "symlink", "hardlink", "char device",
             "block device", "fifo", "directory", "duplicate", "extra file", "two manifests",
             "missing file", "ovf not first", "href path", "href dotdot", "href url", "xxe",
-            "billion laughs", "not xml", "wrong root", "no disks", "22 disks", "unknown fileRef",
+            "billion laughs", "not xml", "wrong root", "unknown encoding", "no disks", "22 disks",
+            "unknown fileRef",
             "attach unknown", "attach twice", "size lie", "capacity lie", "capacity huge",
             "bad units", "raw under vmdk uri", "nested ova", "empty member", "bad checksum",
             "truncated header", "truncated member", "not ustar", "bad size field",

@@ -152,6 +152,9 @@ def parse_ovf(data: bytes, name: str, max_virtual_size: int) -> Envelope:
                            "(XML external entities and entity expansion bombs)") from None
     except (ParseError, ValueError) as exc:
         raise _refuse(top, f"is not well-formed XML ({str(exc)[:160]})") from None
+    except LookupError as exc:  # <?xml encoding="..."?> naming no codec Python knows
+        raise _refuse(top, f"declares an encoding Python does not know ({str(exc)[:120]}); "
+                           "OVF descriptors are UTF-8") from None
     if _local(root.tag) != "Envelope":
         raise _refuse(top, f"has root element <{_local(root.tag)[:60]}>, not <Envelope>")
 
