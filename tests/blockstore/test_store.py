@@ -207,3 +207,24 @@ def test_qemu_images_through_deferred_ranges_match_qemu(tmp_path):
             manifest = write_snapshot(store, disk.virtual_size, pieces)
         got = _read_all(store, manifest)[:len(data)]
         assert hashlib.sha256(got).hexdigest() == expected, fmt
+
+
+@pytest.mark.parametrize("fmt,declared", [("vhdx", "vhdx"), ("vpc", "vhd"), ("raw", "raw")])
+def test_a_sparse_image_cut_short_during_the_import_fails_rather_than_reading_zeros(
+        tmp_path, fmt, declared):
+    """Holes are skipped, but past a file's new end SEEK_DATA finds no data either: a file
+    truncated after it was opened must fail the import, not turn into zeros."""
+    bucket = tmp_path / "b"
+    bucket.mkdir()
+    raw = bucket / "disk.raw"
+    _disk(raw, 8 * MiB)
+    image = bucket / f"disk.{fmt}"
+    if fmt != "raw":
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", fmt, str(raw), str(image)],
+                       check=True, capture_output=True)
+    store = BlockStore(tmp_path / "store")
+    with _local(image) as source:
+        disk = open_guest_disks(source, declared, Limits())[0]
+        os.truncate(image, BLOCK_SIZE)
+        with pytest.raises(ImportFailure, match="shrank while it was|ended at byte|ends at byte"):
+            write_snapshot(store, disk.virtual_size, disk.extents())

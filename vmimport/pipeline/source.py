@@ -204,7 +204,8 @@ class LocalSource:
     def data_ranges(self, offset: int = 0) -> Iterator[tuple[int, int]]:
         """(start, end) of the ranges that hold data in a sparse file (SEEK_DATA/SEEK_HOLE);
         holes read as zeros, so a reader may skip them. One range over the whole file where
-        the filesystem cannot tell."""
+        the filesystem cannot tell. A file cut short since it was opened is an error, not a
+        hole (past its new end, SEEK_DATA finds no data either)."""
         fd = self._require_fd()
         pos = offset
         while pos < self.size:
@@ -213,6 +214,7 @@ class LocalSource:
                 end = min(os.lseek(fd, start, os.SEEK_HOLE), self.size)
             except OSError as e:
                 if e.errno == errno.ENXIO:  # no data after pos
+                    self._check_not_shrunk()
                     return
                 yield pos, self.size  # SEEK_DATA unsupported here: everything may be data
                 return
@@ -220,6 +222,11 @@ class LocalSource:
                 return
             yield start, end
             pos = end
+
+    def _check_not_shrunk(self) -> None:
+        if os.fstat(self._require_fd()).st_size < self.size:
+            raise ImportFailure(f"{self.description} shrank while it was being read "
+                                f"(expected {self.size} bytes)")
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
