@@ -125,6 +125,15 @@ def test_qcow2_truncation(tmp_path, raw, options):
             assert bytes(data) == expected[offset : offset + len(data)]
 
 
+def test_qcow2_header_longer_than_the_file(tmp_path, raw):
+    """Found by the header fuzz target: a v3 header whose header_length (112, as qemu writes
+    it) runs past the end of a file cut at byte 104 raised IndexError."""
+    image, _ = render(tmp_path, raw, "qcow2")
+    assert int.from_bytes(image[100:104], "big") == 112
+    fails(BytesSource(image[:104]), "has header_length 112 (offset 100), but the file ends at "
+                                    "byte 104")
+
+
 def test_qcow2_bomb_is_bounded_in_memory(tmp_path):
     image = cases_qcow2.with_compressed(cases_qcow2.qcow2(tmp_path, "-c"),
                                         cases_qcow2.raw_deflate(bytes(64 * MiB)))

@@ -93,6 +93,10 @@ class Qcow2(GuestDisk):
                 raise ImportFailure(
                     f"{CORRUPTED} qcow2 header at offset 0 has header_length {header_length} "
                     f"(offset 100); expected a multiple of 8 from 104 to the cluster size")
+            if header_length > len(head):
+                raise ImportFailure(
+                    f"{CORRUPTED} qcow2 header at offset 0 has header_length {header_length} "
+                    f"(offset 100), but the file ends at byte {len(head)}")
             if header_length > 104:
                 self._compression = head[104]
         extensions = self._extensions(head, header_length)
