@@ -37,6 +37,19 @@ def guest_raw(size: int = 2 * MiB, seed: int = 1) -> bytes:
     return bytes(buf)
 
 
+def spaced_raw(seed: int, size: int = 5 * MiB + 3 * 512, fill: float = 0.8,
+               shortest: int = 70_000) -> bytes:
+    """A guest disk with a piece (random or text, ``shortest`` to 200,000 bytes) starting at
+    ``fill`` of its 256 KiB boundaries: the base of the qcow2, VMDK and VHDX cases."""
+    rng = random.Random(seed)
+    buf = bytearray(size)
+    for at in range(0, size, 256 * 1024):
+        if rng.random() < fill:
+            n = min(rng.randint(shortest, 200_000), size - at)
+            buf[at : at + n] = rng.randbytes(n) if rng.random() < 0.5 else b"text " * (n // 5)
+    return bytes(buf)
+
+
 def qemu_image(tmpdir: Path, fmt: str, *options: str, size: int = 2 * MiB, seed: int = 1,
                raw: bytes | None = None) -> bytes:
     """`qemu-img convert -f raw -O fmt options` of `guest_raw(size, seed)` (or `raw`), memoised

@@ -14,17 +14,9 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
+from . import qemu_image, spaced_raw
+
 KiB, MiB = 1 << 10, 1 << 20
-
-
-def _raw(size: int = 5 * MiB + 3 * 512, seed: int = 13) -> bytes:
-    rng = random.Random(seed)
-    buf = bytearray(size)
-    for at in range(0, size, 256 * KiB):
-        if rng.random() < 0.8:
-            n = min(rng.randint(70_000, 200_000), size - at)
-            buf[at : at + n] = rng.randbytes(n) if rng.random() < 0.5 else b"text " * (n // 5)
-    return bytes(buf)
 
 
 def qemu_img(*args: str) -> None:
@@ -32,10 +24,7 @@ def qemu_img(*args: str) -> None:
 
 
 def qcow2(tmp: Path, *options: str, raw: bytes | None = None) -> bytes:
-    src, dst = tmp / "base.raw", tmp / "base.qcow2"
-    src.write_bytes(_raw() if raw is None else raw)
-    qemu_img("convert", "-f", "raw", "-O", "qcow2", *options, str(src), str(dst))
-    return dst.read_bytes()
+    return qemu_image(tmp, "qcow2", *options, raw=spaced_raw(13) if raw is None else raw)
 
 
 def created(tmp: Path, *options: str, size: str = "4M") -> bytes:

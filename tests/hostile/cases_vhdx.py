@@ -5,14 +5,14 @@ Each case is (name, build(tmp_dir) -> image bytes, a substring the ClientError m
 
 from __future__ import annotations
 
-import random
 import struct
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Callable
 
 from dissect.util.hash.crc32c import crc32c
+
+from . import qemu_image, spaced_raw
 
 KiB, MiB = 1 << 10, 1 << 20
 BAT = uuid.UUID("2DC27766-F623-4200-9D64-115E9BFD4A08")
@@ -24,23 +24,9 @@ PARENT_LOCATOR = uuid.UUID("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C")
 VHDX_LOCATOR_TYPE = uuid.UUID("B04AEFB7-D19E-4A81-B789-25B8E9445913")
 
 
-def _raw(size: int = 5 * MiB + 3 * 512, seed: int = 9) -> bytes:
-    rng = random.Random(seed)
-    buf = bytearray(size)
-    for at in range(0, size, 256 * KiB):
-        if rng.random() < 0.7:
-            n = min(rng.randint(1, 200_000), size - at)
-            buf[at : at + n] = rng.randbytes(n) if rng.random() < 0.5 else b"text " * (n // 5)
-    return bytes(buf)
-
-
 def vhdx(tmp: Path, *options: str, raw: bytes | None = None) -> bytes:
-    src, dst = tmp / "base.raw", tmp / "base.vhdx"
-    src.write_bytes(_raw() if raw is None else raw)
-    opts = list(options) or ["-o", "block_size=1M"]
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vhdx", *opts, str(src), str(dst)],
-                   check=True, capture_output=True)
-    return dst.read_bytes()
+    raw = spaced_raw(9, fill=0.7, shortest=1) if raw is None else raw
+    return qemu_image(tmp, "vhdx", *(options or ("-o", "block_size=1M")), raw=raw)
 
 
 def fix_crc(data: bytearray, at: int, length: int) -> None:

@@ -12,25 +12,13 @@ import subprocess
 from pathlib import Path
 from typing import Callable
 
+from . import qemu_image, spaced_raw
+
 KiB, MiB = 1 << 10, 1 << 20
 
 
-def _raw(size: int = 5 * MiB + 3 * 512, seed: int = 17) -> bytes:
-    rng = random.Random(seed)
-    buf = bytearray(size)
-    for at in range(0, size, 256 * KiB):
-        if rng.random() < 0.8:
-            n = min(rng.randint(70_000, 200_000), size - at)
-            buf[at : at + n] = rng.randbytes(n) if rng.random() < 0.5 else b"text " * (n // 5)
-    return bytes(buf)
-
-
 def vmdk(tmp: Path, *options: str, raw: bytes | None = None) -> bytes:
-    src, dst = tmp / "base.raw", tmp / "base.vmdk"
-    src.write_bytes(_raw() if raw is None else raw)
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", *options, str(src), str(dst)],
-                   check=True, capture_output=True)
-    return dst.read_bytes()
+    return qemu_image(tmp, "vmdk", *options, raw=spaced_raw(17) if raw is None else raw)
 
 
 def two_tables(tmp: Path) -> bytes:

@@ -152,10 +152,7 @@ class Api:
             body_out = ec2_protocol.serialize_error(
                 "InternalError", "An internal error has occurred; the server log has details "
                 f"under request {request_id}", request_id)
-        log.info("%s %s %d %.1fms", action, request_id, status,
-                 (time.monotonic() - started) * 1000)
-        return Response(body_out, status, media_type=XML,
-                        headers={"x-amzn-RequestId": request_id, "Server": "vmimport"})
+        return _xml_reply(action, request_id, status, started, body_out)
 
     # --- IAM (Query protocol) -------------------------------------------------------------
     async def iam(self, request: Request) -> Response:
@@ -200,10 +197,7 @@ class Api:
             body_out = query_protocol.serialize_error(
                 namespace, "ServiceFailure", "An internal error has occurred; the server log "
                 f"has details under request {request_id}", request_id, sender=False)
-        log.info("iam:%s %s %d %.1fms", action, request_id, status,
-                 (time.monotonic() - started) * 1000)
-        return Response(body_out, status, media_type=XML,
-                        headers={"x-amzn-RequestId": request_id, "Server": "vmimport"})
+        return _xml_reply(f"iam:{action}", request_id, status, started, body_out)
 
     # --- KMS (JSON protocol) --------------------------------------------------------------
     async def kms(self, request: Request) -> Response:
@@ -282,6 +276,13 @@ class Api:
                          500), request_id)
         headers.setdefault("x-amzn-RequestId", request_id)
         return Response(payload, status, headers=headers)
+
+
+def _xml_reply(label: str, request_id: str, status: int, started: float, body: bytes) -> Response:
+    """The access-log line and the XML response of a Query-protocol request (EC2, IAM)."""
+    log.info("%s %s %d %.1fms", label, request_id, status, (time.monotonic() - started) * 1000)
+    return Response(body, status, media_type=XML,
+                    headers={"x-amzn-RequestId": request_id, "Server": "vmimport"})
 
 
 def _query_pairs(request: Request, body: bytes) -> list[tuple[str, str]]:

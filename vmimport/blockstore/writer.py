@@ -73,6 +73,11 @@ def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[i
     return manifest
 
 
+def _deferred(data) -> bool:
+    """A range the writer reads itself (``read_into``) rather than bytes in hand."""
+    return hasattr(data, "read_into")
+
+
 def _all_zero(pieces: list[tuple[int, memoryview]]) -> bool:
     # A memcmp per piece (`==` on a memoryview compares element by element); the gaps between
     # pieces are zeros already.
@@ -86,7 +91,7 @@ def _read_deferred(batch: list[tuple[int, list]], buffers: threading.local) -> l
     out = []
     view = None
     for slot, (index, pieces) in enumerate(batch):
-        if all(isinstance(piece, memoryview) for _, piece in pieces):
+        if not any(_deferred(piece) for _, piece in pieces):
             out.append((index, pieces))
             continue
         if view is None:
@@ -96,7 +101,7 @@ def _read_deferred(batch: list[tuple[int, list]], buffers: threading.local) -> l
         base = slot * BLOCK_SIZE
         read = []
         for within, piece in pieces:
-            if not isinstance(piece, memoryview):
+            if _deferred(piece):
                 target = view[base + within:base + within + len(piece)]
                 piece.read_into(target)
                 piece = target
@@ -125,7 +130,7 @@ def _blocks(size_bytes: int, extents: Iterable[tuple[int, object]]):
     for offset, data in extents:
         if offset < last_end:
             raise ValueError(f"extents overlap or go backwards at offset {offset}")
-        lazy = hasattr(data, "read_into")
+        lazy = _deferred(data)
         view = data if lazy else memoryview(data).cast("B")
         end = offset + len(view)
         if end > size_bytes:

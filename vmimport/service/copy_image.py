@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import select
-
 from vmimport.blockstore.store import BlockStore
 from vmimport.db.ids import new_id
 from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
@@ -15,7 +13,7 @@ from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
 from .context import Context
 from .errors import ApiError, invalid_value, missing, not_found
 from .import_rules import check_tag_specifications
-from .register_image import check_image_name
+from .register_image import check_image_name, check_name_free
 from .tags import set_tags, tags_for
 
 
@@ -44,11 +42,7 @@ def copy_image(ctx: Context, params: dict) -> dict:
         if source.state != "available":
             raise ApiError("IncorrectState",
                            f"The image {source.id} is {source.state}, not available")
-        taken = session.scalar(select(Image.id).where(Image.account_id == ctx.account_id,
-                                                      Image.name == name))
-        if taken:
-            raise ApiError("InvalidAMIName.Duplicate",
-                           f"AMI name {name} is already in use by AMI {taken}")
+        check_name_free(session, ctx.account_id, name)
         copy = Image(id=new_id("image"), account_id=ctx.account_id, name=name,
                      description=params.get("Description", source.description),
                      state="available", architecture=source.architecture,

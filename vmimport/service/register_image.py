@@ -20,6 +20,15 @@ _DEVICE = re.compile(r"^/dev/(sd[a-z][0-9]*|xvd[a-z]{1,2}[0-9]*|nvme\d+n\d+)$")
 ARCHITECTURES = {"i386", "x86_64", "arm64"}
 
 
+def check_name_free(session, account_id: str, name: str) -> None:
+    """InvalidAMIName.Duplicate when the account already has an AMI called ``name``."""
+    taken = session.scalar(select(Image.id).where(Image.account_id == account_id,
+                                                  Image.name == name))
+    if taken:
+        raise ApiError("InvalidAMIName.Duplicate",
+                       f"AMI name {name} is already in use by AMI {taken}")
+
+
 def check_image_name(name: str) -> None:
     if not _NAME.match(name):
         raise invalid_value("Name", name, "AMI names are 3-128 characters of letters, digits, "
@@ -45,11 +54,7 @@ def register_image(ctx: Context, params: dict) -> dict:
     root = params.get("RootDeviceName") or ebs_mappings[0].get("DeviceName")
     tags = check_tag_specifications(params, "image")
     with ctx.db.write() as session:
-        taken = session.scalar(select(Image.id).where(Image.account_id == ctx.account_id,
-                                                      Image.name == name))
-        if taken:
-            raise ApiError("InvalidAMIName.Duplicate",
-                           f"AMI name {name} is already in use by AMI {taken}")
+        check_name_free(session, ctx.account_id, name)
         image = Image(id=new_id("image"), account_id=ctx.account_id, name=name,
                       description=params.get("Description"), state="available",
                       architecture=architecture, boot_mode=params.get("BootMode"),

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import ImportFailure
+from .ranges import FileRange
 
 BATCH_PIECES = 32
 BATCH_BYTES = 1 << 20
@@ -93,7 +94,7 @@ def inflate_in_order(items: Iterable[Item], inflate: Callable[[int, Any, Any], A
 
 def _held(data) -> int:
     """Memory a waiting plain piece holds: none for a deferred range (``FileRange``)."""
-    return 0 if hasattr(data, "read_into") else len(data)
+    return 0 if isinstance(data, FileRange) else len(data)
 
 
 def _run_batch(batch: list, inflate) -> list[tuple[int, Any]]:

@@ -74,19 +74,9 @@ def without_holes(guest: int, data) -> Iterator[tuple[int, Any]]:
     if not isinstance(data, FileRange):
         yield guest, data
         return
-    ranges = getattr(data.source, "data_ranges", None)
-    if ranges is None:
-        yield guest, data
-        return
-    start, end = data.offset, data.offset + data.length
-    for lo, hi in ranges(start):
-        if lo >= end:
-            return
-        lo, hi = max(lo, start), min(hi, end)
-        if lo < hi:
-            yield guest + lo - start, data[lo - start:hi - start]
-        if hi >= end:
-            return
+    start = data.offset
+    for lo, hi in data_regions(data.source, start, start + data.length):
+        yield guest + lo - start, data[lo - start:hi - start]
 
 
 def group_pieces(pieces: Iterable[Piece], max_read: int = MAX_READ,
