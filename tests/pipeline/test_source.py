@@ -371,3 +371,64 @@ def test_presigned_http_url(s3, tmp_path):
     missing = url.replace("presigned.raw", "absent.raw")
     with pytest.raises(ImportFailure, match=r"\[We do not have access|\[Invalid S3 source"):
         open_source(settings, url=missing)  # the signature no longer matches, or 404
+
+
+def _sparse_file(path: Path) -> list[tuple[int, int]]:
+    """A sparse file with 40 data stretches (4 KiB-aligned) between holes; their (start, end)."""
+    written = []
+    with open(path, "wb") as f:
+        f.truncate(8 << 20)
+        for n in range(40):
+            start, length = n * 196 * 1024, (n % 5 + 1) * 4096
+            f.seek(start)
+            f.write(b"\x01" * length)
+            written.append((start, start + length))
+    return written
+
+
+@pytest.mark.parametrize("remembered", [64, 2])
+def test_data_ranges_remembered_ahead_answer_like_a_fresh_walk(settings, bucket, monkeypatch,
+                                                               remembered):
+    """data_ranges keeps the ranges found ahead of the reader, to spare system calls; whatever
+    it remembers or forgets, every question gets the answer a fresh SEEK_DATA walk gives."""
+    monkeypatch.setattr(source_mod, "RANGES_AHEAD", remembered)
+    written = _sparse_file(bucket / "sparse.img")
+    with open_source(settings, bucket="images", key="sparse.img") as fresh:
+        whole = list(fresh.data_ranges())
+    if whole == [(0, 8 << 20)]:
+        pytest.skip("this filesystem does not report holes")
+    assert [r for r in whole if r[1] - r[0] > 0] == written  # ext4/xfs: exact 4 KiB stretches
+
+    def expected(offset, limit):
+        return [(max(lo, offset), hi) for lo, hi in whole if hi > offset][:limit]
+
+    offsets = [0, 5000, 5000, 196 * 1024, 196 * 1024 + 4095, 3 << 20, 1 << 20, 0,
+               (8 << 20) - 1, 4 << 20, 4 << 20, 7 << 20, 100]
+    with open_source(settings, bucket="images", key="sparse.img") as src:
+        for n, offset in enumerate(offsets):
+            limit = n % 4 + 1  # readers stop early: the generator is left unfinished
+            got = []
+            for r in src.data_ranges(offset):
+                got.append(r)
+                if len(got) == limit:
+                    break
+            assert got == expected(offset, limit), offset
+        # two walks at once (one left paused part-way) still answer right
+        first, second = src.data_ranges(0), src.data_ranges(2 << 20)
+        assert next(first) == whole[0]
+        assert list(second) == expected(2 << 20, 99)
+        assert list(first) == whole[1:]
+        assert list(src.data_ranges(3 << 20)) == expected(3 << 20, 99)
+        assert list(src.data_ranges(0)) == whole
+
+    # What it is for: a reader asking for each next stretch costs one walk of the file, not
+    # one per question.
+    calls = []
+    real_lseek = os.lseek
+    monkeypatch.setattr(os, "lseek", lambda *a: calls.append(a) or real_lseek(*a))
+    with open_source(settings, bucket="images", key="sparse.img") as src:
+        for offset in range(0, 8 << 20, 64 << 10):
+            for lo, hi in src.data_ranges(offset):
+                if lo >= offset + (64 << 10):
+                    break
+    assert len(calls) <= 2 * len(whole) + 1

@@ -52,6 +52,10 @@ class PackWriter:
             self.abort()
             raise
         self._lock = threading.Lock()
+        # One write at a time: the kernel serialises writes to one file on its inode lock
+        # anyway, and a thread waiting there spins (perf: 20% of an import's CPU samples in
+        # rwsem_spin_on_owner); waiting on this lock sleeps, leaving the core to hashing.
+        self._write_lock = threading.Lock()
         self._end = 0
         self._written: dict[str, BlockRef] = {}  # blocks of this pack, by digest
 
@@ -73,7 +77,8 @@ class PackWriter:
                     ref = self._reserve(digest, BLOCK_SIZE)
                     writes += [(ref.offset + within, piece) for within, piece in pieces]
                 refs.append(ref)
-        _write_segments(self._fd, writes)
+        with self._write_lock:
+            _write_segments(self._fd, writes)
         return refs
 
     def put(self, data) -> BlockRef:
@@ -82,7 +87,8 @@ class PackWriter:
         with self._lock:
             self._check_open()
             ref = self._reserve(digest, len(data))
-        _write_segments(self._fd, [(ref.offset, memoryview(data))])
+        with self._write_lock:
+            _write_segments(self._fd, [(ref.offset, memoryview(data))])
         return ref
 
     def _check_open(self) -> None:
