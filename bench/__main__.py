@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--growth-formats", default="raw,vmdk-stream",
                    help="formats for the growth section (default raw,vmdk-stream)")
     p.add_argument("--runs", type=int, help="runs per figure, the median is reported "
-                   "(default 3, --quick 1)")
+                   "(default 5, --quick 1)")
     p.add_argument("--growth-timeout", type=float,
                    help="cancel a growth import after this many seconds (default 120, quick 30)")
     p.add_argument("--api-seconds", type=float, help="seconds per load test (default 10)")
@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if name not in FORMATS:
             p.error(f"unknown format {name!r} (choose from {', '.join(FORMATS)})")
     quick = args.quick or args.tiny
-    args.runs = args.runs or (1 if quick else 3)
+    args.runs = args.runs or (1 if quick else 5)
     args.growth_timeout = args.growth_timeout or (10 if args.tiny else 30 if quick else 120)
     args.api_seconds = args.api_seconds or (1 if args.tiny else 5 if quick else 10)
     args.api_tasks = args.api_tasks if args.api_tasks is not None else (5 if args.tiny else 100)
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                               "seed": args.spec.seed},
                      "growth_sizes": args.growth_sizes, "growth_timeout": args.growth_timeout,
                      "api_seconds": args.api_seconds, "api_tasks": args.api_tasks,
-                     "server": "vmimport serve, default settings (2 worker threads; 4 for api)",
+                     "server": "vmimport serve, default settings (a worker process with 2 threads; 4 for api)",
                      "poll_interval": 0.1},
     }
     cache = args.cache_dir

@@ -33,7 +33,7 @@ class PySpy:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [PY_SPY, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--format",
-             "raw", "--output", str(self.out), "--nonblocking"],
+             "raw", "--output", str(self.out), "--nonblocking", "--subprocesses"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         time.sleep(0.5)  # attach before the work starts
         if self.proc.poll() is not None:

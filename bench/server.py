@@ -237,19 +237,31 @@ class RssSampler:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (threads included), for 'where does time go'."""
+    """User + system CPU time of a process and its live descendants (``serve`` and its worker
+    process), threads included, for 'where does time go'."""
     if psutil is not None:
         try:
-            t = psutil.Process(pid).cpu_times()
-            return t.user + t.system
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
         except psutil.Error:
             return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return 0.0
+        total = 0.0
+        for p in procs:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                pass
+        return total
+    total = 0.0
+    for p in _proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            pass
+    return total
 
 
 def timed_command(args: list[str]) -> tuple[float, int]:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
+import select
 import signal
+import subprocess
+import sys
 import threading
 
 from .config import Settings, load_settings
@@ -19,7 +23,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         "(default ./data; VMIMPORT_DATA_DIR)")
     parser.add_argument("--database-url", help="SQLAlchemy URL, e.g. "
                         "postgresql+psycopg://user@host/db (default: SQLite in the data dir)")
-    parser.add_argument("--workers", type=int, help="worker threads (serve default 2)")
+    parser.add_argument("--workers", type=int, help="worker threads (default 2; serve runs "
+                        "them in a child process, 0: none)")
     parser.add_argument("--log-level", help="debug, info, warning (default info)")
 
 
@@ -69,6 +74,61 @@ def _few_malloc_arenas() -> None:
         pass
 
 
+class WorkerProcess:
+    """``serve``'s conversions run in a child ``vmimport worker``, not in threads of the API
+    process: an import keeps both cores busy with hashing, copying and Python, and sharing one
+    interpreter lock with it made API calls wait behind it (ImportImage's p99 under four
+    imports 125-150 ms) and API calls slow the import. The child shares the configuration,
+    the database and the block store; a pipe wakes it the moment a job is enqueued (see
+    ``jobs.queue``), and it dies with this process. If it exits by itself, it is started again."""
+
+    def __init__(self, args):
+        self._argv = [sys.executable, "-m", "vmimport.cli", "worker"]
+        for option in ("config", "data_dir", "database_url", "workers", "log_level"):
+            value = getattr(args, option, None)
+            if value is not None:
+                self._argv += ["--" + option.replace("_", "-"), str(value)]
+        self._wake_read, wake_write = os.pipe()
+        from .jobs import queue
+
+        queue.add_wake_pipe(wake_write)
+        self._argv += ["--wake-fd", str(self._wake_read)]
+        self._stopping = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        self._watch = threading.Thread(target=self._supervise, daemon=True,
+                                       name="worker-process")
+
+    def start(self) -> "WorkerProcess":
+        self._spawn()
+        self._watch.start()
+        return self
+
+    def _spawn(self) -> None:
+        self.proc = subprocess.Popen(self._argv, pass_fds=(self._wake_read,))
+        logging.getLogger("vmimport").info("worker process %d started", self.proc.pid)
+
+    def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            code = self.proc.wait()
+            if self._stopping.is_set():
+                return
+            logging.getLogger("vmimport").error(
+                "worker process %d exited with %s; starting another in 1 s", self.proc.pid, code)
+            if self._stopping.wait(1.0):
+                return
+            self._spawn()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self._stopping.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 def serve(args) -> None:
     import uvicorn
 
@@ -80,21 +140,39 @@ def serve(args) -> None:
     app = create_app(settings, db)
     _freeze_heap()
     _few_malloc_arenas()
-    pool = _worker_pool(settings, db, settings.workers)
-    pool.start()
+    workers = WorkerProcess(args).start() if settings.workers > 0 else None
     logging.getLogger("vmimport").info(
-        "serving on http://%s:%d (data dir %s, database %s, %d worker threads)",
+        "serving on http://%s:%d (data dir %s, database %s, %d worker threads in process %s)",
         settings.host, settings.port, settings.data_dir, db.write_engine.url.render_as_string(
-            hide_password=True), settings.workers)
+            hide_password=True), settings.workers, workers.proc.pid if workers else "-")
     try:
         uvicorn.run(app, host=settings.host, port=settings.port,
                     log_level="warning", access_log=False)
     finally:
-        pool.stop()
+        if workers is not None:
+            workers.stop()
         db.dispose()
 
 
+def _die_with_parent(wake_fd: int) -> None:
+    """``serve``'s worker process: get SIGTERM when serve dies (Linux), and leave at once if
+    it is gone already (its end of the wake pipe is closed)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if select.select([wake_fd], [], [], 0)[0] and os.read(wake_fd, 4096) == b"":
+        raise SystemExit("vmimport worker: the serve process that started it is gone")
+
+
 def worker(args) -> None:
+    from .jobs import queue
+
+    if args.wake_fd is not None:
+        _die_with_parent(args.wake_fd)
+        queue.listen_for_wakes(args.wake_fd)
     settings = _settings(args)
     db = _prepare(settings)
     _few_malloc_arenas()
@@ -106,7 +184,10 @@ def worker(args) -> None:
     pool.start()
     logging.getLogger("vmimport").info("worker %s running %d threads", pool.identity,
                                        settings.workers)
-    stop.wait()
+    while not stop.wait(0.5):
+        if queue.parent_gone.is_set():
+            logging.getLogger("vmimport").warning("the serve process is gone; stopping")
+            break
     pool.stop()
     db.dispose()
 
@@ -143,13 +224,14 @@ def gc_command(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vmimport", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("serve", help="run the API and a worker pool")
+    p = sub.add_parser("serve", help="run the API and a worker process")
     _common(p)
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (default 8787)")
     p.set_defaults(func=serve)
     p = sub.add_parser("worker", help="run workers only (same configuration as serve)")
     _common(p)
+    p.add_argument("--wake-fd", type=int, help=argparse.SUPPRESS)  # serve's child: see WorkerProcess
     p.set_defaults(func=worker)
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(p)

@@ -8,6 +8,9 @@ claims). On PostgreSQL claiming uses ``FOR UPDATE SKIP LOCKED``; on SQLite the w
 
 from __future__ import annotations
 
+import errno
+import os
+import select as io_select  # sqlalchemy.select is the other one here
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -17,19 +20,54 @@ from sqlalchemy.orm import Session
 from vmimport.db.models import Job
 
 
-# Workers in this process sleep on this between polls; enqueuing in this process (the API of
-# `serve`) wakes them at once. Workers in other processes still find jobs by polling.
+# How an enqueue wakes idle workers at once instead of at their next poll: workers in this
+# process sleep on an Event; `serve`'s worker process sleeps on the read end of a pipe whose
+# write end the API process holds (`add_wake_pipe` / `listen_for_wakes`). Workers anywhere
+# else find jobs by polling the database.
 _work_arrived = threading.Event()
+_wake_pipes: list[int] = []  # write ends, in the API process
+_wake_fd: int | None = None  # read end, in a worker process
+parent_gone = threading.Event()  # the read end hit EOF: the process holding the write end died
+
+
+def add_wake_pipe(write_fd: int) -> None:
+    os.set_blocking(write_fd, False)
+    _wake_pipes.append(write_fd)
+
+
+def listen_for_wakes(read_fd: int) -> None:
+    global _wake_fd
+    os.set_blocking(read_fd, False)
+    _wake_fd = read_fd
 
 
 def notify_workers() -> None:
     """Call after the transaction that enqueued a job has committed."""
     _work_arrived.set()
+    for fd in list(_wake_pipes):
+        try:
+            os.write(fd, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full of wake-ups already
+        except OSError as e:
+            if e.errno in (errno.EPIPE, errno.EBADF):  # that worker process is gone
+                _wake_pipes.remove(fd)
 
 
 def wait_for_work(timeout: float) -> None:
-    if _work_arrived.wait(timeout):
-        _work_arrived.clear()
+    if _wake_fd is None:
+        if _work_arrived.wait(timeout):
+            _work_arrived.clear()
+        return
+    if parent_gone.wait(0):
+        return
+    readable, _, _ = io_select.select([_wake_fd], [], [], timeout)
+    if readable:
+        try:
+            if os.read(_wake_fd, 4096) == b"":
+                parent_gone.set()
+        except BlockingIOError:
+            pass  # another thread of this process took the wake-up: it is a poll all the same
 
 
 class LeaseLost(Exception):

@@ -1,0 +1,76 @@
+"""`vmimport serve` converts in a child worker process (not in threads of the API process):
+an enqueued job wakes it at once, a worker process that dies is started again, and it does
+not outlive serve."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from ..helpers import Server, wait_task
+
+
+def _import(srv: Server, key: str = "disk.raw") -> str:
+    return srv.client().import_image(DiskContainers=[
+        {"Format": "raw", "UserBucket": {"S3Bucket": "b", "S3Key": key}}])["ImportTaskId"]
+
+
+def _worker_processes(srv: Server, timeout: float = 30) -> list[psutil.Process]:
+    """serve's `vmimport worker` children, once one has started."""
+    deadline = time.monotonic() + timeout
+    while True:
+        children = [p for p in psutil.Process(srv.proc.pid).children()
+                    if "worker" in p.cmdline()]
+        if children or time.monotonic() > deadline:
+            return children
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def slow_polling(tmp_path, disks):
+    """serve with a 60 s database poll: only the wake-up pipe can start a job quickly."""
+    srv = Server(tmp_path / "data", env={"VMIMPORT_POLL_SECONDS": "60"}).start()
+    srv.put_object("b", "disk.raw", disks["raw"])
+    yield srv
+    srv.stop()
+
+
+def test_imports_run_in_a_worker_process_woken_at_once(slow_polling):
+    srv = slow_polling
+    (worker,) = _worker_processes(srv)
+    time.sleep(2)  # the worker is idle, asleep until the next poll a minute away
+    started = time.monotonic()
+    task = wait_task(srv.client(), _import(srv), timeout=60)
+    assert task["Status"] == "completed", task
+    assert time.monotonic() - started < 30  # not left for the next poll
+    log = srv.log_tail(200)
+    assert f"claimed by {os.uname().nodename}:{worker.pid}:" in log  # the child, not serve
+
+
+def test_a_dead_worker_process_is_replaced(slow_polling):
+    srv = slow_polling
+    (worker,) = _worker_processes(srv)
+    worker.kill()
+    worker.wait(10)
+    deadline = time.monotonic() + 30
+    while not (replaced := [p for p in _worker_processes(srv, 1) if p.pid != worker.pid]):
+        assert time.monotonic() < deadline, srv.log_tail()
+        time.sleep(0.2)
+    assert "exited with -9; starting another" in srv.log_tail(200)
+    time.sleep(2)  # let the new one get to sleep on its pipe
+    task = wait_task(srv.client(), _import(srv), timeout=60)
+    assert task["Status"] == "completed", task
+    assert f":{replaced[0].pid}:" in srv.log_tail(200)
+
+
+def test_the_worker_process_does_not_outlive_serve(slow_polling):
+    srv = slow_polling
+    (worker,) = _worker_processes(srv)
+    os.kill(srv.proc.pid, signal.SIGKILL)  # serve alone, not its process group
+    srv.proc.wait(10)
+    gone, alive = psutil.wait_procs([worker], timeout=20)
+    assert worker in gone, "the worker process kept running after serve was killed"
