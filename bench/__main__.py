@@ -101,7 +101,7 @@ def log(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .server import RssSampler, VmimportServer, client
+    from .server import MemorySampler, VmimportServer, client
 
     started = time.perf_counter()
     results: dict = {
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             server = VmimportServer(work / "data").start()
             try:
                 ec2 = client(server.endpoint)
-                with RssSampler(server.pid) as sampler:
+                with MemorySampler(server.pid) as sampler:
                     log("probing formats:")
                     wanted = list(dict.fromkeys(
                         (args.format_names if "conversion" in args.sections else [])

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import re
 import shutil
-import statistics
 import subprocess
 import threading
 import time
@@ -17,7 +16,7 @@ from urllib.parse import urlsplit
 
 from . import disks
 from .conversion import BUCKET, _wait_gone
-from .disks import FORMATS, MiB
+from .disks import MiB
 from .server import VmimportServer, client, moto_server
 
 WRK = shutil.which("wrk")
@@ -190,8 +189,8 @@ def _moto_baseline(work: Path, seconds: float, log) -> dict | None:
                 "status": "not available", "message": "moto is not installed"}
     from importlib.metadata import version
 
-    with moto_server(work) as moto:
-        ec2 = client(moto.endpoint)
+    with moto_server(work) as peer:
+        ec2 = client(peer.endpoint)
         ids = [ec2.register_image(Name=f"bench-{i}", RootDeviceName="/dev/sda1",
                                   Architecture="x86_64", VirtualizationType="hvm",
                                   BlockDeviceMappings=[{"DeviceName": "/dev/sda1",

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import disks
-from .disks import FORMATS, Format, MiB, GiB
-from .server import RssSampler, VmimportServer, client, cpu_seconds, timed_command
+from .disks import FORMATS, Format, MiB
+from .server import MemorySampler, VmimportServer, cpu_seconds, timed_command
 
 BUCKET = "bench"
 RSS_LIMIT = 256 * MiB
@@ -24,14 +24,15 @@ class ImportResult:
     seconds: float
     message: str = ""
     progress: int | None = None
-    peak_rss: int = 0
+    peak_rss: int = 0  # the process tree's peak PSS (see MemorySampler)
     cpu: float = 0.0
     task_id: str = ""
     polled_seconds: float = 0.0
+    peak_rss_sum: int = 0  # the peak of its RSS summed over the processes (shared pages twice)
 
 
 def import_once(server: VmimportServer, ec2, key: str, declared: str, timeout: float = 1800,
-                sampler: RssSampler | None = None) -> ImportResult:
+                sampler: MemorySampler | None = None) -> ImportResult:
     """ImportImage of ``bucket/key``, polled until completed or deleted. A task still running
     after ``timeout`` seconds is cancelled and reported as 'timeout'.
 
@@ -67,7 +68,7 @@ def import_once(server: VmimportServer, ec2, key: str, declared: str, timeout: f
     seconds = finished - t0_wall if finished is not None else elapsed
     return ImportResult(status, seconds, task.get("StatusMessage", ""), progress,
                         sampler.peak if sampler else 0, cpu_seconds(server.pid) - cpu0, task_id,
-                        polled_seconds=elapsed)
+                        polled_seconds=elapsed, peak_rss_sum=sampler.peak_rss if sampler else 0)
 
 
 def _wait_gone(ec2, task_id: str, timeout: float = 120) -> None:
@@ -80,7 +81,7 @@ def _wait_gone(ec2, task_id: str, timeout: float = 120) -> None:
 
 
 def timed_pairs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str, runs: int,
-                work: Path, timeout: float, sampler: RssSampler
+                work: Path, timeout: float, sampler: MemorySampler
                 ) -> tuple[list[tuple[float, int]], list[ImportResult]]:
     """``runs`` x (qemu-img convert, then ImportImage) of one image, alternating so machine
     drift hits both alike. Each tool starts on the same footing: the other's output already
@@ -157,7 +158,7 @@ def probe_support(server: VmimportServer, ec2, names: list[str], spec: disks.Dis
 # ------------------------------------------------------------------ conversion
 
 
-def run_conversion(server: VmimportServer, ec2, sampler: RssSampler, names: list[str],
+def run_conversion(server: VmimportServer, ec2, sampler: MemorySampler, names: list[str],
                    support: dict, base: Path, runs: int, work: Path, log,
                    timeout: float = 900, profile: set[str] = frozenset(),
                    profile_dir: Path | None = None) -> list[dict]:
@@ -195,6 +196,7 @@ def run_conversion(server: VmimportServer, ec2, sampler: RssSampler, names: list
         row["vmimport_polled_seconds"] = [round(r.polled_seconds, 3) for r in ours]
         row["vmimport_cpu_seconds"] = [round(r.cpu, 2) for r in ours]
         row["vmimport_peak_rss"] = max(r.peak_rss for r in ours)
+        row["vmimport_peak_rss_sum"] = max(r.peak_rss_sum for r in ours)
         if failed:
             row.update(status="error", message=f"{failed[0].status}: {failed[0].message}")
             log(f"  {name:17s} import failed: {row['message'][:200]}")
@@ -205,7 +207,7 @@ def run_conversion(server: VmimportServer, ec2, sampler: RssSampler, names: list
                    speedup=round(q / v, 3), speed_pass=q / v >= fmt.target,
                    rss_pass=row["vmimport_peak_rss"] <= RSS_LIMIT)
         log(f"  {name:17s} vmimport {v:7.2f}s  qemu-img {q:7.2f}s  x{q / v:5.2f} "
-            f"(target {fmt.target}x)  RSS {row['vmimport_peak_rss'] / MiB:.0f} MiB")
+            f"(target {fmt.target}x)  PSS {row['vmimport_peak_rss'] / MiB:.0f} MiB")
         if "profile" in row:
             log_summary(row["profile"], log)
     return rows
@@ -214,7 +216,7 @@ def run_conversion(server: VmimportServer, ec2, sampler: RssSampler, names: list
 # ------------------------------------------------------------------ growth
 
 
-def run_growth(server: VmimportServer, ec2, sampler: RssSampler, names: list[str],
+def run_growth(server: VmimportServer, ec2, sampler: MemorySampler, names: list[str],
                support: dict, spec: disks.DiskSpec, sizes: list[int], runs: int, cache: Path,
                work: Path, log, timeout: float) -> list[dict]:
     """The same data at growing virtual sizes: time and RSS relative to the smallest size."""
@@ -265,7 +267,7 @@ def run_growth(server: VmimportServer, ec2, sampler: RssSampler, names: list[str
             extra = (f" (timeout; estimated {row.get('estimated_seconds')}s in full)"
                      if row["status"] == "timeout" else "")
             log(f"  {name:17s} {disks.human(size):>8s}  vmimport {row['vmimport_median']:7.2f}s "
-                f"x{row['time_ratio']:.2f} of {disks.human(sizes[0])}  RSS {row['vmimport_peak_rss'] / MiB:.0f} "
+                f"x{row['time_ratio']:.2f} of {disks.human(sizes[0])}  PSS {row['vmimport_peak_rss'] / MiB:.0f} "
                 f"MiB  qemu-img {row['qemu_median']:.2f}s{extra}")
             if row["status"] == "timeout":
                 break  # a larger size would only take longer

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .disks import GiB, MiB, QEMU_IMG, human
+from .disks import MiB, QEMU_IMG, human
 
 
 def machine() -> dict:
@@ -86,12 +86,12 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
             continue
         ok = r["speed_pass"] and r["rss_pass"]
         rows.append(("conversion", r["format"],
-                     f"{r['vmimport_median']:.2f} s, RSS {_mib(r['vmimport_peak_rss'])}",
+                     f"{r['vmimport_median']:.2f} s, PSS {_mib(r['vmimport_peak_rss'])}",
                      f"qemu-img {r['qemu_median']:.2f} s, RSS {_mib(r['qemu_peak_rss'])}",
                      f"x{r['speedup']:.2f} speed",
                      f">= {r['target_speedup']:.1f}x, <= 256 MiB",
                      _verdict(ok) + ("" if ok else " (" + ", ".join(
-                         n for n, p in (("speed", r["speed_pass"]), ("RSS", r["rss_pass"]))
+                         n for n, p in (("speed", r["speed_pass"]), ("PSS", r["rss_pass"]))
                          if not p) + ")")))
     for r in results.get("growth", []):
         if "virtual_size" not in r:
@@ -101,12 +101,12 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
         if r["status"] == "error":
             rows.append(("growth", item, "error", "", "", "", "FAIL"))
             continue
-        measured = f"{r['vmimport_median']:.2f} s, RSS {_mib(r['vmimport_peak_rss'])}"
+        measured = f"{r['vmimport_median']:.2f} s, PSS {_mib(r['vmimport_peak_rss'])}"
         if r["status"] == "timeout":
             measured = (f"> {r['vmimport_median']:.0f} s (cancelled at {r.get('progress')}%; "
                         f"~{r.get('estimated_seconds')} s est.)")
         rows.append(("growth", item, measured, f"qemu-img {r['qemu_median']:.2f} s",
-                     f"time x{r['time_ratio']:.2f}, RSS x{r['rss_ratio']:.2f}",
+                     f"time x{r['time_ratio']:.2f}, PSS x{r['rss_ratio']:.2f}",
                      "<= 1.2x of smallest", _verdict(r.get("pass_"))))
     for r in results.get("api", []):
         if r.get("status") != "measured":

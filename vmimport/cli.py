@@ -34,14 +34,15 @@ def _settings(args) -> Settings:
                          host=getattr(args, "host", None), port=getattr(args, "port", None))
 
 
-def _prepare(settings: Settings) -> Database:
+def _prepare(settings: Settings, migrate: bool = True) -> Database:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.buckets_dir.mkdir(parents=True, exist_ok=True)
     settings.blocks_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.sqlalchemy_url)
-    db.migrate()
+    if migrate:  # serve's worker process skips it: serve has just done it (Alembic is ~12 MiB)
+        db.migrate()
     return db
 
 
@@ -174,7 +175,7 @@ def worker(args) -> None:
         _die_with_parent(args.wake_fd)
         queue.listen_for_wakes(args.wake_fd)
     settings = _settings(args)
-    db = _prepare(settings)
+    db = _prepare(settings, migrate=args.wake_fd is None)
     _few_malloc_arenas()
     pool = _worker_pool(settings, db, settings.workers)
     _freeze_heap()

@@ -16,8 +16,11 @@ from .store import BLOCK_SIZE, ZERO_BLOCK, BlockStore, Manifest, ManifestEncrypt
 PROGRESS_EVERY = 16  # blocks (8 MiB) between progress calls: the callback is not free
 # Blocks handed to a pool thread at once (see PackWriter.put_blocks): per-batch Python work
 # is a good part of an import's user CPU (the 1.2 GiB bench disk, in-process: 0.51 CPU-s with 4,
-# 0.38 with 16 or 32). With max_in_flight=2 at most 3 batches (24 MiB) are held at once.
+# 0.38 with 16 or 32). A batch of deferred ranges holds no data (each pool thread reads it into
+# its own 8 MiB buffer); a batch of bytes holds them all, so those go 4 blocks at a time
+# (max_in_flight=2: at most 3 batches, 6 MiB, held at once; 24 MiB at 16 was seen in RSS).
 BATCH_BLOCKS = 16
+BYTES_BATCH_BLOCKS = 4
 
 
 def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[int, object]],
@@ -31,7 +34,7 @@ def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[i
     that a pool thread reads into its own buffer just before hashing it, so those bytes are
     copied once and hashed while still in the CPU cache. ``on_progress(guest_bytes_done)`` is
     called as blocks go by; it may raise (e.g. ``ImportCancelled``) to stop the work. At most
-    ``max_in_flight`` batches of ``BATCH_BLOCKS`` blocks are held at once.
+    ``max_in_flight`` + 1 batches (see ``BATCH_BLOCKS``) are held at once.
 
     With ``cipher`` (and the ``encryption`` record that goes into the manifest), every block is
     sealed before it is stored, so no plaintext block ever reaches the store."""
@@ -63,7 +66,7 @@ def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[i
         for index, pieces, deferred in _blocks(size_bytes, extents):
             if deferred or not _all_zero(pieces):  # deferred: checked once read
                 batch.append((index, pieces))
-                if len(batch) == BATCH_BLOCKS:
+                if len(batch) >= (BATCH_BLOCKS if deferred else BYTES_BATCH_BLOCKS):
                     submit()
             if on_progress is not None and index % PROGRESS_EVERY == 0:
                 on_progress(min(size_bytes, (index + 1) * BLOCK_SIZE))
