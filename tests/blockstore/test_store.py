@@ -73,6 +73,25 @@ def test_deferred_ranges_are_read_by_the_writer_and_stored_exactly(tmp_path):
     assert pack.stat().st_blocks * 512 < 4 * BLOCK_SIZE
 
 
+def test_deferred_ranges_that_follow_each_other_are_read_in_one_call(tmp_path, monkeypatch):
+    """A batch of blocks lying one after the other in the file is one preadv, not one per
+    piece (each call gives up the GIL and waits to take it back)."""
+    path = tmp_path / "b" / "disk.raw"
+    path.parent.mkdir()
+    data = os.urandom(8 * BLOCK_SIZE)
+    path.write_bytes(data)
+    calls = []
+    real_preadv = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, views, offset: calls.append(len(views))
+                        or real_preadv(fd, views, offset))
+    store = BlockStore(tmp_path / "store")
+    with _local(path) as source:
+        disk = _extents_of(source)
+        manifest = write_snapshot(store, disk.virtual_size, disk.extents())
+    assert _read_all(store, manifest) == data
+    assert len(calls) == 1 and calls[0] >= 8, calls
+
+
 def test_bytes_and_deferred_extents_give_the_same_snapshot(tmp_path):
     path = tmp_path / "b" / "disk.raw"
     path.parent.mkdir()

@@ -80,7 +80,8 @@ def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[i
 
 
 def _deferred(data) -> bool:
-    """A range the writer reads itself (``read_into``) rather than bytes in hand."""
+    """A range the writer reads itself (``read_into``; many at once with the class's
+    ``read_many([(range, view)])``) rather than bytes in hand."""
     return hasattr(data, "read_into")
 
 
@@ -94,11 +95,12 @@ def _read_deferred(batch: list[tuple[int, list]], buffers: threading.local) -> l
     """``batch`` with every deferred piece read into this thread's buffer (one block-sized
     slot per block; reused by the thread's next batch, which starts only after this one is
     written), without the blocks that turn out to be all zeros."""
-    out = []
     view = None
+    reads = []  # (deferred piece, where it goes)
+    placed = []
     for slot, (index, pieces) in enumerate(batch):
         if not any(_deferred(piece) for _, piece in pieces):
-            out.append((index, pieces))
+            placed.append((index, pieces, False))
             continue
         if view is None:
             view = getattr(buffers, "view", None)
@@ -109,12 +111,14 @@ def _read_deferred(batch: list[tuple[int, list]], buffers: threading.local) -> l
         for within, piece in pieces:
             if _deferred(piece):
                 target = view[base + within:base + within + len(piece)]
-                piece.read_into(target)
+                reads.append((piece, target))
                 piece = target
             read.append((within, piece))
-        if not _all_zero(read):
-            out.append((index, read))
-    return out
+        placed.append((index, read, True))
+    if reads:
+        type(reads[0][0]).read_many(reads)
+    return [(index, pieces) for index, pieces, was_read in placed
+            if not (was_read and _all_zero(pieces))]
 
 
 def _join(pieces: list[tuple[int, memoryview]]) -> bytes:

@@ -175,17 +175,27 @@ class LocalSource:
     def read_into(self, offset: int, view: memoryview) -> int:
         """Fill ``view`` with the bytes at ``offset`` (no intermediate copy); returns how many
         were read, fewer only at EOF."""
-        _check_range(offset, len(view))
+        return self.readv_into(offset, [view])
+
+    def readv_into(self, offset: int, views: list[memoryview]) -> int:
+        """Fill ``views`` one after the other with the bytes from ``offset`` on, in as few
+        preadv calls as the kernel allows; returns how many were read, fewer only at EOF."""
+        views = [v for v in views if len(v)]
+        _check_range(offset, sum(len(v) for v in views))
         done = 0
-        while done < len(view):
+        while views:
             try:
-                n = os.preadv(self._require_fd(), [view[done:]], offset + done)
+                n = os.preadv(self._require_fd(), views, offset + done)
             except OSError as e:
                 raise ImportFailure(f"reading {self.description} failed: {e}",
                                     kind="ServerError") from None
             if not n:
                 break
             done += n
+            while views and n >= len(views[0]):
+                n -= len(views.pop(0))
+            if n:
+                views[0] = views[0][n:]
         return done
 
     def stream(self, offset: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
