@@ -74,3 +74,29 @@ def test_the_worker_process_does_not_outlive_serve(slow_polling):
     srv.proc.wait(10)
     gone, alive = psutil.wait_procs([worker], timeout=20)
     assert worker in gone, "the worker process kept running after serve was killed"
+
+
+def test_serve_stops_at_once_though_its_workers_poll_rarely(slow_polling):
+    srv = slow_polling
+    (worker,) = _worker_processes(srv)
+    time.sleep(2)  # the worker threads are asleep until the next poll a minute away
+    started = time.monotonic()
+    os.killpg(srv.proc.pid, signal.SIGTERM)  # as a service manager stops it
+    assert srv.proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it caught
+    gone, _ = psutil.wait_procs([worker], timeout=10)
+    assert worker in gone
+    assert time.monotonic() - started < 8  # not a poll interval, nor serve's 20 s grace
+
+
+def test_a_stopped_worker_process_stops_at_once_and_is_replaced(slow_polling):
+    srv = slow_polling
+    (worker,) = _worker_processes(srv)
+    time.sleep(2)  # its threads are asleep until the next poll a minute away
+    started = time.monotonic()
+    worker.terminate()  # SIGTERM to the worker alone: serve lives on
+    worker.wait(15)  # (its exit status goes to serve, its parent)
+    assert time.monotonic() - started < 5  # its threads did not wait out the poll
+    deadline = time.monotonic() + 30
+    while not [p for p in _worker_processes(srv, 1) if p.pid != worker.pid]:
+        assert time.monotonic() < deadline, srv.log_tail()
+        time.sleep(0.2)

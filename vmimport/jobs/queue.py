@@ -12,6 +12,7 @@ import errno
 import os
 import select as io_select  # sqlalchemy.select is the other one here
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import or_, select, update
@@ -27,6 +28,7 @@ from vmimport.db.models import Job
 _work_arrived = threading.Event()
 _wake_pipes: list[int] = []  # write ends, in the API process
 _wake_fd: int | None = None  # read end, in a worker process
+_local_read: int | None = None  # see listen_for_wakes
 parent_gone = threading.Event()  # the read end hit EOF: the process holding the write end died
 
 
@@ -36,9 +38,13 @@ def add_wake_pipe(write_fd: int) -> None:
 
 
 def listen_for_wakes(read_fd: int) -> None:
-    global _wake_fd
+    global _wake_fd, _local_read
     os.set_blocking(read_fd, False)
     _wake_fd = read_fd
+    # In that process notify_workers is WorkerPool.stop's: a pipe of its own, never drained,
+    # ends every wait from then on, so the threads stop without waiting out a poll.
+    _local_read, local_write = os.pipe()
+    add_wake_pipe(local_write)
 
 
 def notify_workers() -> None:
@@ -59,10 +65,11 @@ def wait_for_work(timeout: float) -> None:
         if _work_arrived.wait(timeout):
             _work_arrived.clear()
         return
-    if parent_gone.wait(0):
+    if parent_gone.is_set():  # nothing will write to the pipe again: just poll
+        time.sleep(timeout)
         return
-    readable, _, _ = io_select.select([_wake_fd], [], [], timeout)
-    if readable:
+    readable, _, _ = io_select.select([_wake_fd, _local_read], [], [], timeout)
+    if _wake_fd in readable:
         try:
             if os.read(_wake_fd, 4096) == b"":
                 parent_gone.set()
