@@ -21,10 +21,10 @@ from sqlalchemy.orm import Session
 from vmimport.db.models import Job
 
 
-# How an enqueue wakes idle workers at once instead of at their next poll: workers in this
-# process sleep on an Event; `serve`'s worker process sleeps on the read end of a pipe whose
-# write end the API process holds (`add_wake_pipe` / `listen_for_wakes`). Workers anywhere
-# else find jobs by polling the database.
+# How an enqueue wakes idle workers at once instead of at their next poll: `serve`'s worker
+# process sleeps on the read end of a pipe whose write end the API process holds
+# (`add_wake_pipe` / `listen_for_wakes`). Other workers (`vmimport worker` on its own) find jobs
+# by polling the database and sleep on an Event between polls, which their own stop() sets.
 _work_arrived = threading.Event()
 _wake_pipes: list[int] = []  # write ends, in the API process
 _wake_fd: int | None = None  # read end, in a worker process
