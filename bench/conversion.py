@@ -83,8 +83,8 @@ def _wait_gone(ec2, task_id: str, timeout: float = 120) -> None:
 def timed_pairs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str, runs: int,
                 work: Path, timeout: float, sampler: MemorySampler
                 ) -> tuple[list[tuple[float, int]], list[ImportResult]]:
-    """``runs`` x (qemu-img convert, then ImportImage) of one image, alternating so machine
-    drift hits both alike. Each tool starts on the same footing: the other's output already
+    """``runs`` x (qemu-img convert and ImportImage) of one image, the two interleaved (and
+    which goes first alternating) so machine drift hits both alike. Each tool starts on the same footing: the other's output already
     deleted (qemu-img's raw file; the imported blocks), nothing left to write back. One untimed
     pair first: on this VM the first writes into memory freed a while ago cost 2-4x (the
     hypervisor takes idle memory back), whichever tool makes them."""

@@ -16,11 +16,6 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-try:
-    import psutil
-except ImportError:  # the benchmark extra is not installed: fall back to /proc
-    psutil = None
-
 BIN = Path(sys.executable).parent
 ACCESS_KEY, SECRET_KEY, REGION = "test", "test", "us-east-1"
 
@@ -162,20 +157,28 @@ def moto_server(log_dir: Path) -> Child:
 
 def tree_rss(pid: int) -> int:
     """Resident bytes of a process and all its descendants."""
-    if psutil is not None:
+    return sum(_proc_kib(p, "status", "VmRSS:") for p in _proc_tree(pid)) * 1024
+
+
+def tree_pss(pid: int) -> int:
+    """Proportional set size of a process and its descendants (shared pages divided among
+    the processes sharing them); RSS where smaps_rollup is not available."""
+    return sum(_proc_kib(p, "smaps_rollup", "Pss:") or _proc_kib(p, "status", "VmRSS:")
+               for p in _proc_tree(pid)) * 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its live descendants (``serve`` and its worker
+    process), threads included, for 'where does time go'."""
+    ticks = 0
+    for p in _proc_tree(pid):
         try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return 0
-        total = 0
-        for p in procs:
-            try:
-                total += p.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-    return sum(_proc_rss(p) for p in _proc_tree(pid))
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _proc_tree(pid: int) -> list[int]:
@@ -196,12 +199,13 @@ def _proc_tree(pid: int) -> list[int]:
     return out
 
 
-def _proc_rss(pid: int) -> int:
+def _proc_kib(pid: int, name: str, key: str) -> int:
+    """The KiB figure on the ``key`` line of /proc/<pid>/<name>; 0 if there is none."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{name}") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith(key):
+                    return int(line.split()[1])
     except OSError:
         pass
     return 0
@@ -247,50 +251,6 @@ class MemorySampler:
         self._sample()
 
 
-def tree_pss(pid: int) -> int:
-    """Proportional set size of a process and its descendants (shared pages divided among
-    the processes sharing them); RSS where smaps_rollup is not available."""
-    total = 0
-    for p in _proc_tree(pid):
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1]) * 1024
-                        break
-        except OSError:
-            total += _proc_rss(p)
-    return total
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its live descendants (``serve`` and its worker
-    process), threads included, for 'where does time go'."""
-    if psutil is not None:
-        try:
-            root = psutil.Process(pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return 0.0
-        total = 0.0
-        for p in procs:
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                pass
-        return total
-    total = 0.0
-    for p in _proc_tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            pass
-    return total
-
-
 def timed_command(args: list[str]) -> tuple[float, int]:
     """(wall seconds, peak RSS bytes) of one command, which must succeed. The peak is the
     process's VmHWM, polled every 10 ms (``ru_maxrss`` would count the parent's pages that the
@@ -302,7 +262,7 @@ def timed_command(args: list[str]) -> tuple[float, int]:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
         peak = 0
         while proc.poll() is None:
-            peak = max(peak, _vm_hwm(proc.pid))
+            peak = max(peak, _proc_kib(proc.pid, "status", "VmHWM:") * 1024)
             time.sleep(0.01)
         seconds = time.perf_counter() - t0
         if proc.returncode != 0:
@@ -310,14 +270,3 @@ def timed_command(args: list[str]) -> tuple[float, int]:
             raise RuntimeError(f"{' '.join(args)} failed: "
                                f"{err.read().decode(errors='replace').strip()}")
     return seconds, peak
-
-
-def _vm_hwm(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0

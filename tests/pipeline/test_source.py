@@ -437,6 +437,14 @@ def test_data_ranges_remembered_ahead_answer_like_a_fresh_walk(settings, sparse_
         assert list(first) == whole[1:]
         assert list(src.data_ranges(3 << 20)) == expected(3 << 20, 99)
         assert list(src.data_ranges(0)) == whole
+    with open_source(settings, bucket="images", key="sparse.img") as src:
+        # ... also when the paused one was still handing out what it remembered
+        walk = src.data_ranges(0)
+        assert [next(walk) for _ in range(3)] == whole[:3]
+        paused = src.data_ranges(0)
+        assert next(paused) == whole[0]
+        assert list(src.data_ranges(6 << 20)) == expected(6 << 20, 99)
+        assert list(paused) == whole[1:]
 
     # What it is for: a reader asking for each next stretch costs one walk of the file, not
     # one per question.

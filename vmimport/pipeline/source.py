@@ -172,14 +172,10 @@ class LocalSource:
             pos += len(data)
         return b"".join(parts)
 
-    def read_into(self, offset: int, view: memoryview) -> int:
-        """Fill ``view`` with the bytes at ``offset`` (no intermediate copy); returns how many
-        were read, fewer only at EOF."""
-        return self.readv_into(offset, [view])
-
     def readv_into(self, offset: int, views: list[memoryview]) -> int:
-        """Fill ``views`` one after the other with the bytes from ``offset`` on, in as few
-        preadv calls as the kernel allows; returns how many were read, fewer only at EOF."""
+        """Fill ``views`` one after the other with the bytes from ``offset`` on (no intermediate
+        copy), in as few preadv calls as the kernel allows; returns how many were read, fewer
+        only at EOF."""
         views = [v for v in views if len(v)]
         _check_range(offset, sum(len(v) for v in views))
         done = 0
@@ -227,10 +223,10 @@ class LocalSource:
         while ahead and ahead[0][1] <= offset:
             ahead.popleft()
         self._walked_from = offset
+        fd = self._require_fd()
+        pos = self._walked_to  # taken now: another walk may move it while this one is paused
         for start, end in list(ahead):
             yield max(start, offset), end
-        fd = self._require_fd()
-        pos = self._walked_to
         while pos < self.size:
             # Another walk ran while this one was paused: go on, but leave the memory to it.
             mine = self._walked_to == pos

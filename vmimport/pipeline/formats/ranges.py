@@ -51,9 +51,7 @@ class FileRange:
         return FileRange(self.source, self.offset + start, max(0, stop - start), self.short)
 
     def read_into(self, view: memoryview) -> None:
-        got = self.source.read_into(self.offset, view[:self.length])
-        if got < self.length:
-            raise self.short(self.offset + got)
+        FileRange.read_many([(self, view)])
 
     @staticmethod
     def read_many(reads: list[tuple["FileRange", memoryview]]) -> None:
@@ -79,10 +77,6 @@ class FileRange:
 
 def _read_run(run: list[tuple[FileRange, memoryview]]) -> None:
     first = run[0][0]
-    if len(run) == 1 or not callable(getattr(first.source, "readv_into", None)):
-        for piece, view in run:
-            piece.read_into(view)
-        return
     got = first.source.readv_into(first.offset, [view[:piece.length] for piece, view in run])
     for piece, _ in run:  # the error names the piece the file ended in
         if got < piece.length:
@@ -91,8 +85,8 @@ def _read_run(run: list[tuple[FileRange, memoryview]]) -> None:
 
 
 def can_defer(source) -> bool:
-    """Whether ``source`` can hand out ``FileRange``s (a local file, read with pread)."""
-    return callable(getattr(source, "read_into", None))
+    """Whether ``source`` can hand out ``FileRange``s (a local file, read with preadv)."""
+    return callable(getattr(source, "readv_into", None))
 
 
 def without_holes(guest: int, data) -> Iterator[tuple[int, Any]]:
