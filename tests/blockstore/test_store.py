@@ -73,6 +73,35 @@ def test_deferred_ranges_are_read_by_the_writer_and_stored_exactly(tmp_path):
     assert pack.stat().st_blocks * 512 < 4 * BLOCK_SIZE
 
 
+@pytest.mark.parametrize("deferred", [True, False], ids=["deferred", "bytes"])
+def test_zero_stretches_inside_a_stored_block_are_holes_in_the_pack(tmp_path, deferred):
+    """A block that is data, then 192 KiB of written zeros, then data is stored with the zeros
+    left as a hole (qemu-img convert leaves them out too): it reads back whole, and the pack
+    holds a hole exactly there. A zero stretch that is not a whole aligned 64 KiB is written."""
+    K = 1024
+    block = bytearray(os.urandom(BLOCK_SIZE))
+    block[128 * K:320 * K] = bytes(192 * K)  # three whole 64 KiB chunks of zeros
+    block[400 * K + 1:448 * K] = bytes(48 * K - 1)  # inside a chunk that holds data
+    data = bytes(block) + os.urandom(BLOCK_SIZE)
+    path = tmp_path / "b" / "disk.raw"
+    path.parent.mkdir()
+    path.write_bytes(data)  # written zeros: SEEK_DATA reports them as data
+    store = BlockStore(tmp_path / "store")
+    with _local(path) as source:
+        extents = _extents_of(source).extents() if deferred else [(0, data)]
+        manifest = write_snapshot(store, len(data), extents)
+    assert _read_all(store, manifest) == data
+    ref = manifest.blocks[0]
+    fd = os.open(store.pack_path(ref), os.O_RDONLY)
+    try:
+        hole = os.lseek(fd, ref.offset, os.SEEK_HOLE)
+        back = os.lseek(fd, hole, os.SEEK_DATA)
+    finally:
+        os.close(fd)
+    assert (hole - ref.offset, back - ref.offset) == (128 * K, 320 * K)
+    assert store.pack_path(ref).stat().st_blocks * 512 <= 2 * BLOCK_SIZE - 192 * K
+
+
 def test_deferred_ranges_that_follow_each_other_are_read_in_one_call(tmp_path, monkeypatch):
     """A batch of blocks lying one after the other in the file is one preadv, not one per
     piece (each call gives up the GIL and waits to take it back)."""

@@ -8,7 +8,9 @@ the write finishes, so nothing ever refers to an unfinished pack.
 
 Blocks are placed at offsets reserved under a lock and written outside it, so several threads
 write one pack at once. The zero stretches of a partly-zero block are not written: the file
-holds a hole there, which reads as zeros.
+holds a hole there, which reads as zeros; nor are the all-zero 64 KiB stretches inside a stored
+block (a quarter of the bench disk's stored blocks are half zeros): fewer bytes to copy into the
+page cache, less disk used — what ``qemu-img convert`` does at 4 KiB.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from .manifest import BLOCK_SIZE, BlockRef
 
 ALIGN = 4096  # sealed blocks are a little over 512 KiB: keep every block page-aligned
 
-_ZERO_VIEW = memoryview(bytes(BLOCK_SIZE))
+ZERO_BLOCK = bytes(BLOCK_SIZE)
+_ZERO_VIEW = memoryview(ZERO_BLOCK)
+# Zeros inside a block are found at this granularity (aligned within the block): a check is a
+# memcmp that stops at the first non-zero byte, plus ~0.3 µs of Python; 8 per block is noise,
+# 128 (4 KiB) would cost more than the writes it saves.
+ZERO_CHUNK = 64 * 1024
 
 
 def block_digest(data) -> str:
@@ -75,7 +82,9 @@ class PackWriter:
                 ref = known.get(digest) or self._written.get(digest)
                 if ref is None:
                     ref = self._reserve(digest, BLOCK_SIZE)
-                    writes += [(ref.offset + within, piece) for within, piece in pieces]
+                    writes += [(ref.offset + within, part)
+                               for within, piece in pieces
+                               for within, part in _nonzero_parts(within, piece)]
                 refs.append(ref)
         with self._write_lock:
             _write_segments(self._fd, writes)
@@ -160,6 +169,25 @@ def _digest_pieces(pieces: list[tuple[int, memoryview]]) -> str:
     if pos < BLOCK_SIZE:
         hasher.update(_ZERO_VIEW[:BLOCK_SIZE - pos])
     return hasher.hexdigest()
+
+
+def _nonzero_parts(within: int, piece: memoryview):
+    """``piece`` (at ``within`` in its block) without its all-zero ``ZERO_CHUNK``s: yields
+    (offset within the block, view) for each run of chunks holding a non-zero byte."""
+    end = within + len(piece)
+    run_start = None
+    pos = within
+    while pos < end:
+        next_pos = min(pos - pos % ZERO_CHUNK + ZERO_CHUNK, end)
+        if ZERO_BLOCK.startswith(piece[pos - within:next_pos - within]):
+            if run_start is not None:
+                yield run_start, piece[run_start - within:pos - within]
+                run_start = None
+        elif run_start is None:
+            run_start = pos
+        pos = next_pos
+    if run_start is not None:
+        yield run_start, piece[run_start - within:end - within]
 
 
 IOV_MAX = 1024

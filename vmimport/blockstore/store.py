@@ -29,9 +29,7 @@ from pathlib import Path
 from .index import DedupIndex
 from .manifest import (BLOCK_SIZE, BlockRef, BlockStoreError, Manifest,  # noqa: F401 (re-exported)
                        ManifestEncryption)
-from .packs import PackWriter, block_digest
-
-ZERO_BLOCK = bytes(BLOCK_SIZE)
+from .packs import ZERO_BLOCK, PackWriter, block_digest  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
