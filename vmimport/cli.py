@@ -146,6 +146,12 @@ def serve(args) -> None:
         "serving on http://%s:%d (data dir %s, database %s, %d worker threads in process %s)",
         settings.host, settings.port, settings.data_dir, db.write_engine.url.render_as_string(
             hide_password=True), settings.workers, workers.proc.pid if workers else "-")
+    # uvicorn catches SIGTERM/SIGINT while it serves, shuts down, then hands the signal to the
+    # handler that was there before it; with the default one the process would die on the
+    # spot, before the cleanup below (stopping the worker process first).
+    received: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, _frame: received.append(signum))
     try:
         uvicorn.run(app, host=settings.host, port=settings.port,
                     log_level="warning", access_log=False)
@@ -153,6 +159,9 @@ def serve(args) -> None:
         if workers is not None:
             workers.stop()
         db.dispose()
+    if received:  # end as the signal would have ended us (exit status "killed by SIGTERM")
+        signal.signal(received[0], signal.SIG_DFL)
+        signal.raise_signal(received[0])
 
 
 def _die_with_parent(wake_fd: int) -> None:

@@ -82,10 +82,23 @@ def test_serve_stops_at_once_though_its_workers_poll_rarely(slow_polling):
     time.sleep(2)  # the worker threads are asleep until the next poll a minute away
     started = time.monotonic()
     os.killpg(srv.proc.pid, signal.SIGTERM)  # as a service manager stops it
-    assert srv.proc.wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it caught
+    assert srv.proc.wait(30) == -signal.SIGTERM  # serve ends as the signal would end it
     gone, _ = psutil.wait_procs([worker], timeout=10)
     assert worker in gone
     assert time.monotonic() - started < 8  # not a poll interval, nor serve's 20 s grace
+
+
+def test_serve_stopped_alone_stops_its_worker_process_before_it_exits(slow_polling):
+    """SIGTERM to serve only (not its group): serve stops the worker process and waits for
+    it, so when serve is gone its worker is gone too, and serve ends as SIGTERM ends it."""
+    srv = slow_polling
+    (worker,) = _worker_processes(srv)
+    time.sleep(2)
+    os.kill(srv.proc.pid, signal.SIGTERM)
+    assert srv.proc.wait(30) == -signal.SIGTERM
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE, \
+        "serve exited before its worker process did"
+    assert "exited with" not in srv.log_tail(200)  # stopped, not mourned and restarted
 
 
 def test_a_stopped_worker_process_stops_at_once_and_is_replaced(slow_polling):
