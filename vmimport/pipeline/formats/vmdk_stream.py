@@ -53,7 +53,8 @@ MAX_DESCRIPTOR_SECTORS = 2048  # 1 MiB, as OpenStack's format_inspector
 CHUNK = 4 << 20  # source read size
 BATCH_GRAINS = 32  # grains per inflate task: amortises the thread hand-off
 BATCH_BYTES = 1 << 20  # ... or this much compressed data, whichever comes first
-TABLE_RUN = 512  # grain tables read at once at most (1 MiB with 512-entry tables)
+TABLE_RUN = 1 << 20  # bytes of adjacent grain tables read at once at most (512 of qemu's)
+_ZERO_RUN = bytes(TABLE_RUN)
 
 
 class StreamOptimizedVmdk(GuestDisk):
@@ -255,12 +256,14 @@ class StreamOptimizedVmdk(GuestDisk):
         if sys.byteorder != "little":
             directory.byteswap()
         # qemu writes the tables back to back: read runs of adjacent tables in one go (a 1 TiB
-        # disk has 32,768 of them) and count/check entries with array operations, not a loop.
+        # disk has 32,768 of them), pass over empty runs with a memcmp, and count/check the
+        # entries of the others with array operations, not a loop (max() over every entry of
+        # a 1 TiB disk's 64 MiB of tables took 0.25 s).
         wanted = sorted((gt, n) for n, gt in enumerate(directory) if gt)
         i = 0
         while i < len(wanted):
             j = i + 1
-            while (j < len(wanted) and j - i < TABLE_RUN
+            while (j < len(wanted) and (j - i + 1) * table_bytes <= TABLE_RUN
                    and wanted[j][0] * SECTOR == wanted[j - 1][0] * SECTOR + table_bytes):
                 j += 1
             first_sector, first_n = wanted[i]
@@ -268,6 +271,9 @@ class StreamOptimizedVmdk(GuestDisk):
             if len(run) < (j - i) * table_bytes:
                 raise self._truncated_tables(f"grain table {first_n}", first_sector * SECTOR,
                                              end)
+            if _ZERO_RUN.startswith(run):
+                i = j
+                continue
             entries = array.array("I", run)
             if sys.byteorder != "little":
                 entries.byteswap()
