@@ -144,6 +144,28 @@ def test_no_pack_write_crosses_a_write_call_window(tmp_path, monkeypatch):
     assert len(calls) <= len(data) // window + 2  # and no smaller than it need be
 
 
+def test_the_snapshot_reader_reads_a_block_it_comes_back_to_once(tmp_path, monkeypatch):
+    """Filesystem readers go back and forth between a few blocks (superblock, group
+    descriptors, inode table): each is read from its pack and checked once, not per visit."""
+    data = os.urandom(12 * BLOCK_SIZE)
+    store = BlockStore(tmp_path / "store")
+    manifest = write_snapshot(store, len(data), [(0, data)])
+    reads = []
+    real = store.read_block
+    monkeypatch.setattr(store, "read_block", lambda m, index, cipher=None: reads.append(index)
+                        or real(m, index, cipher))
+    reader = SnapshotReader(store, manifest)
+    visits = [0, 3, 0, 7, 3, 0, 7, 1, 0, 3]  # 4 distinct blocks, 10 visits
+    for index in visits:
+        reader.seek(index * BLOCK_SIZE + 100)
+        assert reader.read(1000) == data[index * BLOCK_SIZE + 100:index * BLOCK_SIZE + 1100]
+    assert sorted(reads) == [0, 1, 3, 7]
+    for index in range(12):  # a sequential pass reads each block once and keeps a few
+        reader.seek(index * BLOCK_SIZE)
+        assert reader.read(BLOCK_SIZE) == data[index * BLOCK_SIZE:(index + 1) * BLOCK_SIZE]
+    assert len(reader._cached) <= 8
+
+
 def test_bytes_and_deferred_extents_give_the_same_snapshot(tmp_path):
     path = tmp_path / "b" / "disk.raw"
     path.parent.mkdir()
