@@ -151,7 +151,7 @@ def serve(args) -> None:
     # spot, before the cleanup below (stopping the worker process first).
     received: list[int] = []
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda signum, _frame: received.append(signum))
+        signal.signal(signum, lambda caught, _frame: received.append(caught))
     try:
         uvicorn.run(app, host=settings.host, port=settings.port,
                     log_level="warning", access_log=False)
