@@ -198,8 +198,8 @@ IOV_MAX = 1024
 # free: 1.05 GiB written in 8 MiB calls into memory idle for 4 s took 2.6-2.9 s, in 256 KiB
 # calls 0.53-0.74 s; the bench disk's import (in process, after 4 s idle) 1.0-1.2 s with the
 # 8 MiB pwritev calls this replaces, 0.43-0.55 s with 256 KiB ones. With 9.5 GiB free (more
-# page cache) the same imports took 1.08-1.50 s and 0.84-1.18 s: a smaller gain, but never a
-# loss; with the memory at hand (just freed) both take 0.43-0.50 s.
+# page cache) the same imports took 1.08-1.50 s and 0.84-1.18 s: a smaller gain. With the
+# memory at hand (just freed, by us or by another writer) both take about the same.
 WRITE_CALL = 256 * 1024
 
 
