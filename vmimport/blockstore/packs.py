@@ -22,6 +22,8 @@ from pathlib import Path
 
 import blake3
 
+from vmimport.vectored import pwritev_all
+
 from .index import DedupIndex
 from .manifest import BLOCK_SIZE, BlockRef
 
@@ -216,7 +218,7 @@ def _write_segments(fd: int, segments: list[tuple[int, memoryview]]) -> None:
             part, data = data[:window_end - offset], data[window_end - offset:]
             if run and (offset != run_end or len(run) == IOV_MAX
                         or offset % WRITE_CALL == 0):
-                _pwritev_all(fd, run, run_start)
+                pwritev_all(fd, run, run_start)
                 run = []
             if not run:
                 run_start = run_end = offset
@@ -224,14 +226,4 @@ def _write_segments(fd: int, segments: list[tuple[int, memoryview]]) -> None:
             run_end += len(part)
             offset += len(part)
     if run:
-        _pwritev_all(fd, run, run_start)
-
-
-def _pwritev_all(fd: int, views: list[memoryview], offset: int) -> None:
-    while views:
-        written = os.pwritev(fd, views, offset)
-        offset += written
-        while views and written >= len(views[0]):
-            written -= len(views.pop(0))
-        if written:
-            views[0] = views[0][written:]
+        pwritev_all(fd, run, run_start)

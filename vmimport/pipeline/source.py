@@ -28,6 +28,7 @@ from typing import Iterator, Protocol
 
 from vmimport.config import Settings
 from vmimport.pipeline.errors import ImportFailure
+from vmimport.vectored import preadv_all
 
 INVALID_LOCATION = "Disk validation failed [Invalid S3 source location]"
 FORBIDDEN = ("Disk validation failed [We do not have access to the given resource. "
@@ -176,23 +177,12 @@ class LocalSource:
         """Fill ``views`` one after the other with the bytes from ``offset`` on (no intermediate
         copy), in as few preadv calls as the kernel allows; returns how many were read, fewer
         only at EOF."""
-        views = [v for v in views if len(v)]
         _check_range(offset, sum(len(v) for v in views))
-        done = 0
-        while views:
-            try:
-                n = os.preadv(self._require_fd(), views, offset + done)
-            except OSError as e:
-                raise ImportFailure(f"reading {self.description} failed: {e}",
-                                    kind="ServerError") from None
-            if not n:
-                break
-            done += n
-            while views and n >= len(views[0]):
-                n -= len(views.pop(0))
-            if n:
-                views[0] = views[0][n:]
-        return done
+        try:
+            return preadv_all(self._require_fd(), views, offset)
+        except OSError as e:
+            raise ImportFailure(f"reading {self.description} failed: {e}",
+                                kind="ServerError") from None
 
     def stream(self, offset: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
         _check_range(offset, chunk_size, positive=True)
