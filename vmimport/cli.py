@@ -17,15 +17,19 @@ from .config import Settings, load_settings
 from .db.session import Database
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML configuration file (also VMIMPORT_CONFIG)")
-    parser.add_argument("--data-dir", help="database, block store and local buckets "
-                        "(default ./data; VMIMPORT_DATA_DIR)")
-    parser.add_argument("--database-url", help="SQLAlchemy URL, e.g. "
-                        "postgresql+psycopg://user@host/db (default: SQLite in the data dir)")
-    parser.add_argument("--workers", type=int, help="worker threads (default 2; serve runs "
-                        "them in a child process, 0: none)")
-    parser.add_argument("--log-level", help="debug, info, warning (default info)")
+def _common(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The options every command takes; returns them (serve hands them on to its worker)."""
+    return [
+        parser.add_argument("--config", help="TOML configuration file (also VMIMPORT_CONFIG)"),
+        parser.add_argument("--data-dir", help="database, block store and local buckets "
+                            "(default ./data; VMIMPORT_DATA_DIR)"),
+        parser.add_argument("--database-url", help="SQLAlchemy URL, e.g. "
+                            "postgresql+psycopg://user@host/db (default: SQLite in the data "
+                            "dir)"),
+        parser.add_argument("--workers", type=int, help="worker threads (default 2; serve "
+                            "runs them in a child process, 0: none)"),
+        parser.add_argument("--log-level", help="debug, info, warning (default info)"),
+    ]
 
 
 def _settings(args) -> Settings:
@@ -85,10 +89,10 @@ class WorkerProcess:
 
     def __init__(self, args):
         self._argv = [sys.executable, "-m", "vmimport.cli", "worker"]
-        for option in ("config", "data_dir", "database_url", "workers", "log_level"):
-            value = getattr(args, option, None)
+        for option in _common(argparse.ArgumentParser(add_help=False)):  # as serve got them
+            value = getattr(args, option.dest, None)
             if value is not None:
-                self._argv += ["--" + option.replace("_", "-"), str(value)]
+                self._argv += [option.option_strings[0], str(value)]
         self._wake_read, wake_write = os.pipe()
         from .jobs import queue
 
@@ -180,24 +184,26 @@ def _die_with_parent(wake_fd: int) -> None:
 def worker(args) -> None:
     from .jobs import queue
 
+    stop = threading.Event()  # a signal, or serve gone
     if args.wake_fd is not None:
         _die_with_parent(args.wake_fd)
-        queue.listen_for_wakes(args.wake_fd)
+
+        def serve_gone() -> None:
+            logging.getLogger("vmimport").warning("the serve process is gone; stopping")
+            stop.set()
+
+        queue.listen_for_wakes(args.wake_fd, on_parent_gone=serve_gone)
     settings = _settings(args)
     db = _prepare(settings, migrate=args.wake_fd is None)
     _few_malloc_arenas()
     pool = _worker_pool(settings, db, settings.workers)
     _freeze_heap()
-    stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     pool.start()
     logging.getLogger("vmimport").info("worker %s running %d threads", pool.identity,
                                        settings.workers)
-    while not stop.wait(0.5):
-        if queue.parent_gone.is_set():
-            logging.getLogger("vmimport").warning("the serve process is gone; stopping")
-            break
+    stop.wait()
     pool.stop()
     db.dispose()
 

@@ -30,6 +30,7 @@ _wake_pipes: list[int] = []  # write ends, in the API process
 _wake_fd: int | None = None  # read end, in a worker process
 _local_read: int | None = None  # see listen_for_wakes
 parent_gone = threading.Event()  # the read end hit EOF: the process holding the write end died
+_on_parent_gone = None  # see listen_for_wakes
 
 
 def add_wake_pipe(write_fd: int) -> None:
@@ -37,10 +38,13 @@ def add_wake_pipe(write_fd: int) -> None:
     _wake_pipes.append(write_fd)
 
 
-def listen_for_wakes(read_fd: int) -> None:
-    global _wake_fd, _local_read
+def listen_for_wakes(read_fd: int, on_parent_gone=None) -> None:
+    """Sleep on ``read_fd`` between polls; ``on_parent_gone()`` is called once when its write
+    end is closed (the process holding it died)."""
+    global _wake_fd, _local_read, _on_parent_gone
     os.set_blocking(read_fd, False)
     _wake_fd = read_fd
+    _on_parent_gone = on_parent_gone
     # In that process notify_workers is WorkerPool.stop's: a pipe of its own, never drained,
     # ends every wait from then on, so the threads stop without waiting out a poll.
     _local_read, local_write = os.pipe()
@@ -71,8 +75,10 @@ def wait_for_work(timeout: float) -> None:
     readable, _, _ = io_select.select([_wake_fd, _local_read], [], [], timeout)
     if _wake_fd in readable:
         try:
-            if os.read(_wake_fd, 4096) == b"":
+            if os.read(_wake_fd, 4096) == b"" and not parent_gone.is_set():
                 parent_gone.set()
+                if _on_parent_gone is not None:
+                    _on_parent_gone()
         except BlockingIOError:
             pass  # another thread of this process took the wake-up: it is a poll all the same
 
