@@ -84,10 +84,11 @@ def timed_pairs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str,
                 work: Path, timeout: float, sampler: MemorySampler
                 ) -> tuple[list[tuple[float, int]], list[ImportResult]]:
     """``runs`` x (qemu-img convert and ImportImage) of one image, the two interleaved (and
-    which goes first alternating) so machine drift hits both alike. Each tool starts on the same footing: the other's output already
-    deleted (qemu-img's raw file; the imported blocks), nothing left to write back. One untimed
-    pair first: on this VM the first writes into memory freed a while ago cost 2-4x (the
-    hypervisor takes idle memory back), whichever tool makes them."""
+    which goes first alternating) so machine drift hits both alike. Each tool starts on the
+    same footing: the other's output already deleted (qemu-img's raw file; the imported
+    blocks), nothing left to write back. One untimed pair first: on this VM the first writes
+    into memory freed a while ago cost 2-4x (the hypervisor takes idle memory back), whichever
+    tool makes them."""
     server.clear_blocks()
     settle()
     qemu_once(fmt, image, work / "qemu-out.raw")

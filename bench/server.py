@@ -155,16 +155,16 @@ def moto_server(log_dir: Path) -> Child:
 # ------------------------------------------------------------------ memory
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants."""
-    return sum(_proc_kib(p, "status", "VmRSS:") for p in _proc_tree(pid)) * 1024
+def tree_rss(pids: list[int]) -> int:
+    """Resident bytes of the processes ``pids`` (a tree: see ``_proc_tree``)."""
+    return sum(_proc_kib(p, "status", "VmRSS:") for p in pids) * 1024
 
 
-def tree_pss(pid: int) -> int:
-    """Proportional set size of a process and its descendants (shared pages divided among
-    the processes sharing them); RSS where smaps_rollup is not available."""
+def tree_pss(pids: list[int]) -> int:
+    """Proportional set size of the processes ``pids`` (shared pages divided among the
+    processes sharing them); RSS where smaps_rollup is not available."""
     return sum(_proc_kib(p, "smaps_rollup", "Pss:") or _proc_kib(p, "status", "VmRSS:")
-               for p in _proc_tree(pid)) * 1024
+               for p in pids) * 1024
 
 
 def cpu_seconds(pid: int) -> float:
@@ -226,10 +226,11 @@ class MemorySampler:
         self._thread = threading.Thread(target=self._run, daemon=True, name="memory-sampler")
 
     def _sample(self) -> None:
-        rss = tree_rss(self.pid)
+        pids = _proc_tree(self.pid)  # one walk of /proc per sample
+        rss = tree_rss(pids)
         if rss >= self.peak_rss:
             self.peak_rss = rss
-            self.peak = max(self.peak, tree_pss(self.pid))
+            self.peak = max(self.peak, tree_pss(pids))
 
     def _run(self) -> None:
         while not self._stop.is_set():
