@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import update
 
-from vmimport.blockstore.store import BlockStore, BlockStoreError
+from vmimport.blockstore.store import BlockStore, BlockStoreError, Manifest
 from vmimport.blockstore.writer import write_snapshot
 from vmimport.db.models import ImportTask, Snapshot, TaskDisk
 from vmimport.db.tasks import mark_cancelled, mark_failed
@@ -59,11 +59,14 @@ def run_import_job(control: JobControl) -> None:
         if task.encrypted:  # resolved now, asynchronously, as on AWS
             task.kms_key_id = encryption.resolve_task_key(db, settings, task)
         reporter = ProgressReporter(control, task, disks)
+        written: dict[str, Manifest] = {}  # snapshot id -> manifest, not read back to inspect
         for disk in _pending_disks(control, store):
-            _import_disk(control, store, task, disk, reporter)
+            snapshot_id, manifest = _import_disk(control, store, task, disk, reporter)
+            written[snapshot_id] = manifest
         reporter.phase("preparing ami" if task.kind == "image" else "completing",
                        PROGRESS_AMI)
-        decision = _inspect_boot_volume(control, store, task) if task.kind == "image" else None
+        decision = (_inspect_boot_volume(control, store, task, written)
+                    if task.kind == "image" else None)
         _complete(control, task, decision)
     except ImportCancelled:
         _end_task(control, store, failure=None)
@@ -185,7 +188,7 @@ def _add_container_members(control: JobControl, disk: TaskDisk, count: int,
 
 
 def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, disk: TaskDisk,
-                 reporter: ProgressReporter) -> None:
+                 reporter: ProgressReporter) -> tuple[str, Manifest]:
     settings = control.settings
     reporter.phase("validating", PROGRESS_VALIDATING, disk,
                    {"status_message": "validating", "progress": 0})
@@ -241,6 +244,7 @@ def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, disk:
         row.disk_image_size = float(disk_image_size)
     disk.snapshot_id = snapshot_id
     reporter.done += 1
+    return snapshot_id, manifest
 
 
 def _copy_snapshot_source(control, store, task, disk, sealing):
@@ -258,13 +262,15 @@ def _copy_snapshot_source(control, store, task, disk, sealing):
     return manifest, manifest.size_bytes, disk.declared_format
 
 
-def _inspect_boot_volume(control: JobControl, store: BlockStore, task: ImportTask) -> Decision:
+def _inspect_boot_volume(control: JobControl, store: BlockStore, task: ImportTask,
+                         written: dict[str, Manifest]) -> Decision:
     """ImportImage: read the boot volume (the first disk) back from its snapshot, find out what
-    it is, and decide Platform/Architecture/BootMode/licensing as AWS does (or refuse)."""
+    it is, and decide Platform/Architecture/BootMode/licensing as AWS does (or refuse).
+    ``written``: the manifests this attempt wrote (an earlier attempt's are read back)."""
     with control.db.read() as session:
         boot = session.get(ImportTask, task.id).disks[0]
         snapshot_id = boot.snapshot_id
-    manifest = store.read_manifest(snapshot_id)
+    manifest = written.get(snapshot_id) or store.read_manifest(snapshot_id)
     with encryption.snapshot_reader(control.db, control.settings, store, manifest) as disk:
         inspection = inspect_disk(disk, manifest.size_bytes,
                                   deadline_seconds=control.settings.inspect_deadline_seconds)
