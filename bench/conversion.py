@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import disks
 from .disks import FORMATS, Format, MiB
-from .server import MemorySampler, VmimportServer, cpu_seconds, timed_command
+from .server import MemorySampler, Timed, VmimportServer, cpu_seconds, timed_command
 
 BUCKET = "bench"
 RSS_LIMIT = 256 * MiB
@@ -29,6 +29,7 @@ class ImportResult:
     task_id: str = ""
     polled_seconds: float = 0.0
     peak_rss_sum: int = 0  # the peak of its RSS summed over the processes (shared pages twice)
+    store_seconds: float | None = None  # the worker's conversion and storing alone
 
 
 def import_once(server: VmimportServer, ec2, key: str, declared: str, timeout: float = 1800,
@@ -68,7 +69,8 @@ def import_once(server: VmimportServer, ec2, key: str, declared: str, timeout: f
     seconds = finished - t0_wall if finished is not None else elapsed
     return ImportResult(status, seconds, task.get("StatusMessage", ""), progress,
                         sampler.peak if sampler else 0, cpu_seconds(server.pid) - cpu0, task_id,
-                        polled_seconds=elapsed, peak_rss_sum=sampler.peak_rss if sampler else 0)
+                        polled_seconds=elapsed, peak_rss_sum=sampler.peak_rss if sampler else 0,
+                        store_seconds=server.stored_seconds(task_id))
 
 
 def _wait_gone(ec2, task_id: str, timeout: float = 120) -> None:
@@ -82,7 +84,7 @@ def _wait_gone(ec2, task_id: str, timeout: float = 120) -> None:
 
 def timed_pairs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str, runs: int,
                 work: Path, timeout: float, sampler: MemorySampler
-                ) -> tuple[list[tuple[float, int]], list[ImportResult]]:
+                ) -> tuple[list[Timed], list[ImportResult]]:
     """``runs`` x (qemu-img convert and ImportImage) of one image, the two interleaved (and
     which goes first alternating) so machine drift hits both alike. Each tool starts on the
     same footing: the other's output already deleted (qemu-img's raw file; the imported
@@ -109,6 +111,10 @@ def timed_pairs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str,
     return qemu, ours
 
 
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f}s"
+
+
 def settle(seconds: float = 3.0) -> None:
     """Before the timed runs of an image: write back what rendering it (and deleting earlier
     outputs) left to the disk, and let it go quiet, so that this does not land inside the first
@@ -117,8 +123,9 @@ def settle(seconds: float = 3.0) -> None:
     time.sleep(seconds)
 
 
-def qemu_once(fmt: Format, image: Path, out: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS of ``qemu-img convert <fmt> -O raw`` to ``out``."""
+def qemu_once(fmt: Format, image: Path, out: Path) -> Timed:
+    """Wall seconds, peak RSS and CPU seconds of ``qemu-img convert <fmt> -O raw`` to
+    ``out``."""
     try:
         return timed_command([disks.QEMU_IMG, "convert", *disks.qemu_baseline_args(fmt, image),
                               "-O", "raw", str(out)])
@@ -191,9 +198,12 @@ def run_conversion(server: VmimportServer, ec2, sampler: MemorySampler, names: l
         server.drop(BUCKET, key)
         server.clear_blocks()
         failed = [r for r in ours if r.status != "completed"]
-        row["qemu_seconds"] = [round(s, 3) for s, _ in qemu]
-        row["qemu_peak_rss"] = max(r for _, r in qemu)
+        row["qemu_seconds"] = [round(t.seconds, 3) for t in qemu]
+        row["qemu_cpu_seconds"] = [round(t.cpu, 2) for t in qemu]
+        row["qemu_peak_rss"] = max(t.peak_rss for t in qemu)
         row["vmimport_seconds"] = [round(r.seconds, 3) for r in ours]
+        row["vmimport_store_seconds"] = [r.store_seconds and round(r.store_seconds, 3)
+                                         for r in ours]
         row["vmimport_polled_seconds"] = [round(r.polled_seconds, 3) for r in ours]
         row["vmimport_cpu_seconds"] = [round(r.cpu, 2) for r in ours]
         row["vmimport_peak_rss"] = max(r.peak_rss for r in ours)
@@ -202,13 +212,19 @@ def run_conversion(server: VmimportServer, ec2, sampler: MemorySampler, names: l
             row.update(status="error", message=f"{failed[0].status}: {failed[0].message}")
             log(f"  {name:17s} import failed: {row['message'][:200]}")
             continue
-        q = statistics.median(s for s, _ in qemu)
+        q = statistics.median(t.seconds for t in qemu)
         v = statistics.median(r.seconds for r in ours)
+        stored = [r.store_seconds for r in ours if r.store_seconds is not None]
         row.update(status="measured", qemu_median=round(q, 3), vmimport_median=round(v, 3),
                    speedup=round(q / v, 3), speed_pass=q / v >= fmt.target,
-                   rss_pass=row["vmimport_peak_rss"] <= RSS_LIMIT)
-        log(f"  {name:17s} vmimport {v:7.2f}s  qemu-img {q:7.2f}s  x{q / v:5.2f} "
-            f"(target {fmt.target}x)  PSS {row['vmimport_peak_rss'] / MiB:.0f} MiB")
+                   rss_pass=row["vmimport_peak_rss"] <= RSS_LIMIT,
+                   qemu_cpu_median=round(statistics.median(t.cpu for t in qemu), 2),
+                   vmimport_cpu_median=round(statistics.median(r.cpu for r in ours), 2),
+                   vmimport_store_median=round(statistics.median(stored), 3) if stored else None)
+        log(f"  {name:17s} vmimport {v:7.2f}s (store {_seconds(row['vmimport_store_median'])}, "
+            f"{row['vmimport_cpu_median']:.2f} CPU-s)  qemu-img {q:7.2f}s "
+            f"({row['qemu_cpu_median']:.2f} CPU-s)  x{q / v:5.2f} (target {fmt.target}x)  "
+            f"PSS {row['vmimport_peak_rss'] / MiB:.0f} MiB")
         if "profile" in row:
             log_summary(row["profile"], log)
     return rows
@@ -239,7 +255,7 @@ def run_growth(server: VmimportServer, ec2, sampler: MemorySampler, names: list[
             qemu, ours = timed_pairs(server, ec2, fmt, image, key, runs, work, timeout, sampler)
             server.drop(BUCKET, key)
             server.clear_blocks()
-            row["qemu_median"] = round(statistics.median(s for s, _ in qemu), 3)
+            row["qemu_median"] = round(statistics.median(t.seconds for t in qemu), 3)
             row["vmimport_seconds"] = [round(r.seconds, 3) for r in ours]
             row["vmimport_peak_rss"] = max(r.peak_rss for r in ours)
             last = ours[-1]

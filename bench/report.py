@@ -85,9 +85,14 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
             rows.append(("conversion", r["format"], r.get("status", ""), "", "", "", "-"))
             continue
         ok = r["speed_pass"] and r["rss_pass"]
+        store = r.get("vmimport_store_median")
         rows.append(("conversion", r["format"],
-                     f"{r['vmimport_median']:.2f} s, PSS {_mib(r['vmimport_peak_rss'])}",
-                     f"qemu-img {r['qemu_median']:.2f} s, RSS {_mib(r['qemu_peak_rss'])}",
+                     f"{r['vmimport_median']:.2f} s ("
+                     + (f"store {store:.2f} s, " if store is not None else "")
+                     + f"{r['vmimport_cpu_median']:.2f} CPU-s), "
+                     f"PSS {_mib(r['vmimport_peak_rss'])}",
+                     f"qemu-img {r['qemu_median']:.2f} s ({r['qemu_cpu_median']:.2f} CPU-s), "
+                     f"RSS {_mib(r['qemu_peak_rss'])}",
                      f"x{r['speedup']:.2f} speed",
                      f">= {r['target_speedup']:.1f}x, <= 256 MiB",
                      _verdict(ok) + ("" if ok else " (" + ", ".join(

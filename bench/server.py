@@ -4,6 +4,7 @@ PID, a peak-RSS sampler over a whole process tree, and timed subprocesses (qemu-
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import boto3
 from botocore.config import Config
@@ -131,6 +133,14 @@ class VmimportServer(Child):
         if not row or not row[0]:
             return None
         return datetime.fromisoformat(row[0]).replace(tzinfo=timezone.utc).timestamp()
+
+    def stored_seconds(self, task_id: str) -> float | None:
+        """The seconds the worker took to convert and store the task's volumes (its log's
+        "stored in" lines): the import without the API, the queue, inspection and the AMI."""
+        pattern = re.compile(rf"task {re.escape(task_id)}: \S+ volume \d+ stored in "
+                             rf"([0-9.]+)s")
+        found = pattern.findall(self.log_path.read_text(errors="replace"))
+        return sum(float(s) for s in found) if found else None
 
     def drop(self, bucket: str, key: str) -> None:
         (self.data_dir / "buckets" / bucket / key).unlink(missing_ok=True)
@@ -252,22 +262,32 @@ class MemorySampler:
         self._sample()
 
 
-def timed_command(args: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS bytes) of one command, which must succeed. The peak is the
-    process's VmHWM, polled every 10 ms (``ru_maxrss`` would count the parent's pages that the
-    child shares between fork and exec)."""
+class Timed(NamedTuple):
+    seconds: float  # wall
+    peak_rss: int  # bytes
+    cpu: float  # user + system seconds
+
+
+def timed_command(args: list[str]) -> Timed:
+    """Wall seconds, peak RSS and CPU seconds of one command, which must succeed. The peak is
+    the process's VmHWM, polled every 10 ms (``ru_maxrss`` would count the parent's pages that
+    the child shares between fork and exec); the CPU time is its rusage when reaped."""
     import tempfile
 
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
         peak = 0
-        while proc.poll() is None:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
             peak = max(peak, _proc_kib(proc.pid, "status", "VmHWM:") * 1024)
             time.sleep(0.01)
         seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             err.seek(0)
             raise RuntimeError(f"{' '.join(args)} failed: "
                                f"{err.read().decode(errors='replace').strip()}")
-    return seconds, peak
+    return Timed(seconds, peak, usage.ru_utime + usage.ru_stime)

@@ -26,6 +26,11 @@ def test_bench_runs_on_a_tiny_input(tmp_path):
     for name in ("raw", "vmdk-stream"):
         assert conversion[name]["status"] == "measured", conversion[name]
         assert conversion[name]["speedup"] > 0 and conversion[name]["vmimport_peak_rss"] > 0
+        # Where the time goes: the worker's own conversion time (from its log) is part of the
+        # import's, and both tools' CPU seconds are counted.
+        row = conversion[name]
+        assert 0 < row["vmimport_store_median"] < row["vmimport_median"], row
+        assert row["qemu_cpu_median"] > 0 and row["vmimport_cpu_median"] > 0, row
     growth = [r for r in results["growth"] if r.get("status") == "measured"]
     assert [r["virtual_size"] for r in growth] == [64 << 20, 256 << 20, 1 << 30]
     api = {r["action"]: r for r in results["api"] if r["server"] == "vmimport"}
