@@ -155,3 +155,53 @@ def test_qcow2_written_out_of_order_with_snapshot(tmp_path, options):
     qemu("convert", "-f", "qcow2", "-O", "raw", str(path), str(tmp_path / "now.raw"))
     disk = open_guest_disk(FileSource(path), "qcow2", Limits())
     assert flatten(disk) == (tmp_path / "now.raw").read_bytes()
+
+
+# -- clusters that follow each other in the file: each is checked and claimed ---------------
+
+def _random_then_zeros(tmp_path, clusters: int, total: int):
+    """A qcow2 (64 KiB clusters) by qemu-img of ``clusters`` clusters of random data followed
+    by zeros up to ``total`` clusters: its L2 table maps guest clusters 0..clusters-1 to one
+    contiguous run of host clusters and leaves the rest unallocated."""
+    cluster = 64 * 1024
+    raw = os.urandom(clusters * cluster) + bytes((total - clusters) * cluster)
+    image, expected = render(tmp_path, raw, "qcow2")
+    l2 = cases_qcow2.l2_at(image)
+    hosts = [cases_qcow2.l2_entry(image, m) & qcow2.L1_OFFSET for m in range(clusters)]
+    assert hosts == list(range(hosts[0], hosts[0] + clusters * cluster, cluster))
+    return image, expected, l2, cluster
+
+
+def test_qcow2_run_past_the_end_names_the_first_entry_outside(tmp_path):
+    image, _, l2, cluster = _random_then_zeros(tmp_path, 16, 64)
+    end = len(image) + 2 * cluster  # two more clusters in the file; the run names four
+    image += os.urandom(2 * cluster)
+    first = len(image) - 2 * cluster
+    for k in range(4):
+        image = cases_qcow2.set_l2(image, 20 + k, 1 << 63 | (first + k * cluster))
+    fails(BytesSource(image), f"qcow2 L2 entry 22 of table 0 (at offset {l2 + 8 * 22}) places a "
+                              f"data cluster at offset {end}: not cluster-aligned or past the end "
+                              f"of the file at byte {end}")
+
+
+def test_qcow2_run_overlapping_another_names_the_first_shared_cluster(tmp_path):
+    image, _, l2, cluster = _random_then_zeros(tmp_path, 16, 64)
+    extra = len(image)
+    image += os.urandom(4 * cluster)
+    image = cases_qcow2.set_l2(image, 20, 1 << 63 | (extra + 2 * cluster))  # a run of two ...
+    image = cases_qcow2.set_l2(image, 21, 1 << 63 | (extra + 3 * cluster))
+    for k in range(4):  # ... and a run of four whose third cluster is the first of those
+        image = cases_qcow2.set_l2(image, 30 + k, 1 << 63 | (extra + k * cluster))
+    fails(BytesSource(image), f"qcow2 data cluster for guest offset {32 * cluster} (entry at "
+                              f"offset {l2 + 8 * 32}) uses the host cluster at offset "
+                              f"{extra + 2 * cluster}, which another table or cluster already uses")
+
+
+def test_qcow2_cluster_inside_an_earlier_run_is_caught(tmp_path):
+    """A run claims every cluster it covers, not only its first."""
+    image, _, l2, cluster = _random_then_zeros(tmp_path, 16, 64)
+    data = cases_qcow2.l2_entry(image, 0) & qcow2.L1_OFFSET
+    image = cases_qcow2.set_l2(image, 40, 1 << 63 | (data + 9 * cluster))
+    fails(BytesSource(image), f"qcow2 data cluster for guest offset {40 * cluster} (entry at "
+                              f"offset {l2 + 8 * 40}) uses the host cluster at offset "
+                              f"{data + 9 * cluster}, which another table or cluster already uses")
