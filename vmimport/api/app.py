@@ -5,6 +5,7 @@ request SigV4-verified."""
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import re
@@ -13,6 +14,7 @@ import time
 import uuid
 from urllib.parse import parse_qsl
 
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -325,4 +327,11 @@ def create_app(settings: Settings, db: Database) -> Starlette:
         Route("/", api.root, methods=["GET", "POST"]),
         Route("/snapshots/{rest:path}", api.ebs, methods=["GET", "POST", "PUT"]),
     ]
-    return Starlette(routes=routes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        # run_in_threadpool draws on anyio's default limiter (see Settings.api_threads)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        yield
+
+    return Starlette(routes=routes, lifespan=lifespan)

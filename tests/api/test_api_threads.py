@@ -1,0 +1,87 @@
+"""``api_threads`` bounds how many API handlers run at once: handlers are Python sharing one
+interpreter lock, and dozens of threads queueing at it made every answer slow (see
+Settings.api_threads). The app runs in this process here, so a handler can be replaced by one
+that counts how many of it run at the same time."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import pytest
+import uvicorn
+from botocore.config import Config
+
+from vmimport.api import actions
+from vmimport.api.app import create_app
+from vmimport.config import Settings
+from vmimport.db.session import Database
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_server(tmp_path):
+    """Start ``create_app`` with the given settings on a loopback port, in a thread."""
+    servers = []
+
+    def start(**settings) -> str:
+        port = _free_port()
+        config = Settings(data_dir=tmp_path, port=port, **settings)
+        db = Database(f"sqlite:///{tmp_path / 'vmimport.db'}")
+        server = uvicorn.Server(uvicorn.Config(create_app(config, db), host="127.0.0.1",
+                                               port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread, db))
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread, db in servers:
+        server.should_exit = True
+        thread.join(10)
+        db.dispose()
+
+
+def _most_at_once(endpoint: str, monkeypatch, calls: int) -> int:
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow_handler(ctx, params):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.3)
+        with lock:
+            running -= 1
+        return {"Regions": []}
+
+    monkeypatch.setitem(actions.EC2_ACTIONS, "DescribeRegions", slow_handler)
+    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="test", aws_secret_access_key="test",
+                       config=Config(max_pool_connections=calls, retries={"max_attempts": 1}))
+    with ThreadPoolExecutor(calls) as pool:
+        answers = list(pool.map(lambda _: ec2.describe_regions(), range(calls)))
+    assert all(a["ResponseMetadata"]["HTTPStatusCode"] == 200 for a in answers)
+    return most
+
+
+def test_at_most_api_threads_handlers_run_at_once(app_server, monkeypatch):
+    assert _most_at_once(app_server(api_threads=2), monkeypatch, calls=6) == 2
+
+
+def test_the_default_is_a_few_threads_not_dozens(app_server, monkeypatch):
+    assert Settings().api_threads == 4
+    assert _most_at_once(app_server(), monkeypatch, calls=8) == 4
