@@ -172,13 +172,19 @@ def _random_then_zeros(tmp_path, clusters: int, total: int):
     return image, expected, l2, cluster
 
 
+def _point(image: bytes, entry: int, host: int, count: int, cluster: int) -> bytes:
+    """L2 entries ``entry`` .. ``entry + count - 1`` pointed at ``count`` host clusters that
+    follow each other from ``host`` on."""
+    for k in range(count):
+        image = cases_qcow2.set_l2(image, entry + k, 1 << 63 | (host + k * cluster))
+    return image
+
+
 def test_qcow2_run_past_the_end_names_the_first_entry_outside(tmp_path):
     image, _, l2, cluster = _random_then_zeros(tmp_path, 16, 64)
     end = len(image) + 2 * cluster  # two more clusters in the file; the run names four
     image += os.urandom(2 * cluster)
-    first = len(image) - 2 * cluster
-    for k in range(4):
-        image = cases_qcow2.set_l2(image, 20 + k, 1 << 63 | (first + k * cluster))
+    image = _point(image, 20, len(image) - 2 * cluster, 4, cluster)
     fails(BytesSource(image), f"qcow2 L2 entry 22 of table 0 (at offset {l2 + 8 * 22}) places a "
                               f"data cluster at offset {end}: not cluster-aligned or past the end "
                               f"of the file at byte {end}")
@@ -188,10 +194,8 @@ def test_qcow2_run_overlapping_another_names_the_first_shared_cluster(tmp_path):
     image, _, l2, cluster = _random_then_zeros(tmp_path, 16, 64)
     extra = len(image)
     image += os.urandom(4 * cluster)
-    image = cases_qcow2.set_l2(image, 20, 1 << 63 | (extra + 2 * cluster))  # a run of two ...
-    image = cases_qcow2.set_l2(image, 21, 1 << 63 | (extra + 3 * cluster))
-    for k in range(4):  # ... and a run of four whose third cluster is the first of those
-        image = cases_qcow2.set_l2(image, 30 + k, 1 << 63 | (extra + k * cluster))
+    image = _point(image, 20, extra + 2 * cluster, 2, cluster)  # a run of two, and a run of
+    image = _point(image, 30, extra, 4, cluster)  # four whose third cluster is their first
     fails(BytesSource(image), f"qcow2 data cluster for guest offset {32 * cluster} (entry at "
                               f"offset {l2 + 8 * 32}) uses the host cluster at offset "
                               f"{extra + 2 * cluster}, which another table or cluster already uses")
@@ -201,7 +205,7 @@ def test_qcow2_cluster_inside_an_earlier_run_is_caught(tmp_path):
     """A run claims every cluster it covers, not only its first."""
     image, _, l2, cluster = _random_then_zeros(tmp_path, 16, 64)
     data = cases_qcow2.l2_entry(image, 0) & qcow2.L1_OFFSET
-    image = cases_qcow2.set_l2(image, 40, 1 << 63 | (data + 9 * cluster))
+    image = _point(image, 40, data + 9 * cluster, 1, cluster)
     fails(BytesSource(image), f"qcow2 data cluster for guest offset {40 * cluster} (entry at "
                               f"offset {l2 + 8 * 40}) uses the host cluster at offset "
                               f"{data + 9 * cluster}, which another table or cluster already uses")
