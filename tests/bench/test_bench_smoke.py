@@ -5,6 +5,7 @@ Python load generator and reports the moto baseline as not available."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,31 @@ def test_bench_runs_on_a_tiny_input(tmp_path):
     assert results["inspection"]
     assert "| conversion | raw |" in (tmp_path / "BENCHMARKS.md").read_text()
     assert "targets missed" in proc.stdout
+
+
+def test_floor_runs_on_a_tiny_input(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.floor", "--tiny", "--runs", "1",
+                           "--cache-dir", str(tmp_path / "cache")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for name in ("qemu-img", "store", "floor"):
+        assert f"  {name} " in proc.stdout, proc.stdout
+    assert not list((tmp_path / "cache" / "floor-work").iterdir())  # every output deleted
+
+
+def test_the_floor_loop_writes_every_byte(tmp_path):
+    """The floor is only a floor if it does the work: its output is the image, byte for byte
+    (data in several windows, explicit zeros, holes)."""
+    from bench.floor import WINDOW, floor_copy
+
+    image, out = tmp_path / "disk.raw", tmp_path / "out.raw"
+    data = bytearray(3 * WINDOW)
+    data[100:WINDOW + 5000] = os.urandom(WINDOW + 4900)
+    data[2 * WINDOW + 4096:2 * WINDOW + 8192] = os.urandom(4096)
+    with open(image, "wb") as f:
+        f.write(data[:2 * WINDOW])  # written zeros up to here, then a hole
+        f.seek(2 * WINDOW + 4096)
+        f.write(data[2 * WINDOW + 4096:2 * WINDOW + 8192])
+        f.truncate(len(data))
+    floor_copy(image, out)
+    assert out.read_bytes() == bytes(data)

@@ -1,0 +1,177 @@
+"""The floor under an uncompressed import: what the least work a block-store import must do
+costs on this machine, beside qemu-img and vmimport's own block store, in one run.
+
+    python -m bench.floor [--runs 5] [--cache-dir DIR] [--tiny]
+
+Three ways of turning the bench disk (raw, ~1.2 GiB of data in 4 GiB) into a file of its
+non-zero bytes, alternated run by run:
+
+- ``qemu-img``: ``qemu-img convert -O raw`` (the conversion section's baseline);
+- ``store``: vmimport's block store in this process (``open_guest_disks`` + ``write_snapshot``:
+  read, cut into 512 KiB blocks, blake3 every block, dedup lookups, pack writes), without the
+  API, the queue, inspection or the AMI;
+- ``floor``: the least such a store can do: two threads, each taking 8 MiB windows of the file's
+  data ranges: one preadv, a blake3 digest per block, and the non-zero 64 KiB stretches written
+  in calls inside 256 KiB windows, one writer at a time (as ``packs.py`` writes) -- nothing else.
+
+If ``store`` takes about as long as ``floor``, the code around the copies and the digests costs
+nothing that matters, and what stands between an import and qemu-img is the digests themselves
+(and the ~30-40 ms an import spends outside the store: API, queue, inspection, AMI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import blake3
+
+from . import disks
+from .__main__ import DEFAULT_CACHE
+from .conversion import settle
+from .server import timed_command
+
+BLOCK = 512 * 1024
+WINDOW = 8 * 1024 * 1024
+ZERO_CHUNK = 64 * 1024
+WRITE_CALL = 256 * 1024
+ZEROS = bytes(BLOCK)
+
+
+def floor_copy(image: Path, out: Path) -> None:
+    """Read, hash and write ``image`` the least costly way a block store could (see above)."""
+    src = os.open(image, os.O_RDONLY)
+    dst = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    lock, local = threading.Lock(), threading.local()
+
+    def window(lo: int, hi: int) -> None:
+        buf = getattr(local, "buf", None)
+        if buf is None:
+            buf = local.buf = memoryview(bytearray(WINDOW))
+        view = buf[:hi - lo]
+        if os.preadv(src, [view], lo) != hi - lo:
+            raise RuntimeError(f"{image} changed while it was read")
+        for at in range(0, len(view), BLOCK):
+            blake3.blake3(view[at:at + BLOCK], max_threads=1).digest()
+        with lock:
+            for at in range(0, len(view), ZERO_CHUNK):
+                chunk = view[at:at + ZERO_CHUNK]
+                if ZEROS.startswith(chunk):
+                    continue
+                for part in range(0, len(chunk), WRITE_CALL):  # 64 KiB < 256 KiB: one call
+                    os.pwrite(dst, chunk[part:part + WRITE_CALL], lo + at + part)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda w: window(*w), _windows(src)))
+        os.ftruncate(dst, os.fstat(src).st_size)
+    finally:
+        os.close(src)
+        os.close(dst)
+
+
+def _windows(fd: int):
+    """8 MiB windows of the file's data ranges (SEEK_DATA/SEEK_HOLE), window-aligned."""
+    size, pos = os.fstat(fd).st_size, 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: no data after pos
+            return
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        at = start
+        while at < end:
+            stop = min(end, at - at % WINDOW + WINDOW)
+            yield at, stop
+            at = stop
+        pos = end
+
+
+def store_copy(image: Path, out: Path) -> None:
+    """vmimport's block store writing ``image`` into a new store at ``out``."""
+    from vmimport.blockstore.store import BlockStore
+    from vmimport.blockstore.writer import write_snapshot
+    from vmimport.pipeline.formats import Limits, open_guest_disks
+    from vmimport.pipeline.source import LocalSource
+
+    source = LocalSource.open(image.parent, "floor", image.name)
+    try:
+        disk = open_guest_disks(source, "raw", Limits())[0]
+        write_snapshot(BlockStore(out), disk.virtual_size, disk.extents())
+    finally:
+        source.close()
+
+
+def qemu_copy(image: Path, out: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of ``qemu-img convert -O raw``."""
+    timed = timed_command([disks.QEMU_IMG, "convert", "-f", "raw", "-O", "raw", str(image),
+                           str(out)])
+    return timed.seconds, timed.cpu
+
+
+def in_process(copy, image: Path, out: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of ``copy(image, out)``."""
+    cpu0, t0 = os.times(), time.perf_counter()
+    copy(image, out)
+    seconds, cpu1 = time.perf_counter() - t0, os.times()
+    return seconds, (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+
+
+def measure(image: Path, work: Path, runs: int) -> dict[str, list[tuple[float, float]]]:
+    """``runs`` rounds of the three, in an order that rotates each round; every output is
+    deleted before the next one starts."""
+    out = work / "floor-out"
+    tools = {
+        "qemu-img": lambda: qemu_copy(image, out),
+        "store": lambda: in_process(store_copy, image, out),
+        "floor": lambda: in_process(floor_copy, image, out),
+    }
+    names = list(tools)
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for run in range(runs + 1):  # round 0 is not counted: first writes on this VM cost more
+        order = names[run % 3:] + names[:run % 3]
+        for name in order:
+            try:
+                figure = tools[name]()
+            finally:
+                if out.is_dir():
+                    shutil.rmtree(out)
+                else:
+                    out.unlink(missing_ok=True)
+            if run:
+                results[name].append(figure)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=5, help="rounds; medians are printed")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--tiny", action="store_true", help="a 64 MiB disk: checks the code runs")
+    args = p.parse_args(argv)
+    spec = (disks.DiskSpec(virtual_size=64 * disks.MiB, data_size=8 * disks.MiB,
+                           fs_size=8 * disks.MiB) if args.tiny else disks.DiskSpec())
+    image = disks.base_raw(args.cache_dir, spec)
+    work = args.cache_dir / "floor-work"
+    work.mkdir(parents=True, exist_ok=True)
+    if not args.tiny:
+        settle()
+    results = measure(image, work, args.runs)
+    qemu = statistics.median(s for s, _ in results["qemu-img"])
+    print(f"{image.name}: median of {args.runs} (wall s, CPU s, speed vs qemu-img)")
+    for name, figures in results.items():
+        wall = statistics.median(s for s, _ in figures)
+        cpu = statistics.median(c for _, c in figures)
+        print(f"  {name:9s} {wall:6.3f} s  {cpu:5.2f} CPU-s  x{qemu / wall:4.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
