@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from vmimport.blockstore.index import DedupIndex
 from vmimport.blockstore.reader import SnapshotReader
-from vmimport.blockstore.store import BLOCK_SIZE, BlockStore, BlockStoreError, Manifest
+from vmimport.blockstore.store import (BLOCK_SIZE, BlockStore, BlockStoreError, Manifest,
+                                       wait_for_index)
 from vmimport.blockstore.writer import write_snapshot
 from vmimport.pipeline.errors import ImportFailure
 from vmimport.pipeline.formats import open_guest_disks
@@ -192,6 +197,86 @@ def test_a_second_import_of_the_same_bytes_writes_no_pack(tmp_path):
     second = write_snapshot(store, len(data), [(0, data)])
     assert second.blocks == first.blocks
     assert [p.name for p in store.packs_dir.iterdir()] == [first.blocks[0].pack]
+
+
+def test_blocks_recorded_slowly_are_still_found_by_the_next_import(tmp_path, monkeypatch):
+    """A finished pack's blocks enter the dedup index on a thread of their own (an import does
+    not wait for it); the next pack writer of this process does, so dedup does not depend on
+    that thread's speed."""
+    recorded = threading.Event()
+    slow_add = DedupIndex.add
+
+    def add(self, refs):
+        time.sleep(0.3)
+        slow_add(self, refs)
+        recorded.set()
+
+    monkeypatch.setattr(DedupIndex, "add", add)
+    data = os.urandom(4 * BLOCK_SIZE)
+    store = BlockStore(tmp_path / "store")
+    first = write_snapshot(store, len(data), [(0, data)])
+    assert not recorded.is_set()  # the import did not wait for the index
+    second = write_snapshot(store, len(data), [(0, data)])
+    assert recorded.is_set()
+    assert second.blocks == first.blocks
+    assert len(list(store.packs_dir.iterdir())) == 1
+
+
+def test_an_index_that_cannot_be_written_costs_dedup_not_the_import(tmp_path, monkeypatch,
+                                                                    caplog):
+    def add(self, refs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(DedupIndex, "add", add)
+    data = os.urandom(2 * BLOCK_SIZE)
+    store = BlockStore(tmp_path / "store")
+    manifest = write_snapshot(store, len(data), [(0, data)])
+    wait_for_index()
+    assert _read_all(store, manifest) == data
+    assert "could not be added to the dedup index (database or disk is full)" in caplog.text
+    monkeypatch.undo()
+    again = write_snapshot(store, len(data), [(0, data)])  # stored again: nothing to share
+    assert again.blocks[0].pack != manifest.blocks[0].pack
+    assert _read_all(store, again) == data
+
+
+def test_index_entries_of_a_pack_that_is_gone_are_not_used(tmp_path):
+    """Entries recorded after `vmimport gc` deleted their pack (the recording of a failed
+    import's pack runs on after the import ends, in its own process) must not send a new
+    snapshot to blocks that are not there."""
+    data = os.urandom(3 * BLOCK_SIZE)
+    store = BlockStore(tmp_path / "store")
+    first = write_snapshot(store, len(data), [(0, data)])
+    wait_for_index()
+    (store.packs_dir / first.blocks[0].pack).unlink()  # what gc does to an unused pack
+    second = write_snapshot(store, len(data), [(0, data)])
+    assert second.blocks[0].pack != first.blocks[0].pack
+    assert _read_all(store, second) == data
+
+
+def test_garbage_collection_waits_for_the_index_of_a_pack_just_finished(tmp_path,
+                                                                       monkeypatch):
+    """gc forgets the entries of the packs it deletes; in one process it also waits for the
+    entries still being recorded, so none of them outlives its pack."""
+    recorded = threading.Event()
+    slow_add = DedupIndex.add
+
+    def add(self, refs):
+        time.sleep(0.3)
+        slow_add(self, refs)
+        recorded.set()
+
+    monkeypatch.setattr(DedupIndex, "add", add)
+    data = os.urandom(2 * BLOCK_SIZE)
+    store = BlockStore(tmp_path / "store")
+    first = write_snapshot(store, len(data), [(0, data)])  # no manifest: its pack is garbage
+    assert store.collect_garbage().packs_removed == 1
+    assert recorded.is_set()
+    index = DedupIndex(store.index_path)
+    try:
+        assert index.find_many([first.blocks[0].digest]) == {}
+    finally:
+        index.close()
 
 
 def test_a_file_that_shrinks_under_a_deferred_read_fails_clearly(tmp_path):

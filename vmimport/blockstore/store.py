@@ -29,7 +29,7 @@ from pathlib import Path
 from .index import DedupIndex
 from .manifest import (BLOCK_SIZE, BlockRef, BlockStoreError, Manifest,  # noqa: F401 (re-exported)
                        ManifestEncryption)
-from .packs import ZERO_BLOCK, PackWriter, block_digest  # noqa: F401 (re-exported)
+from .packs import ZERO_BLOCK, PackWriter, block_digest, wait_for_index  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,7 @@ class BlockStore:
         """Delete the packs that no manifest refers to (and their index entries). Call it while
         no import is writing: a pack just finished is not in a manifest yet. A pack that some
         manifest still uses is kept whole; its unused bytes are reported, not reclaimed."""
+        wait_for_index()  # this process's recordings; another's are checked at lookup
         live: set[str] = set()
         used: dict[str, set[tuple[int, int]]] = {}
         for path in self.manifests_dir.iterdir():
