@@ -199,19 +199,27 @@ def test_a_second_import_of_the_same_bytes_writes_no_pack(tmp_path):
     assert [p.name for p in store.packs_dir.iterdir()] == [first.blocks[0].pack]
 
 
-def test_blocks_recorded_slowly_are_still_found_by_the_next_import(tmp_path, monkeypatch):
+@pytest.fixture
+def slow_index(monkeypatch) -> threading.Event:
+    """Recording a pack's blocks in the dedup index takes 0.3 s more; the event is set once
+    it is done."""
+    recorded = threading.Event()
+    add = DedupIndex.add
+
+    def slow_add(self, refs):
+        time.sleep(0.3)
+        add(self, refs)
+        recorded.set()
+
+    monkeypatch.setattr(DedupIndex, "add", slow_add)
+    return recorded
+
+
+def test_blocks_recorded_slowly_are_still_found_by_the_next_import(tmp_path, slow_index):
     """A finished pack's blocks enter the dedup index on a thread of their own (an import does
     not wait for it); the next pack writer of this process does, so dedup does not depend on
     that thread's speed."""
-    recorded = threading.Event()
-    slow_add = DedupIndex.add
-
-    def add(self, refs):
-        time.sleep(0.3)
-        slow_add(self, refs)
-        recorded.set()
-
-    monkeypatch.setattr(DedupIndex, "add", add)
+    recorded = slow_index
     data = os.urandom(4 * BLOCK_SIZE)
     store = BlockStore(tmp_path / "store")
     first = write_snapshot(store, len(data), [(0, data)])
@@ -255,18 +263,10 @@ def test_index_entries_of_a_pack_that_is_gone_are_not_used(tmp_path):
 
 
 def test_garbage_collection_waits_for_the_index_of_a_pack_just_finished(tmp_path,
-                                                                       monkeypatch):
+                                                                       slow_index):
     """gc forgets the entries of the packs it deletes; in one process it also waits for the
     entries still being recorded, so none of them outlives its pack."""
-    recorded = threading.Event()
-    slow_add = DedupIndex.add
-
-    def add(self, refs):
-        time.sleep(0.3)
-        slow_add(self, refs)
-        recorded.set()
-
-    monkeypatch.setattr(DedupIndex, "add", add)
+    recorded = slow_index
     data = os.urandom(2 * BLOCK_SIZE)
     store = BlockStore(tmp_path / "store")
     first = write_snapshot(store, len(data), [(0, data)])  # no manifest: its pack is garbage
