@@ -32,21 +32,23 @@ from pathlib import Path
 
 import blake3
 
+from vmimport.blockstore.packs import BLOCK_SIZE, ZERO_BLOCK, ZERO_CHUNK
+from vmimport.pipeline.source import LocalSource
+
 from . import disks
 from .__main__ import DEFAULT_CACHE
 from .conversion import settle
 from .server import timed_command
 
-BLOCK = 512 * 1024
-WINDOW = 8 * 1024 * 1024
-ZERO_CHUNK = 64 * 1024
-WRITE_CALL = 256 * 1024
-ZEROS = bytes(BLOCK)
+WINDOW = 8 * 1024 * 1024  # the block writer's batch: 16 blocks
 
 
 def floor_copy(image: Path, out: Path) -> None:
-    """Read, hash and write ``image`` the least costly way a block store could (see above)."""
-    src = os.open(image, os.O_RDONLY)
+    """Read, hash and write ``image`` the least costly way a block store could (see above):
+    the import's own source reader and the block store's block and zero-stretch sizes, none of
+    its bookkeeping. Each non-zero stretch is one write call (64 KiB, inside the store's 256 KiB
+    write windows)."""
+    source = LocalSource.open(image.parent, "floor", image.name)
     dst = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     lock, local = threading.Lock(), threading.local()
 
@@ -55,42 +57,28 @@ def floor_copy(image: Path, out: Path) -> None:
         if buf is None:
             buf = local.buf = memoryview(bytearray(WINDOW))
         view = buf[:hi - lo]
-        if os.preadv(src, [view], lo) != hi - lo:
+        if source.readv_into(lo, [view]) != hi - lo:
             raise RuntimeError(f"{image} changed while it was read")
-        for at in range(0, len(view), BLOCK):
-            blake3.blake3(view[at:at + BLOCK], max_threads=1).digest()
+        for at in range(0, len(view), BLOCK_SIZE):
+            blake3.blake3(view[at:at + BLOCK_SIZE], max_threads=1).digest()
         with lock:
             for at in range(0, len(view), ZERO_CHUNK):
                 chunk = view[at:at + ZERO_CHUNK]
-                if ZEROS.startswith(chunk):
-                    continue
-                for part in range(0, len(chunk), WRITE_CALL):  # 64 KiB < 256 KiB: one call
-                    os.pwrite(dst, chunk[part:part + WRITE_CALL], lo + at + part)
+                if not ZERO_BLOCK.startswith(chunk):
+                    os.pwrite(dst, chunk, lo + at)
+
+    def windows():  # 8 MiB pieces of the file's data ranges, window-aligned
+        for start, end in source.data_ranges():
+            for at in range(start - start % WINDOW, end, WINDOW):
+                yield max(at, start), min(at + WINDOW, end)
 
     try:
         with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda w: window(*w), _windows(src)))
-        os.ftruncate(dst, os.fstat(src).st_size)
+            list(pool.map(lambda w: window(*w), windows()))
+        os.ftruncate(dst, source.size)
     finally:
-        os.close(src)
+        source.close()
         os.close(dst)
-
-
-def _windows(fd: int):
-    """8 MiB windows of the file's data ranges (SEEK_DATA/SEEK_HOLE), window-aligned."""
-    size, pos = os.fstat(fd).st_size, 0
-    while pos < size:
-        try:
-            start = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError:  # ENXIO: no data after pos
-            return
-        end = os.lseek(fd, start, os.SEEK_HOLE)
-        at = start
-        while at < end:
-            stop = min(end, at - at % WINDOW + WINDOW)
-            yield at, stop
-            at = stop
-        pos = end
 
 
 def store_copy(image: Path, out: Path) -> None:

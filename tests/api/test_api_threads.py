@@ -5,7 +5,6 @@ that counts how many of it run at the same time."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,11 +19,7 @@ from vmimport.api.app import create_app
 from vmimport.config import Settings
 from vmimport.db.session import Database
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ..helpers import free_port
 
 
 @pytest.fixture
@@ -33,7 +28,7 @@ def app_server(tmp_path):
     servers = []
 
     def start(**settings) -> str:
-        port = _free_port()
+        port = free_port()
         config = Settings(data_dir=tmp_path, port=port, **settings)
         db = Database(f"sqlite:///{tmp_path / 'vmimport.db'}")
         server = uvicorn.Server(uvicorn.Config(create_app(config, db), host="127.0.0.1",
