@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from vmimport.blockstore.index import DedupIndex
+from vmimport.blockstore import packs
+from vmimport.blockstore.packs import PackWriter
 from vmimport.blockstore.reader import SnapshotReader
 from vmimport.blockstore.store import (BLOCK_SIZE, BlockStore, BlockStoreError, Manifest,
                                        wait_for_index)
@@ -196,7 +198,65 @@ def test_a_second_import_of_the_same_bytes_writes_no_pack(tmp_path):
     first = write_snapshot(store, len(data), [(0, data)])
     second = write_snapshot(store, len(data), [(0, data)])
     assert second.blocks == first.blocks
-    assert [p.name for p in store.packs_dir.iterdir()] == [first.blocks[0].pack]
+    assert {p.name for p in store.packs_dir.iterdir()} == first.packs()
+
+
+@pytest.fixture
+def batches_on_both_threads(monkeypatch) -> None:
+    """Each batch of blocks waits, before it is stored, until another batch is being stored
+    too: with two pool threads, consecutive batches go to different threads."""
+    pair = threading.Barrier(2, timeout=10)
+    put_blocks = PackWriter.put_blocks
+
+    def paired(self, blocks):
+        pair.wait()
+        return put_blocks(self, blocks)
+
+    monkeypatch.setattr(PackWriter, "put_blocks", paired)
+
+
+def _in_batches(data: bytes, blocks: int) -> list[tuple[int, bytes]]:
+    step = blocks * BLOCK_SIZE
+    return [(at, data[at:at + step]) for at in range(0, len(data), step)]
+
+
+def test_each_writing_thread_fills_a_pack_of_its_own(tmp_path, batches_on_both_threads):
+    """Two threads writing one file take turns on its inode lock, so each pool thread appends
+    to a pack of its own; all of them are published when the write succeeds."""
+    data = os.urandom(8 * BLOCK_SIZE)  # two batches of four blocks (bytes extents)
+    store = BlockStore(tmp_path / "store")
+    manifest = write_snapshot(store, len(data), _in_batches(data, 4), threads=2)
+    assert len(manifest.packs()) == 2
+    assert {p.name for p in store.packs_dir.iterdir()} == manifest.packs()
+    assert _read_all(store, manifest) == data
+    # Both packs entered the dedup index: the same bytes again store nothing new.
+    again = write_snapshot(store, len(data), _in_batches(data, 4), threads=2)
+    assert again.blocks == manifest.blocks
+    assert {p.name for p in store.packs_dir.iterdir()} == manifest.packs()
+
+
+def test_a_failed_write_on_two_threads_leaves_no_pack_of_either(tmp_path, monkeypatch,
+                                                                batches_on_both_threads):
+    data = os.urandom(8 * BLOCK_SIZE)
+    store = BlockStore(tmp_path / "store")
+    created = []
+    open_pack = packs._PackFile.__init__
+
+    def recorded(self, packs_dir):
+        open_pack(self, packs_dir)
+        created.append(self.partial)
+
+    monkeypatch.setattr(packs._PackFile, "__init__", recorded)
+
+    def fail_at_the_end(done):
+        if done == len(data):  # after both batches were handed out
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_snapshot(store, len(data), _in_batches(data, 4), threads=2,
+                       on_progress=fail_at_the_end)
+    assert len(created) == 2  # both threads had begun a pack
+    assert list(store.packs_dir.iterdir()) == []
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ so deleting a snapshot only deletes its manifest (see ``BlockStore.collect_garba
 
 On-disk layout under ``root``::
 
-    packs/<name>              blocks back to back, one pack per write (``packs.py``)
+    packs/<name>              blocks back to back, a pack per writing thread (``packs.py``)
     packs/.partial-<name>     a pack being written (nothing refers to it yet)
     index.sqlite              digest -> place, for dedup (``index.py``)
     manifests/<snapshot-id>   binary manifest
