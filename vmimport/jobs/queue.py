@@ -100,16 +100,21 @@ def enqueue(session: Session, kind: str, task_id: str) -> Job:
 def claim(db, owner: str, lease_seconds: float, kinds: list[str] | None = None) -> Job | None:
     """Take the oldest job that is queued, or running with an expired lease."""
     now = _now()
-    with db.write() as session:
-        query = (select(Job)
+    claimable = (select(Job)
                  .where(or_(Job.state == "queued",
                             (Job.state == "running") & (Job.lease_expires_at < now)))
                  .order_by(Job.id).limit(1))
-        if kinds:
-            query = query.where(Job.kind.in_(kinds))
-        if not db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        job = session.scalar(query)
+    if kinds:
+        claimable = claimable.where(Job.kind.in_(kinds))
+    # Look before taking the write lock: every idle worker thread claims when an enqueue wakes
+    # them, all but one in vain, and on SQLite each of those write transactions made the
+    # running import's next write (and the API's) wait for the lock.
+    with db.read() as session:
+        if session.scalar(claimable.with_only_columns(Job.id)) is None:
+            return None
+    with db.write() as session:
+        job = session.scalar(claimable if db.is_sqlite
+                             else claimable.with_for_update(skip_locked=True))
         if job is None:
             return None
         job.state = "running"
