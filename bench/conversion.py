@@ -15,7 +15,7 @@ from .server import MemorySampler, Timed, VmimportServer, cpu_seconds, timed_com
 
 BUCKET = "bench"
 RSS_LIMIT = 256 * MiB
-POLL = 0.2  # DescribeImportImageTasks poll interval: only tells when to look (see import_once)
+POLL = 0.5  # DescribeImportImageTasks poll interval: only tells when to look (see import_once)
 
 
 @dataclass
