@@ -1,5 +1,6 @@
 """Conversion and growth: whole imports through the API (ImportImage -> completed AMI) against
-``qemu-img convert -O raw`` of the same file, run alternately so machine drift hits both alike."""
+``qemu-img convert -O raw`` of the same file, each tool's runs after an untimed run of its own
+(see ``timed_runs``)."""
 
 from __future__ import annotations
 
@@ -82,30 +83,29 @@ def _wait_gone(ec2, task_id: str, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
-def timed_pairs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str, runs: int,
-                work: Path, timeout: float, sampler: MemorySampler
-                ) -> tuple[list[Timed], list[ImportResult]]:
-    """``runs`` x (qemu-img convert and ImportImage) of one image, the two interleaved (and
-    which goes first alternating) so machine drift hits both alike. Each tool starts on the
-    same footing: the other's output already deleted (qemu-img's raw file; the imported
-    blocks), nothing left to write back. One untimed pair first: on this VM the first writes
-    into memory freed a while ago cost 2-4x (the hypervisor takes idle memory back), whichever
-    tool makes them."""
+def timed_runs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str, runs: int,
+               work: Path, timeout: float, sampler: MemorySampler
+               ) -> tuple[list[Timed], list[ImportResult]]:
+    """``runs`` timed ``qemu-img convert``s of one image, then ``runs`` timed imports of it,
+    each series after an untimed run of the same tool; each run's output (qemu-img's raw file,
+    the imported blocks) is deleted right after it.
+
+    Each tool after itself: on this VM (see bench/README.md) a run's cost depends on what ran
+    just before it, and not alike for both tools. With the two interleaved (as until
+    2026-11-27), a qemu-img convert of the raw bench disk right after an import and the
+    deletion of its blocks took 0.70-1.03 s, one right after qemu-img 0.45-0.52 s; on other
+    days it was the import that paid after the other tool. The untimed run absorbs both that
+    and the first writes after ``settle``'s pause (memory idle for seconds costs 2-4x)."""
     server.clear_blocks()
     settle()
     qemu_once(fmt, image, work / "qemu-out.raw")
+    qemu = [qemu_once(fmt, image, work / "qemu-out.raw") for _ in range(runs)]
     import_once(server, ec2, key, fmt.declared, timeout)
     server.clear_blocks()
-    qemu, ours = [], []
-    for run in range(runs):
-        # Which tool goes first alternates (qemu-img, vmimport, vmimport, qemu-img, ...): on
-        # this VM the cost of a run depends on what ran just before it (see bench/README.md).
-        if run % 2 == 0:
-            qemu.append(qemu_once(fmt, image, work / "qemu-out.raw"))
+    ours = []
+    for _ in range(runs):
         ours.append(import_once(server, ec2, key, fmt.declared, timeout, sampler))
         server.clear_blocks()
-        if run % 2 == 1:
-            qemu.append(qemu_once(fmt, image, work / "qemu-out.raw"))
         if ours[-1].status != "completed":
             break
     return qemu, ours
@@ -187,7 +187,7 @@ def run_conversion(server: VmimportServer, ec2, sampler: MemorySampler, names: l
         row["image_allocated_bytes"] = image.stat().st_blocks * 512
         key = f"conv/{image.name}"
         server.put(BUCKET, key, image)
-        qemu, ours = timed_pairs(server, ec2, fmt, image, key, runs, work, timeout, sampler)
+        qemu, ours = timed_runs(server, ec2, fmt, image, key, runs, work, timeout, sampler)
         if name in profile and profile_dir is not None:
             from .profile import PySpy, log_summary
 
@@ -252,7 +252,7 @@ def run_growth(server: VmimportServer, ec2, sampler: MemorySampler, names: list[
             image = disks.render(raw, fmt)
             key = f"growth/{image.name}"
             server.put(BUCKET, key, image)
-            qemu, ours = timed_pairs(server, ec2, fmt, image, key, runs, work, timeout, sampler)
+            qemu, ours = timed_runs(server, ec2, fmt, image, key, runs, work, timeout, sampler)
             server.drop(BUCKET, key)
             server.clear_blocks()
             row["qemu_median"] = round(statistics.median(t.seconds for t in qemu), 3)
