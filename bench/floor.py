@@ -8,11 +8,12 @@ non-zero bytes, alternated run by run:
 
 - ``qemu-img``: ``qemu-img convert -O raw`` (the conversion section's baseline);
 - ``store``: vmimport's block store in this process (``open_guest_disks`` + ``write_snapshot``:
-  read, cut into 512 KiB blocks, blake3 every block, dedup lookups, pack writes), without the
+  read, cut into 512 KiB blocks, fingerprint every block, dedup lookups, pack writes), without the
   API, the queue, inspection or the AMI;
 - ``floor``: the least such a store can do: two threads, each taking 8 MiB windows of the file's
-  data ranges: one preadv, a blake3 digest per block, and the non-zero 64 KiB stretches written
-  in calls inside 256 KiB windows, one writer at a time (as ``packs.py`` writes) -- nothing else.
+  data ranges: one preadv, a fingerprint per block, and the non-zero 64 KiB stretches written
+  in calls inside 256 KiB windows, each thread into a file of its own (as ``packs.py`` writes)
+  -- nothing else.
 
 If ``store`` takes about as long as ``floor``, the code around the copies and the digests costs
 nothing that matters, and what stands between an import and qemu-img is the digests themselves
@@ -30,9 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import blake3
-
-from vmimport.blockstore.packs import BLOCK_SIZE, ZERO_BLOCK, ZERO_CHUNK
+from vmimport.blockstore.packs import BLOCK_SIZE, ZERO_BLOCK, ZERO_CHUNK, block_digest
 from vmimport.pipeline.source import LocalSource
 
 from . import disks
@@ -44,28 +43,32 @@ WINDOW = 8 * 1024 * 1024  # the block writer's batch: 16 blocks
 
 
 def floor_copy(image: Path, out: Path) -> None:
-    """Read, hash and write ``image`` the least costly way a block store could (see above):
-    the import's own source reader and the block store's block and zero-stretch sizes, none of
-    its bookkeeping. Each non-zero stretch is one write call (64 KiB, inside the store's 256 KiB
-    write windows)."""
+    """Read, fingerprint and write ``image`` the least costly way a block store could (see
+    above): the import's own source reader and the block store's block and zero-stretch sizes,
+    none of its bookkeeping. Each thread writes a file of its own in the directory ``out`` (as
+    the store's threads write packs of their own), each non-zero stretch in one write call
+    (64 KiB, inside the store's 256 KiB write windows), at its offset in the image."""
     source = LocalSource.open(image.parent, "floor", image.name)
-    dst = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    lock, local = threading.Lock(), threading.local()
+    out.mkdir()
+    local = threading.local()
+    files: list[int] = []
 
     def window(lo: int, hi: int) -> None:
         buf = getattr(local, "buf", None)
         if buf is None:
             buf = local.buf = memoryview(bytearray(WINDOW))
+            local.fd = os.open(out / str(threading.get_ident()),
+                               os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            files.append(local.fd)
         view = buf[:hi - lo]
         if source.readv_into(lo, [view]) != hi - lo:
             raise RuntimeError(f"{image} changed while it was read")
         for at in range(0, len(view), BLOCK_SIZE):
-            blake3.blake3(view[at:at + BLOCK_SIZE], max_threads=1).digest()
-        with lock:
-            for at in range(0, len(view), ZERO_CHUNK):
-                chunk = view[at:at + ZERO_CHUNK]
-                if not ZERO_BLOCK.startswith(chunk):
-                    os.pwrite(dst, chunk, lo + at)
+            block_digest(view[at:at + BLOCK_SIZE])
+        for at in range(0, len(view), ZERO_CHUNK):
+            chunk = view[at:at + ZERO_CHUNK]
+            if not ZERO_BLOCK.startswith(chunk):
+                os.pwrite(local.fd, chunk, lo + at)
 
     def windows():  # 8 MiB pieces of the file's data ranges, window-aligned
         for start, end in source.data_ranges():
@@ -75,10 +78,10 @@ def floor_copy(image: Path, out: Path) -> None:
     try:
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda w: window(*w), windows()))
-        os.ftruncate(dst, source.size)
     finally:
         source.close()
-        os.close(dst)
+        for fd in files:
+            os.close(fd)
 
 
 def store_copy(image: Path, out: Path) -> None:

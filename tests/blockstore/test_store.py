@@ -17,8 +17,8 @@ from vmimport.blockstore.index import DedupIndex
 from vmimport.blockstore import packs
 from vmimport.blockstore.packs import PackWriter
 from vmimport.blockstore.reader import SnapshotReader
-from vmimport.blockstore.store import (BLOCK_SIZE, BlockStore, BlockStoreError, Manifest,
-                                       wait_for_index)
+from vmimport.blockstore.store import (BLOCK_SIZE, BlockRef, BlockStore, BlockStoreError,
+                                       Manifest, wait_for_index)
 from vmimport.blockstore.writer import write_snapshot
 from vmimport.pipeline.errors import ImportFailure
 from vmimport.pipeline.formats import open_guest_disks
@@ -407,6 +407,73 @@ def test_garbage_collection_keeps_packs_in_use_and_forgets_the_rest(tmp_path):
     # The index forgot them too: the same bytes are written again, not referenced.
     again = write_snapshot(store, len(a), [(0, a)])
     assert _read_all(store, again) == a
+
+
+@pytest.fixture
+def colliding_fingerprints(monkeypatch) -> None:
+    """Every block gets the same fingerprint: what a crafted image could do to xxh3 for a
+    block it expects to be stored (xxh3 is no cryptographic hash)."""
+    monkeypatch.setattr(packs, "_digest_pieces", lambda pieces: "ab" * 16)
+    monkeypatch.setattr(packs, "block_digest", lambda data: "ab" * 16)
+
+
+def test_blocks_with_the_same_fingerprint_are_shared_only_if_their_bytes_are_equal(
+        tmp_path, colliding_fingerprints):
+    store = BlockStore(tmp_path / "store")
+    a, b, c = (os.urandom(BLOCK_SIZE) for _ in range(3))
+    first = write_snapshot(store, BLOCK_SIZE, [(0, a)])
+    wait_for_index()
+    # Against the index (another write), within one batch, and against an earlier batch of
+    # the same write (its pack still partial), on one thread and then on two.
+    data = b + c + b + a + c + b + a + b
+    contents = [data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE] for i in range(8)]
+    for threads in (1, 2):
+        second = write_snapshot(store, len(data), _in_batches(data, 4), threads=threads)
+        assert _read_all(store, second) == data
+        for i in range(8):  # blocks of different content never share a place
+            assert all(second.blocks[i] != second.blocks[j]
+                       for j in range(8) if contents[j] != contents[i])
+            assert second.blocks[i] != first.blocks[0] or contents[i] == a
+        if threads == 1:  # equal blocks still shared: in one batch, and batch to batch
+            assert len({second.blocks[i] for i in (0, 2, 5, 7)}) == 1
+    assert _read_all(store, first) == a
+
+
+def test_a_partly_zero_block_is_shared_with_its_twin_in_an_earlier_batch(tmp_path):
+    """The twin is the last block of this write's partial pack, whose trailing zeros are not
+    written yet (the file ends short of them): they still compare as zeros."""
+    head = os.urandom(4096) + bytes(BLOCK_SIZE - 4096)
+    data = os.urandom(3 * BLOCK_SIZE) + head + os.urandom(3 * BLOCK_SIZE) + head
+    store = BlockStore(tmp_path / "store")
+    manifest = write_snapshot(store, len(data), _in_batches(data, 4), threads=1)
+    assert manifest.blocks[7] == manifest.blocks[3]
+    assert _read_all(store, manifest) == data
+
+
+def test_manifests_with_the_blake3_digests_of_older_versions_are_still_read_and_checked(
+        tmp_path):
+    import blake3
+
+    data = os.urandom(2 * BLOCK_SIZE)
+    store = BlockStore(tmp_path / "store")
+    manifest = write_snapshot(store, len(data), [(0, data)])
+    assert store.write_manifest("snap-new", manifest) is None
+    assert (store.manifests_dir / "snap-new").read_bytes()[:8] == b"VMIMAN05"
+    old = Manifest(size_bytes=len(data), blocks={
+        i: BlockRef(blake3.blake3(data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]).hexdigest(),
+                    ref.pack, ref.offset, ref.length) for i, ref in manifest.blocks.items()})
+    store.write_manifest("snap-old", old)
+    assert (store.manifests_dir / "snap-old").read_bytes()[:8] == b"VMIMAN03"
+    assert _read_all(store, store.read_manifest("snap-old")) == data
+    ref = old.blocks[1]
+    with open(store.pack_path(ref), "r+b") as pack:
+        pack.seek(ref.offset + 9)
+        pack.write(b"\x00" if data[BLOCK_SIZE + 9] else b"\x01")
+    with pytest.raises(BlockStoreError, match=f"block {ref.digest} is damaged"):
+        store.read_block(store.read_manifest("snap-old"), 1)
+    with pytest.raises(ValueError, match="digests of one kind"):
+        Manifest(size_bytes=len(data), blocks={0: old.blocks[0], 1: manifest.blocks[1]}
+                 ).to_bytes()
 
 
 def test_manifest_of_an_older_layout_is_refused_by_name(tmp_path):

@@ -29,7 +29,8 @@ from pathlib import Path
 from .index import DedupIndex
 from .manifest import (BLOCK_SIZE, BlockRef, BlockStoreError, Manifest,  # noqa: F401 (re-exported)
                        ManifestEncryption)
-from .packs import ZERO_BLOCK, PackWriter, block_digest, wait_for_index  # noqa: F401 (re-exported)
+from .packs import (ZERO_BLOCK, PackWriter, block_digest,  # noqa: F401 (re-exported)
+                    digest_matches, wait_for_index)
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class BlockStore:
             data = os.pread(fd, ref.length, ref.offset)
         finally:
             os.close(fd)
-        if len(data) != ref.length or block_digest(data) != ref.digest:
+        if len(data) != ref.length or not digest_matches(data, ref.digest):
             raise BlockStoreError(f"block {ref.digest} is damaged (its content in pack "
                                   f"{ref.pack} at offset {ref.offset} no longer matches)")
         return data

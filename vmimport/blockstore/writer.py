@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable
 
 from .crypto import BlockCipher
+from .packs import join_pieces
 from .store import BLOCK_SIZE, ZERO_BLOCK, BlockStore, Manifest, ManifestEncryption
 
 
@@ -46,7 +47,8 @@ def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[i
     def store_batch(batch: list[tuple[int, list]]) -> list:
         batch = _read_deferred(batch, buffers)
         if cipher is not None:  # sealing needs each block in one piece
-            refs = [pack.put(cipher.seal_block(index, _join(pieces))) for index, pieces in batch]
+            refs = [pack.put(cipher.seal_block(index, join_pieces(pieces)))
+                    for index, pieces in batch]
         else:
             refs = pack.put_blocks([pieces for _, pieces in batch])
         return [(index, ref) for (index, _), ref in zip(batch, refs)]
@@ -119,14 +121,6 @@ def _read_deferred(batch: list[tuple[int, list]], buffers: threading.local) -> l
         type(reads[0][0]).read_many(reads)
     return [(index, pieces) for index, pieces, was_read in placed
             if not (was_read and _all_zero(pieces))]
-
-
-def _join(pieces: list[tuple[int, memoryview]]) -> bytes:
-    """The whole 512 KiB block: the pieces at their places, zeros between and after."""
-    block = bytearray(BLOCK_SIZE)
-    for within, piece in pieces:
-        block[within:within + len(piece)] = piece
-    return bytes(block)
 
 
 def _blocks(size_bytes: int, extents: Iterable[tuple[int, object]]):
