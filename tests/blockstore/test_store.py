@@ -378,6 +378,16 @@ def test_a_file_that_shrinks_under_a_deferred_read_fails_clearly(tmp_path):
     assert list(store.packs_dir.iterdir()) == []
 
 
+def test_progress_is_reported_all_through_a_sparse_disk(tmp_path):
+    """Progress (where a cancel is noticed, too) comes every 16 blocks of the disk, holes
+    included: a disk with data at none of the multiples of 16 still reports along the way."""
+    size = 128 * BLOCK_SIZE
+    extents = [((16 * i + 3) * BLOCK_SIZE, os.urandom(BLOCK_SIZE)) for i in range(8)]
+    calls = []
+    write_snapshot(BlockStore(tmp_path / "store"), size, extents, on_progress=calls.append)
+    assert len(calls) >= 8 and calls == sorted(calls) and calls[-1] == size
+
+
 def test_a_cancelled_write_leaves_no_pack_and_no_index_entries(tmp_path):
     data = os.urandom(8 * BLOCK_SIZE)
     store = BlockStore(tmp_path / "store")

@@ -55,6 +55,7 @@ def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[i
 
     pending: deque[Future] = deque()
     batch: list[tuple[int, list]] = []
+    next_progress = PROGRESS_EVERY - 1
 
     with store.pack_writer(dedup=cipher is None) as pack, \
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="blockstore") as pool:
@@ -70,8 +71,12 @@ def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[i
                 batch.append((index, pieces))
                 if len(batch) >= (BATCH_BLOCKS if deferred else BYTES_BATCH_BLOCKS):
                     submit()
-            if on_progress is not None and index % PROGRESS_EVERY == 0:
+            # Every PROGRESS_EVERY blocks of the disk, holes included (a sparse disk may hold
+            # no block at a given multiple); the first after a batch is submitted, since it
+            # writes "converting" to the database and the pool should have work meanwhile.
+            if on_progress is not None and index >= next_progress:
                 on_progress(min(size_bytes, (index + 1) * BLOCK_SIZE))
+                next_progress = index + PROGRESS_EVERY
         if batch:
             submit()
         if on_progress is not None:
