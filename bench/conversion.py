@@ -1,6 +1,6 @@
 """Conversion and growth: whole imports through the API (ImportImage -> completed AMI) against
-``qemu-img convert -O raw`` of the same file, each tool's runs after an untimed run of its own
-(see ``timed_runs``)."""
+``qemu-img convert -O raw`` of the same file, in short series of each tool taking turns, each
+series after an untimed run of its own (see ``timed_runs``)."""
 
 from __future__ import annotations
 
@@ -83,31 +83,53 @@ def _wait_gone(ec2, task_id: str, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
+SERIES = 3  # timed runs of one tool in a row (after an untimed one), before the other's turn
+
+
 def timed_runs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str, runs: int,
                work: Path, timeout: float, sampler: MemorySampler
                ) -> tuple[list[Timed], list[ImportResult]]:
-    """``runs`` timed ``qemu-img convert``s of one image, then ``runs`` timed imports of it,
-    each series after an untimed run of the same tool; each run's output (qemu-img's raw file,
-    the imported blocks) is deleted right after it.
+    """``runs`` timed ``qemu-img convert``s and ``runs`` timed imports of one image, in short
+    series of each tool (``SERIES`` runs after an untimed one), the tools taking turns and
+    the first one alternating (qemu-img, vmimport, vmimport, qemu-img, ...); each run's output
+    (qemu-img's raw file, the imported blocks) is deleted right after it.
 
-    Each tool after itself: on this VM (see bench/README.md) a run's cost depends on what ran
-    just before it, and not alike for both tools. With the two interleaved (as until
-    2026-11-27), a qemu-img convert of the raw bench disk right after an import and the
+    Each run after one of its own tool: on this VM (see bench/README.md) a run's cost depends
+    on what ran just before it, and not alike for both tools. With single runs interleaved (as
+    until 2026-11-27), a qemu-img convert of the raw bench disk right after an import and the
     deletion of its blocks took 0.70-1.03 s, one right after qemu-img 0.45-0.52 s; on other
-    days it was the import that paid after the other tool. The untimed run absorbs both that
-    and the first writes after ``settle``'s pause (memory idle for seconds costs 2-4x)."""
+    days it was the import that paid after the other tool. The untimed run absorbs that, and
+    the first writes after ``settle``'s pause (memory idle for seconds costs 2-4x). The turns
+    spread both tools over the same stretch of time: with one series each, a full run on
+    2026-11-27 caught a slow spell of the machine in the imports' series (fixed VHD: imports
+    0.39 -> 0.48 s median from a run ten minutes before, qemu-img 0.44 -> 0.45 s)."""
     server.clear_blocks()
     settle()
-    qemu_once(fmt, image, work / "qemu-out.raw")
-    qemu = [qemu_once(fmt, image, work / "qemu-out.raw") for _ in range(runs)]
-    import_once(server, ec2, key, fmt.declared, timeout)
-    server.clear_blocks()
-    ours = []
-    for _ in range(runs):
-        ours.append(import_once(server, ec2, key, fmt.declared, timeout, sampler))
+    qemu: list[Timed] = []
+    ours: list[ImportResult] = []
+
+    def qemu_series(count: int) -> None:
+        qemu_once(fmt, image, work / "qemu-out.raw")
+        qemu.extend(qemu_once(fmt, image, work / "qemu-out.raw") for _ in range(count))
+
+    def import_series(count: int) -> bool:
+        import_once(server, ec2, key, fmt.declared, timeout)
         server.clear_blocks()
-        if ours[-1].status != "completed":
+        for _ in range(count):
+            ours.append(import_once(server, ec2, key, fmt.declared, timeout, sampler))
+            server.clear_blocks()
+            if ours[-1].status != "completed":
+                return False
+        return True
+
+    turn = 0
+    while len(qemu) < runs:
+        count = min(SERIES, runs - len(qemu))
+        first, second = ((qemu_series, import_series) if turn % 2 == 0
+                         else (import_series, qemu_series))
+        if first(count) is False or second(count) is False:
             break
+        turn += 1
     return qemu, ours
 
 
