@@ -472,6 +472,28 @@ def test_blocks_with_the_same_fingerprint_are_shared_only_if_their_bytes_are_equ
     assert _read_all(store, first) == a
 
 
+def test_a_crafted_block_under_a_fingerprint_does_not_keep_others_from_dedup(
+        tmp_path, colliding_fingerprints):
+    """Stored first, a block holding a popular block's fingerprint (xxh3 collisions can be
+    crafted) would make every later copy of the popular block fail its byte compare; those go
+    by their blake3 digest instead, and are shared again."""
+    store = BlockStore(tmp_path / "store")
+    crafted, popular = os.urandom(BLOCK_SIZE), os.urandom(BLOCK_SIZE)
+    write_snapshot(store, BLOCK_SIZE, [(0, crafted)])
+    first = write_snapshot(store, 2 * BLOCK_SIZE, [(0, popular), (BLOCK_SIZE, popular)])
+    assert first.blocks[0] == first.blocks[1]  # within one batch
+    later = [write_snapshot(store, BLOCK_SIZE, [(0, popular)]) for _ in range(2)]
+    assert all(m.blocks[0] == first.blocks[0] for m in later)  # across writes, via the index
+    packs_now = {p.name for p in store.packs_dir.iterdir()}
+    assert len(packs_now) == 2  # the crafted block's and the popular block's: nothing more
+    for manifest in (first, *later):
+        assert _read_all(store, manifest) == popular * (manifest.size_bytes // BLOCK_SIZE)
+    # The manifest keeps the fingerprint as every block's digest, as reads check it.
+    assert first.blocks[0].digest == "ab" * 16
+    store.write_manifest("snap", first)
+    assert store.read_manifest("snap").blocks == first.blocks
+
+
 def test_a_partly_zero_block_is_shared_with_its_twin_in_an_earlier_batch(tmp_path):
     """The twin is the last block of this write's partial pack, whose trailing zeros are not
     written yet (the file ends short of them): they still compare as zeros."""

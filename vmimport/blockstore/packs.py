@@ -22,9 +22,12 @@ two cores that alone kept an import of an uncompressed disk behind ``qemu-img co
 (in-process A/B, the bench disk, 8 runs each: 0.453 -> 0.370 s, 0.83 -> 0.65 CPU-s). xxh3 is no
 cryptographic hash: a crafted image can collide with a block it expects someone else to
 store; so a fingerprint only names a candidate, and a candidate is read back (one 512 KiB pread,
-only when a block is seen again) and compared before its place is reused. A collision costs
-that block its dedup, never data (the index keeps one place per fingerprint: a crafted block
-stored first under a popular block's fingerprint leaves that block undeduplicated). Within a
+only when a block is seen again) and compared before its place is reused. A collision never
+costs data. Nor does it cost dedup for long: honest blocks collide with probability 2^-128, so
+a block whose fingerprint leads to other bytes is taken to share it with a crafted block, and
+is found by its blake3 digest instead (computed for such blocks only); otherwise a crafted
+block stored first under a popular block's fingerprint would keep every copy of that block
+from being shared. Within a
 write, a block's twin is found once the twin's bytes are in the file; twins stored by the two
 threads at the same moment are both kept. The fingerprint also checks every read for damage,
 as the digest did; blake3 digests in older manifests are still checked as blake3.
@@ -33,10 +36,10 @@ A finished pack's blocks enter the dedup index on a thread of their own, a momen
 (``RECORD_DELAY``), so an import does not wait for it nor share the machine with it while it
 finishes: inserting the 2,433 entries of the bench disk takes 14 ms into an empty index and
 60 ms into one of 200,000 (each entry dirties another page of the B-tree), and it grows with
-the store. ``wait_for_index`` starts and waits for this process's recordings: a new pack writer
-calls it, so one process always finds what it stored before. An entry may still name a pack that is gone
-(recorded after ``vmimport gc`` deleted the pack of a failed import, or an index that outlived
-its packs); lookups check that the pack exists and ignore such entries.
+the store. ``wait_for_index`` starts and waits for this process's recordings: a new pack
+writer calls it, so one process always finds what it stored before. An entry may still name a
+pack that is gone (recorded after ``vmimport gc`` deleted the pack of a failed import, or an
+index that outlived its packs); lookups check that the pack exists and ignore such entries.
 """
 
 from __future__ import annotations
@@ -96,7 +99,9 @@ class PackWriter:
         self._lock = threading.Lock()
         self._open = True
         self._files: dict[int, _PackFile] = {}  # by writing thread (see _PackFile)
-        self._written: dict[str, BlockRef] = {}  # blocks of this write, by digest (the first)
+        # Blocks of this write, by the key they are found by (the first of each): a fingerprint,
+        # or a blake3 digest (see put_blocks); each entry's digest is its key (for the index).
+        self._written: dict[str, BlockRef] = {}
         self._flushed: set[str] = set()  # ... of those, the ones whose bytes are in the file
         self._partials: dict[str, Path] = {}  # this write's packs, by name: where they are now
         self._packs_seen: set[str] = set()  # other packs found on disk (gc waits for imports)
@@ -109,31 +114,35 @@ class PackWriter:
         Python itself) add up at 2,000+ blocks a GiB. A block is shared with one stored
         already only once their bytes compare equal (``_same_bytes``)."""
         digests = [_digest_pieces(pieces) for pieces in blocks]
-        with self._lock:
-            self._check_open()
-            found = self._known(digests)
-            # Blocks of this write count once their bytes are in the file (they are compared).
-            found.update((d, self._written[d]) for d in digests if d in self._flushed)
-        refs: list[BlockRef | None] = [
-            ref if ref is not None and self._same_bytes(ref, pieces) else None
-            for ref, pieces in ((found.get(d), p) for d, p in zip(digests, blocks))]
+        refs = self._matches(digests, blocks)
+        # A candidate with other bytes is a fingerprint collision: never by chance (2^-128),
+        # so a crafted block holds that fingerprint. Such blocks go by their blake3 digest
+        # instead, or the crafted block would keep every later twin of theirs from dedup.
+        strong = {n: _strong_digest(blocks[n]) for n, ref in enumerate(refs) if ref is False}
+        if strong:
+            found = self._matches(list(strong.values()), [blocks[n] for n in strong])
+            for n, ref in zip(strong, found):
+                refs[n] = ref and BlockRef(digests[n], ref.pack, ref.offset, ref.length)
         writes = []
         mine = []
         with self._lock:
             self._check_open()
-            here: dict[str, tuple[BlockRef, list]] = {}  # new blocks of this batch, by digest
+            here: dict[str, tuple[BlockRef, list]] = {}  # new blocks of this batch, by key
             for n, (digest, pieces) in enumerate(zip(digests, blocks)):
-                if refs[n] is not None:
+                if refs[n]:
                     continue
-                same = here.get(digest)
+                key = strong.get(n, digest)  # what the block is found by
+                same = here.get(key)
                 if same is not None and join_pieces(same[1]) == join_pieces(pieces):
                     refs[n] = same[0]
                     continue
                 refs[n] = ref = self._reserve(digest, BLOCK_SIZE)
                 if same is None:
-                    here[digest] = ref, pieces
-                    if self._written.setdefault(digest, ref) is ref:
-                        mine.append(digest)
+                    here[key] = ref, pieces
+                    entry = ref if key == digest else BlockRef(key, ref.pack, ref.offset,
+                                                               ref.length)
+                    if self._written.setdefault(key, entry) is entry:
+                        mine.append(key)
                 writes += [(ref.offset + within, part)
                            for within, piece in pieces
                            for within, part in _nonzero_parts(within, piece)]
@@ -143,6 +152,17 @@ class PackWriter:
             with self._lock:
                 self._flushed.update(mine)
         return refs
+
+    def _matches(self, keys: list[str], blocks: list[list]) -> list:
+        """For each block: the place of a stored block with its ``key`` and its bytes; False
+        if the one found under the key holds other bytes; None if none was found."""
+        with self._lock:
+            self._check_open()
+            found = self._known(keys)
+            # Blocks of this write count once their bytes are in the file (they are compared).
+            found.update((k, self._written[k]) for k in keys if k in self._flushed)
+        return [ref if ref is None or self._same_bytes(ref, pieces) else False
+                for ref, pieces in ((found.get(k), p) for k, p in zip(keys, blocks))]
 
     def _same_bytes(self, ref: BlockRef, pieces: list[tuple[int, memoryview]]) -> bool:
         """Whether the block stored at ``ref`` holds exactly ``pieces`` (zeros elsewhere).
@@ -336,6 +356,11 @@ def wait_for_index() -> None:
         thread.join()
     with _recording_lock:
         _recording[:] = [item for item in _recording if item[0].is_alive()]
+
+
+def _strong_digest(pieces: list[tuple[int, memoryview]]) -> str:
+    """blake3 of the whole block: the key of a block whose fingerprint a crafted block holds."""
+    return blake3.blake3(join_pieces(pieces), max_threads=1).hexdigest()
 
 
 def _digest_pieces(pieces: list[tuple[int, memoryview]]) -> str:
