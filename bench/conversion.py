@@ -108,11 +108,12 @@ def timed_runs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str, 
     qemu: list[Timed] = []
     ours: list[ImportResult] = []
 
-    def qemu_series(count: int) -> None:
+    def qemu_series(count: int) -> bool:
         qemu_once(fmt, image, work / "qemu-out.raw")
         qemu.extend(qemu_once(fmt, image, work / "qemu-out.raw") for _ in range(count))
+        return True
 
-    def import_series(count: int) -> bool:
+    def import_series(count: int) -> bool:  # False once an import did not complete
         import_once(server, ec2, key, fmt.declared, timeout)
         server.clear_blocks()
         for _ in range(count):
@@ -127,7 +128,7 @@ def timed_runs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str, 
         count = min(SERIES, runs - len(qemu))
         first, second = ((qemu_series, import_series) if turn % 2 == 0
                          else (import_series, qemu_series))
-        if first(count) is False or second(count) is False:
+        if not (first(count) and second(count)):
             break
         turn += 1
     return qemu, ours

@@ -55,6 +55,13 @@ def _read_all(store, manifest) -> bytes:
     return SnapshotReader(store, manifest).read()
 
 
+def _flip_byte(store, ref, at: int, was: int) -> None:
+    """Damage the stored block ``ref``: its byte ``at`` (``was`` before) changed."""
+    with open(store.pack_path(ref), "r+b") as pack:
+        pack.seek(ref.offset + at)
+        pack.write(b"\x00" if was else b"\x01")
+
+
 def _extents_of(source: LocalSource):
     return open_guest_disks(source, "raw", Limits())[0]
 
@@ -409,9 +416,7 @@ def test_damaged_or_missing_pack_is_an_error_not_data(tmp_path):
     store = BlockStore(tmp_path / "store")
     manifest = write_snapshot(store, len(data), [(0, data)])
     ref = manifest.blocks[1]
-    with open(store.pack_path(ref), "r+b") as pack:
-        pack.seek(ref.offset + 7)
-        pack.write(b"\x00" if data[BLOCK_SIZE + 7] else b"\x01")
+    _flip_byte(store, ref, 7, data[BLOCK_SIZE + 7])
     assert store.read_block(manifest, 0) == data[:BLOCK_SIZE]
     with pytest.raises(BlockStoreError, match=f"block {ref.digest} is damaged"):
         store.read_block(manifest, 1)
@@ -521,9 +526,7 @@ def test_manifests_with_the_blake3_digests_of_older_versions_are_still_read_and_
     assert (store.manifests_dir / "snap-old").read_bytes()[:8] == b"VMIMAN03"
     assert _read_all(store, store.read_manifest("snap-old")) == data
     ref = old.blocks[1]
-    with open(store.pack_path(ref), "r+b") as pack:
-        pack.seek(ref.offset + 9)
-        pack.write(b"\x00" if data[BLOCK_SIZE + 9] else b"\x01")
+    _flip_byte(store, ref, 9, data[BLOCK_SIZE + 9])
     with pytest.raises(BlockStoreError, match=f"block {ref.digest} is damaged"):
         store.read_block(store.read_manifest("snap-old"), 1)
     with pytest.raises(ValueError, match="digests of one kind"):

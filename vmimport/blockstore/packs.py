@@ -179,15 +179,8 @@ class PackWriter:
             os.close(fd)
         if own is not None:  # a block of this write: its trailing zeros may not be written yet
             stored += bytes(ref.length - len(stored))
-        if len(stored) != BLOCK_SIZE:
-            return False
-        pos = 0
-        for within, piece in pieces:
-            if not (stored.startswith(_ZERO_VIEW[:within - pos], pos)
-                    and stored.startswith(piece, within)):
-                return False
-            pos = within + len(piece)
-        return stored.startswith(_ZERO_VIEW[:BLOCK_SIZE - pos], pos)
+        return len(stored) == BLOCK_SIZE and all(stored.startswith(view, at)
+                                                 for at, view in _spans(pieces))
 
     def put(self, data) -> BlockRef:
         """Store ``data`` (a sealed block: never equal to another, so never looked up)."""
@@ -195,7 +188,6 @@ class PackWriter:
         with self._lock:
             self._check_open()
             ref = self._reserve(digest, len(data))
-            self._written.setdefault(digest, ref)
         _write_segments(self._file().fd, [(ref.offset, memoryview(data))])
         return ref
 
@@ -360,20 +352,30 @@ def wait_for_index() -> None:
 
 def _strong_digest(pieces: list[tuple[int, memoryview]]) -> str:
     """blake3 of the whole block: the key of a block whose fingerprint a crafted block holds."""
-    return blake3.blake3(join_pieces(pieces), max_threads=1).hexdigest()
+    return _hexdigest(blake3.blake3(max_threads=1), pieces)
 
 
 def _digest_pieces(pieces: list[tuple[int, memoryview]]) -> str:
-    hasher = xxhash.xxh3_128()
+    return _hexdigest(xxhash.xxh3_128(), pieces)
+
+
+def _hexdigest(hasher, pieces: list[tuple[int, memoryview]]) -> str:
+    for _, view in _spans(pieces):
+        hasher.update(view)
+    return hasher.hexdigest()
+
+
+def _spans(pieces: list[tuple[int, memoryview]]):
+    """The whole block as (offset, view): the pieces, and views of zeros between and after
+    them, in order, without copying anything."""
     pos = 0
     for within, piece in pieces:
         if within > pos:
-            hasher.update(_ZERO_VIEW[:within - pos])
-        hasher.update(piece)
+            yield pos, _ZERO_VIEW[:within - pos]
+        yield within, piece
         pos = within + len(piece)
     if pos < BLOCK_SIZE:
-        hasher.update(_ZERO_VIEW[:BLOCK_SIZE - pos])
-    return hasher.hexdigest()
+        yield pos, _ZERO_VIEW[:BLOCK_SIZE - pos]
 
 
 def join_pieces(pieces: list[tuple[int, memoryview]]) -> bytes:
