@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # for 100 tasks each, 40 threads (Starlette's default) answered 51 req/s with p99 1.3 s,
     # 4 threads 86 req/s with p99 0.43 s. More help only with a database far away.
     api_threads: int = Field(default=4, ge=1)
+    # Of those, how many one access key may use at once (0: all but one, so that a client
+    # busy with costly requests always leaves a thread to the others).
+    api_threads_per_key: int = Field(default=0, ge=0)
     # Days a finished task stays visible to Describe* (AWS: 7).
     task_retention_days: float = 7.0
 

@@ -49,7 +49,11 @@ def app_server(tmp_path):
         db.dispose()
 
 
-def _most_at_once(endpoint: str, monkeypatch, calls: int) -> int:
+TWO_KEYS = [{"access_key": "test", "secret_key": "test", "account_id": "000000000000"},
+            {"access_key": "other", "secret_key": "other", "account_id": "111111111111"}]
+
+
+def _most_at_once(endpoint: str, monkeypatch, calls: int, keys=("test",)) -> int:
     running, most = 0, 0
     lock = threading.Lock()
 
@@ -64,19 +68,29 @@ def _most_at_once(endpoint: str, monkeypatch, calls: int) -> int:
         return {"Regions": []}
 
     monkeypatch.setitem(actions.EC2_ACTIONS, "DescribeRegions", slow_handler)
-    ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1",
-                       aws_access_key_id="test", aws_secret_access_key="test",
-                       config=Config(max_pool_connections=calls, retries={"max_attempts": 1}))
+    clients = [boto3.client("ec2", endpoint_url=endpoint, region_name="us-east-1",
+                            aws_access_key_id=key, aws_secret_access_key=key,
+                            config=Config(max_pool_connections=calls, retries={"max_attempts": 1}))
+               for key in keys]
     with ThreadPoolExecutor(calls) as pool:
-        answers = list(pool.map(lambda _: ec2.describe_regions(), range(calls)))
+        answers = list(pool.map(lambda i: clients[i % len(clients)].describe_regions(), range(calls)))
     assert all(a["ResponseMetadata"]["HTTPStatusCode"] == 200 for a in answers)
     return most
 
 
 def test_at_most_api_threads_handlers_run_at_once(app_server, monkeypatch):
-    assert _most_at_once(app_server(api_threads=2), monkeypatch, calls=6) == 2
+    endpoint = app_server(api_threads=2, credentials=TWO_KEYS)
+    assert _most_at_once(endpoint, monkeypatch, calls=6, keys=("test", "other")) == 2
 
 
 def test_the_default_is_a_few_threads_not_dozens(app_server, monkeypatch):
     assert Settings().api_threads == 4
-    assert _most_at_once(app_server(), monkeypatch, calls=8) == 4
+    assert _most_at_once(app_server(credentials=TWO_KEYS), monkeypatch, calls=8,
+                         keys=("test", "other")) == 4
+
+
+def test_one_key_leaves_a_thread_to_the_others(app_server, monkeypatch):
+    # One client sending costly requests on every connection gets all threads but one.
+    endpoint = app_server(credentials=TWO_KEYS)
+    assert _most_at_once(endpoint, monkeypatch, calls=8) == 3
+    assert _most_at_once(app_server(api_threads_per_key=4), monkeypatch, calls=8) == 4

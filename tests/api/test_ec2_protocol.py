@@ -10,7 +10,8 @@ import botocore.parsers
 import botocore.serialize
 import pytest
 
-from vmimport.api.ec2_protocol import ProtocolError, ec2_model, parse_query, serialize_error, serialize_response
+from vmimport.api.ec2_protocol import ec2_model, parse_query, serialize_error, serialize_response
+from vmimport.service.errors import ApiError
 
 UTC = timezone.utc
 _serializer = botocore.serialize.create_serializer("ec2", include_validation=False)
@@ -281,14 +282,14 @@ def test_no_input_operation():
     ("DescribeImages", "Filter.1.Name=a&Filters.1.Name=b", "InvalidParameter", "more than once"),
 ])
 def test_refusals(name, query, code, fragment):
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(ApiError) as info:
         parse(name, query)
     assert info.value.code == code
     assert fragment in info.value.message
 
 
 def test_unknown_parameter_on_operation_without_input():
-    with pytest.raises(ProtocolError, match="UnknownParameter"):
+    with pytest.raises(ApiError, match="UnknownParameter"):
         parse_query(op("DescribeAccountAttributes"), [("Foo", "x")])
 
 

@@ -14,6 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from vmimport.api import json_protocol
+from vmimport.api.models import service_model
 
 
 def _code(call, *args, **kwargs) -> str:
@@ -143,7 +144,7 @@ def test_root_key_file_is_owner_only_and_material_sealed(server):
 
 
 def test_json_protocol_parses_what_botocore_serializes():
-    model = json_protocol.service_model("kms")
+    model = service_model("kms")
     op = model.operation_model("GenerateDataKey")
     params = {"KeyId": "alias/x", "EncryptionContext": {"a": "b"}, "NumberOfBytes": 64,
               "GrantTokens": ["t"]}

@@ -22,7 +22,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from urllib3.util import parse_url
 
-from vmimport.api.sigv4 import AuthError, Caller, verify_request
+from vmimport.api.sigv4 import AuthError, Caller, decode_query, verify_request
 
 ENDPOINT = "http://127.0.0.1:8773"
 ACCOUNT = "123456789012"
@@ -110,8 +110,9 @@ BOTO3_CASES = [
 
 @pytest.mark.parametrize("service,operation,params", BOTO3_CASES, ids=lambda c: c if isinstance(c, str) else "")
 def test_boto3_requests_verify(service, operation, params):
+    token = params.get("_token")
     caller = verify_request(**wire(boto3_request(service, operation, **params)))
-    assert caller == Caller("AKIDEXAMPLE", ACCOUNT, "eu-west-3", service, True)
+    assert caller == Caller("AKIDEXAMPLE", ACCOUNT, "eu-west-3", service, True, token)
 
 
 def test_boto3_on_default_https_port_and_path_prefix():
@@ -119,15 +120,62 @@ def test_boto3_on_default_https_port_and_path_prefix():
     assert verify_request(**args).service == "ec2"
 
 
-def test_unsigned_payload_is_reported():
-    # boto3 sends EBS PutSnapshotBlock with X-Amz-Content-SHA256: UNSIGNED-PAYLOAD (EBS checks its own checksum).
+def test_unsigned_payload_only_for_s3():
+    # An unsigned body could be swapped in a captured request: only S3 (and services the caller
+    # names) may opt out. boto3 sends EBS PutSnapshotBlock so (EBS checks its own checksum).
     args = wire(boto3_request("ebs", "put_snapshot_block", SnapshotId="snap-1", BlockIndex=3, BlockData=b"x" * 10,
                               DataLength=10, Checksum="abc", ChecksumAlgorithm="SHA256"))
     assert args["headers"]["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
-    assert verify_request(**args).payload_signed is False
-    verify_request(**{**args, "body": b"anything"})  # the body is not covered, by the client's choice
+    expect("SignatureDoesNotMatch", args, "accepted by S3 only")
+    ebs_ok = frozenset({"ebs"})
+    assert verify_request(**args, unsigned_payload_services=ebs_ok).payload_signed is False
+    verify_request(**{**args, "body": b"anything"}, unsigned_payload_services=ebs_ok)
     expect("AuthFailure", {**args, "headers": Headers(raw=[(k, v) for k, v in args["headers"].raw
-                                                           if k != b"x-amz-data-length"])}, "x-amz-data-length")
+                                                           if k != b"x-amz-data-length"])}, "x-amz-data-length",
+           unsigned_payload_services=ebs_ok)
+    # A signed EC2 request whose body was replaced and its hash header set to UNSIGNED-PAYLOAD.
+    good = wire(boto3_request("ec2", "describe_images"))
+    swapped = with_header({**good, "body": b"Action=DeregisterImage&ImageId=ami-1"},
+                          "x-amz-content-sha256", "UNSIGNED-PAYLOAD")
+    expect("SignatureDoesNotMatch", swapped, "accepted by S3 only")
+
+
+def test_plus_for_percent_2b_no_longer_verifies():
+    # The query is decoded once, '+' as a space, for the signature and the parameters alike: a
+    # '+' put in place of the '%2B' the client signed changes the value and the signature.
+    args = wire(boto3_request("ebs", "list_snapshot_blocks", SnapshotId="snap-1", NextToken="a+b"))
+    assert "pageToken=a%2Bb" in args["query_string"]
+    verify_request(**args)
+    expect("SignatureDoesNotMatch", {**args, "query_string": args["query_string"].replace("a%2Bb", "a+b")})
+    assert decode_query("a=x+y&b=x%2By") == [("a", "x y"), ("b", "x+y")]
+
+
+def test_many_signed_headers_verify_in_linear_work(monkeypatch):
+    # Counting work instead of timing it: botocore's canonical_headers looked every name up
+    # with get_all (a scan of all headers); ours reads each header once.
+    from email.message import Message
+    calls = []
+    original = Message.get_all
+    monkeypatch.setattr(Message, "get_all", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    headers = {f"x-amz-meta-h{i}": str(i) for i in range(2000)}
+    request = AWSRequest(method="POST", url=ENDPOINT + "/", data=b"Action=DescribeImages", headers=headers)
+    SigV4Auth(Credentials("AKIDEXAMPLE", KEYS["AKIDEXAMPLE"][0]), "ec2", "us-east-1").add_auth(request)
+    calls.clear()
+    assert verify_request(**wire(request.prepare())).service == "ec2"
+    assert len(calls) < 10, f"{len(calls)} get_all scans for 2000 signed headers"
+
+
+def test_scope_check_runs_before_the_key_lookup(good):
+    seen = []
+
+    def refuse(region, service):
+        seen.append((region, service))
+        raise AuthError("AuthFailure", f"Credential should be scoped to a valid region, not '{region}'")
+
+    looked_up = []
+    err = expect("AuthFailure", {**good, "lookup_secret": lambda k: looked_up.append(k)}, "valid region",
+                 check_scope=refuse)
+    assert seen == [("eu-west-3", "ec2")] and looked_up == [] and "eu-west-3" in err.message
 
 
 def sign(method="POST", url=ENDPOINT + "/", body=b"Action=DescribeImages&Version=2016-11-15", headers=None,

@@ -1,18 +1,25 @@
-"""The front door: one HTTP endpoint speaking the EC2 Query protocol (``POST /`` or ``GET /?Action=``),
-IAM's Query protocol and KMS's JSON protocol on the same ``/`` (told apart by ``X-Amz-Target`` and
-the service in the SigV4 credential scope), and the EBS direct APIs (``/snapshots/...``), every
-request SigV4-verified."""
+"""The front door: one HTTP endpoint for every served AWS service, and one request pipeline.
+
+A request is routed by the service its SigV4 credential scope names (unsigned ones by path and
+``X-Amz-Target``, only to be refused in the right envelope), then goes through the same steps
+whatever its protocol: request id, header and body limits, signature, scope and token checks,
+rate limit, a per-key share of the handler threads, and — on a thread — operation lookup,
+parsing, authorization, the handler, serialization; errors are worded by the protocol
+(``protocols.py``) and every request leaves one access-log line.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import fnmatch
 import logging
 import re
+import sqlite3
 import threading
 import time
 import uuid
-from urllib.parse import parse_qsl
 
 import anyio.to_thread
 from starlette.applications import Starlette
@@ -26,23 +33,27 @@ from vmimport.db.session import Database
 from vmimport.service.context import Context
 from vmimport.service.errors import ApiError
 
-from . import ec2_protocol, json_protocol, query_protocol, rest_json
-from .actions import EBS_ACTIONS, EC2_ACTIONS, IAM_ACTIONS, KMS_ACTIONS
-from .sigv4 import AuthError, verify_request
+from .models import load_models
+from .protocols import (AUTH, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN,
+                        UNAVAILABLE, ApiRequest, Protocol, Refusal, Reply, served_protocols)
+from .sigv4 import AuthError, Caller, QueryEncodingError, decode_query, verify_request
 
 log = logging.getLogger("vmimport.api")
 
 MAX_BODY = 1024 * 1024
-XML = "text/xml;charset=UTF-8"
+# Bounds checked before any other work. SDKs send about ten headers; S3 metadata adds a few.
+MAX_HEADERS = 128
+MAX_HEADER_BYTES = 32 * 1024
+MAX_QUERY_BYTES = 128 * 1024
+# Requests of one key waiting for a handler thread; more are throttled instead of queued.
+MAX_WAITING_PER_KEY = 64
 # The service a request was signed for, read before verification only to pick the protocol
 # (and so the error envelope); verification itself is what decides whether it is honoured.
 _SCOPE_SERVICE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _QUERY_SCOPE_SERVICE = re.compile(r"(?:^|&)X-Amz-Credential=[^&/]+(?:/|%2F)\d{8}(?:/|%2F)"
                                   r"[^&/%]+(?:/|%2F)([^&/%]+)(?:/|%2F)aws4_request", re.I)
-# IAM's conventions for HTTP status by error code (botocore only needs >= 300).
-_IAM_STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409,
-               "LimitExceeded": 409, "AccessDenied": 403, "SignatureDoesNotMatch": 403,
-               "InvalidClientTokenId": 403, "Throttling": 400, "ServiceFailure": 500}
+# IAM is a global service: clients sign it for us-east-1 whatever region they use.
+_GLOBAL_SERVICES = {"iam": "us-east-1"}
 
 
 class RateLimiter:
@@ -65,267 +76,195 @@ class RateLimiter:
             return allowed
 
 
+class KeySlots:
+    """At most ``per_key`` handlers of one access key run at once, so that one client busy
+    with costly requests leaves handler threads to the others. Waiting costs no thread."""
+
+    def __init__(self, per_key: int):
+        self.per_key = per_key
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str):
+        semaphore, waiting = self._slots.setdefault(key, (asyncio.Semaphore(self.per_key), [0]))
+        if semaphore.locked() and waiting[0] >= MAX_WAITING_PER_KEY:
+            raise Refusal(THROTTLED, f"Request limit exceeded: access key {key} already has "
+                          f"{self.per_key} requests running and {waiting[0]} waiting.")
+        waiting[0] += 1
+        try:
+            await semaphore.acquire()
+        finally:
+            waiting[0] -= 1
+        try:
+            yield
+        finally:
+            semaphore.release()
+
+
 class Api:
     def __init__(self, settings: Settings, db: Database):
         self.settings = settings
         self.db = db
         self.credentials: dict[str, Credential] = {c.access_key: c for c in settings.credentials}
         self.limiter = RateLimiter(settings.rate_limit_per_second)
+        self.slots = KeySlots(settings.api_threads_per_key or max(1, settings.api_threads - 1))
+        self.protocols = served_protocols()
+
+    # --- routing --------------------------------------------------------------------------
+    def protocol_for(self, request: Request) -> Protocol:
+        match = (_SCOPE_SERVICE.search(request.headers.get("authorization", ""))
+                 or _QUERY_SCOPE_SERVICE.search(request.scope.get("query_string", b"").decode("latin-1")))
+        if match:
+            service = match.group(1)
+        elif request.url.path.startswith("/snapshots/"):
+            service = "ebs"
+        elif request.headers.get("x-amz-target", "").startswith("TrentService."):
+            service = "kms"
+        else:
+            service = "ec2"
+        # A service not served is refused (once the scope is read) in EC2's envelope.
+        return self.protocols.get(service) or self.protocols["ec2"]
+
+    def _check_scope(self, region: str, service: str) -> None:
+        if service not in self.protocols:
+            raise ApiError("UnsupportedOperation", f"The {service[:40]} service is not served by "
+                           "vmimport (the request was signed for it); only "
+                           f"{', '.join(sorted(self.protocols))} are")
+        allowed = {self.settings.region, _GLOBAL_SERVICES.get(service)}
+        if region not in allowed:
+            raise AuthError("AuthFailure", f"Credential should be scoped to a valid region, not "
+                            f"'{region[:40]}': this endpoint answers for {self.settings.region}")
+
+    # --- the pipeline ---------------------------------------------------------------------
+    async def handle(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        started = time.monotonic()
+        protocol = self.protocol_for(request)
+        label = [protocol.service, "?"]
+        access_key = "-"
+        try:
+            _check_request_size(request)
+            body = await _read_body(request)
+            try:
+                query = decode_query(request.scope.get("query_string", b"").decode("latin-1"))
+            except QueryEncodingError as exc:
+                raise Refusal(INVALID, str(exc)) from None
+            caller = self._authenticate(request, query, body, protocol)
+            access_key = caller.access_key
+            if not self.limiter.allow(caller.access_key):
+                raise Refusal(THROTTLED, "Request limit exceeded.")
+            api_request = ApiRequest(request.method, request.url.path, query, request.headers,
+                                     body, request_id)
+            async with self.slots.hold(caller.access_key):
+                reply = await run_in_threadpool(self._serve, protocol, api_request, caller, label)
+        except Refusal as refusal:
+            reply = protocol.refusal(refusal, request_id)
+        except AuthError as exc:
+            kind = SIGNATURE if exc.code == "SignatureDoesNotMatch" else AUTH
+            reply = protocol.refusal(Refusal(kind, exc.message), request_id)
+        except ApiError as exc:
+            reply = protocol.api_error(exc, request_id)
+        except Exception as exc:  # noqa: BLE001 - every failure gets an answer
+            if _disk_full(exc):
+                log.error("request %s (%s:%s): the disk is full: %s", request_id, *label, exc)
+                reply = protocol.refusal(Refusal(UNAVAILABLE, "The server has no space left on "
+                                                 "its disk for this request; try again later"),
+                                         request_id)
+            else:
+                log.exception("request %s (%s:%s) failed", request_id, *label)
+                reply = protocol.refusal(Refusal(INTERNAL, "An internal error has occurred; the "
+                                                 "server log has details under request "
+                                                 f"{request_id}"), request_id)
+        log.info("%s:%s %s %s %d %.1fms", label[0], label[1], request_id, access_key,
+                 reply.status, (time.monotonic() - started) * 1000)
+        headers = {"x-amzn-RequestId": request_id, "Server": "vmimport", **reply.headers}
+        return Response(reply.body, reply.status, headers=headers)
+
+    def _authenticate(self, request: Request, query, body: bytes, protocol: Protocol) -> Caller:
+        """Signature, scope and token: on the event loop, linear in the request's size (bounded
+        above), so that a bad request costs no handler thread."""
+        scope = request.scope
+        caller = verify_request(
+            request.method, scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+            scope.get("query_string", b"").decode("latin-1"), request.headers, body,
+            self._lookup, pairs=query, check_scope=self._check_scope)
+        if caller.session_token is not None:
+            # vmimport issues no temporary credentials (yet): no token can be one of its own.
+            raise Refusal(TOKEN, "The security token included in the request is invalid: "
+                          "vmimport has issued no temporary credentials; sign with an access "
+                          "key from its configuration and no X-Amz-Security-Token")
+        return caller
 
     def _lookup(self, access_key: str):
         cred = self.credentials.get(access_key)
         return (cred.secret_key, cred.account_id) if cred else None
 
-    async def _authenticate(self, request: Request, body: bytes):
-        scope = request.scope
-        caller = verify_request(
-            request.method, scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
-            scope.get("query_string", b"").decode("latin-1"), request.headers, body,
-            self._lookup)
-        if not self.limiter.allow(caller.access_key):
-            raise ApiError("RequestLimitExceeded", "Request limit exceeded.")
-        return caller
-
-    def _authorize(self, caller, action: str) -> bool:
+    def _serve(self, protocol: Protocol, request: ApiRequest, caller: Caller,
+               label: list[str]) -> Reply:
+        """Everything after authentication, on a handler thread."""
+        operation = protocol.operation(request)
+        label[1] = operation.name
+        handler = protocol.handler(operation)
+        params = protocol.parse(operation, request)
         patterns = self.credentials[caller.access_key].actions
-        return any(fnmatch.fnmatchcase(action, p) for p in patterns)
-
-    def _context(self, caller) -> Context:
-        return Context(account_id=caller.account_id, region=self.settings.region,
-                       db=self.db, settings=self.settings)
-
-    async def root(self, request: Request) -> Response:
-        """``/``: KMS (X-Amz-Target), IAM (signed for iam) or EC2."""
-        target = request.headers.get("x-amz-target", "")
-        if target.startswith("TrentService."):
-            return await self.kms(request)
-        match = (_SCOPE_SERVICE.search(request.headers.get("authorization", ""))
-                 or _QUERY_SCOPE_SERVICE.search(request.url.query))
-        if match and match.group(1) == "iam":
-            return await self.iam(request)
-        return await self.ec2(request)
-
-    # --- EC2 Query protocol -------------------------------------------------------------
-    async def ec2(self, request: Request) -> Response:
-        request_id = str(uuid.uuid4())
-        started = time.monotonic()
-        action = "?"
-        try:
-            body = await _read_body(request)
-            caller = await self._authenticate(request, body)
-            pairs = _query_pairs(request, body)
-            fields = dict(pairs)
-            action = fields.get("Action", "")
-            if caller.service != "ec2":
-                raise ApiError("UnsupportedOperation",
-                               f"The {caller.service} service is not served by vmimport "
-                               "(the request was signed for it); only ec2, ebs, iam and kms "
-                               "are")
-            if not action:
-                raise ApiError("MissingAction", "The request must contain the parameter Action")
-            handler = EC2_ACTIONS.get(action)
-            model = ec2_protocol.ec2_model()
-            if handler is None:
-                if action in model.operation_names:
-                    raise ApiError("UnsupportedOperation",
-                                   f"{action} is an EC2 action that vmimport does not serve "
-                                   "(yet); see the README's API coverage table")
-                raise ApiError("InvalidAction",
-                               f"The action {action} is not valid for this web service.")
-            operation = model.operation_model(action)
-            params = ec2_protocol.parse_query(
-                operation, [(k, v) for k, v in pairs if k not in ("Action", "Version")])
-            if not self._authorize(caller, action):
-                raise ApiError("UnauthorizedOperation",
-                               f"You are not authorized to perform this operation "
-                               f"({action} is not allowed for access key {caller.access_key}).")
-            if params.get("DryRun"):
-                raise ApiError("DryRunOperation",
-                               "Request would have succeeded, but DryRun flag is set.")
-            result = await run_in_threadpool(handler, self._context(caller), params)
-            body_out = ec2_protocol.serialize_response(operation, result, request_id)
-            status = 200
-        except (ApiError, ec2_protocol.ProtocolError, AuthError) as exc:
-            status = getattr(exc, "status", None) or _status_for(exc.code)
-            body_out = ec2_protocol.serialize_error(exc.code, exc.message, request_id)
-        except Exception:
-            log.exception("request %s (%s) failed", request_id, action)
-            status = 500
-            body_out = ec2_protocol.serialize_error(
-                "InternalError", "An internal error has occurred; the server log has details "
-                f"under request {request_id}", request_id)
-        return _xml_reply(action, request_id, status, started, body_out)
-
-    # --- IAM (Query protocol) -------------------------------------------------------------
-    async def iam(self, request: Request) -> Response:
-        request_id = str(uuid.uuid4())
-        started = time.monotonic()
-        action = "?"
-        model = query_protocol.service_model("iam")
-        namespace = model.metadata["xmlNamespace"]
-        try:
-            body = await _read_body(request)
-            caller = await self._authenticate(request, body)
-            pairs = _query_pairs(request, body)
-            action = dict(pairs).get("Action", "")
-            if not action:
-                raise ApiError("MissingAction", "The request must contain the parameter Action")
-            handler = IAM_ACTIONS.get(action)
-            if handler is None:
-                if action in model.operation_names:
-                    raise ApiError("InvalidAction", f"{action} is an IAM action that vmimport "
-                                   "does not serve; see the README's API coverage table")
-                raise ApiError("InvalidAction",
-                               f"Could not find operation {action} for version 2010-05-08")
-            operation = model.operation_model(action)
-            params = query_protocol.parse_query(
-                operation, [(k, v) for k, v in pairs if k not in ("Action", "Version")])
-            if not self._authorize(caller, action):
-                raise ApiError("AccessDenied", f"User: access key {caller.access_key} is not "
-                               f"authorized to perform: iam:{action}", 403)
-            result = await run_in_threadpool(handler, self._context(caller), params)
-            body_out = query_protocol.serialize_response(operation, result, request_id)
-            status = 200
-        except (ApiError, AuthError) as exc:
-            code = exc.code
-            if isinstance(exc, AuthError) and code == "AuthFailure":
-                code = "InvalidClientTokenId"
-            status = _IAM_STATUS.get(code) or (exc.status if isinstance(exc, ApiError) else 403)
-            body_out = query_protocol.serialize_error(namespace, code, exc.message, request_id,
-                                                      sender=status < 500)
-        except Exception:
-            log.exception("request %s (iam %s) failed", request_id, action)
-            status = 500
-            body_out = query_protocol.serialize_error(
-                namespace, "ServiceFailure", "An internal error has occurred; the server log "
-                f"has details under request {request_id}", request_id, sender=False)
-        return _xml_reply(f"iam:{action}", request_id, status, started, body_out)
-
-    # --- KMS (JSON protocol) --------------------------------------------------------------
-    async def kms(self, request: Request) -> Response:
-        request_id = str(uuid.uuid4())
-        started = time.monotonic()
-        name = request.headers.get("x-amz-target", "?")
-        headers = {"x-amzn-RequestId": request_id, "Server": "vmimport"}
-        try:
-            body = await _read_body(request)
-            caller = await self._authenticate(request, body)
-            if caller.service != "kms":
-                raise ApiError("InvalidSignatureException", f"The request was signed for "
-                               f"{caller.service}, not kms")
-            operation = json_protocol.operation_for("kms", request.headers.get("x-amz-target"))
-            name = operation.name
-            handler = KMS_ACTIONS.get(name)
-            if handler is None:
-                raise ApiError("UnsupportedOperationException", f"{name} is a KMS operation "
-                               "that vmimport does not serve; see the README's API coverage "
-                               "table")
-            params = json_protocol.parse_request(operation, body)
-            if not self._authorize(caller, name):
-                raise ApiError("AccessDeniedException", f"access key {caller.access_key} is "
-                               f"not authorized to perform: kms:{name}")
-            result = await run_in_threadpool(handler, self._context(caller), params)
-            body_out = json_protocol.serialize_response(operation, result)
-            status = 200
-        except (ApiError, AuthError) as exc:
-            code = exc.code
-            if isinstance(exc, AuthError):
-                code = {"AuthFailure": "UnrecognizedClientException"}.get(code, code)
-                status = 400
-            else:
-                status = exc.status if exc.status != 401 else 400
-            body_out = json_protocol.serialize_error(code, exc.message)
-            headers["x-amzn-ErrorType"] = code
-        except Exception:
-            log.exception("request %s (%s) failed", request_id, name)
-            status = 500
-            body_out = json_protocol.serialize_error(
-                "KMSInternalException", "An internal error has occurred; the server log has "
-                f"details under request {request_id}")
-        log.info("kms:%s %s %d %.1fms", name, request_id, status,
-                 (time.monotonic() - started) * 1000)
-        return Response(body_out, status, media_type=json_protocol.CONTENT_TYPE, headers=headers)
-
-    # --- EBS direct APIs (rest-json) ----------------------------------------------------
-    async def ebs(self, request: Request) -> Response:
-        request_id = str(uuid.uuid4())
-        try:
-            body = await _read_body(request)
-            caller = await self._authenticate(request, body)
-            operation, labels = rest_json.match("ebs", request.method, request.url.path)
-            handler = EBS_ACTIONS.get(operation.name)
-            if handler is None:
-                raise ApiError("ValidationException",
-                               f"{operation.name} is not served by vmimport (snapshots are "
-                               "created by imports; only the read APIs are served)", 400)
-            if not self._authorize(caller, operation.name):
-                raise ApiError("AccessDeniedException",
-                               f"{operation.name} is not allowed for access key "
-                               f"{caller.access_key}", 403)
-            params = rest_json.parse_input(operation, labels, request.url.query, request.headers)
-            result = await run_in_threadpool(handler, self._context(caller), params)
-            status, headers, payload = rest_json.serialize_output(operation, result)
-        except AuthError as exc:
-            status, headers, payload = rest_json.serialize_error(
-                ApiError("AccessDeniedException" if exc.code == "AuthFailure" else exc.code,
-                         exc.message, 403), request_id)
-        except ApiError as exc:
-            status, headers, payload = rest_json.serialize_error(exc, request_id)
-        except Exception:
-            log.exception("request %s failed", request_id)
-            status, headers, payload = rest_json.serialize_error(
-                ApiError("InternalServerException", f"internal error (request {request_id})",
-                         500), request_id)
-        headers.setdefault("x-amzn-RequestId", request_id)
-        return Response(payload, status, headers=headers)
+        if not any(fnmatch.fnmatchcase(operation.name, p) for p in patterns):
+            raise protocol.denied(operation.name, caller.access_key)
+        protocol.before_handler(params)
+        context = Context(account_id=caller.account_id, region=self.settings.region,
+                          db=self.db, settings=self.settings)
+        result = handler(context, params)
+        return protocol.reply(operation, result, request.request_id)
 
 
-def _xml_reply(label: str, request_id: str, status: int, started: float, body: bytes) -> Response:
-    """The access-log line and the XML response of a Query-protocol request (EC2, IAM)."""
-    log.info("%s %s %d %.1fms", label, request_id, status, (time.monotonic() - started) * 1000)
-    return Response(body, status, media_type=XML,
-                    headers={"x-amzn-RequestId": request_id, "Server": "vmimport"})
-
-
-def _query_pairs(request: Request, body: bytes) -> list[tuple[str, str]]:
-    """Query-protocol parameters: the form body (POST) plus the query string, without the
-    presigned-URL auth parameters."""
-    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) \
-        if request.method == "POST" else []
-    return pairs + [(k, v) for k, v in parse_qsl(request.url.query, keep_blank_values=True)
-                    if not k.startswith("X-Amz-")]
-
-
-def _status_for(code: str) -> int:
-    return ApiError(code, "").status
+def _check_request_size(request: Request) -> None:
+    headers = request.scope["headers"]
+    if len(headers) > MAX_HEADERS:
+        raise Refusal(INVALID, f"The request has {len(headers)} headers; at most {MAX_HEADERS} "
+                      "are accepted", 431)
+    size = sum(len(name) + len(value) for name, value in headers)
+    if size > MAX_HEADER_BYTES:
+        raise Refusal(INVALID, f"The request's headers take {size} bytes; at most "
+                      f"{MAX_HEADER_BYTES} are accepted", 431)
+    if len(request.scope.get("query_string", b"")) > MAX_QUERY_BYTES:
+        raise Refusal(INVALID, f"The query string is longer than {MAX_QUERY_BYTES} bytes; send "
+                      "the parameters in a POST body", 414)
 
 
 async def _read_body(request: Request) -> bytes:
+    too_large = Refusal(INVALID, f"The request body is larger than {MAX_BODY} bytes", 413)
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_BODY:
-        raise ApiError("InvalidParameterValue", f"The request body is larger than {MAX_BODY} bytes")
-    body = b""
+        raise too_large
+    chunks, size = [], 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise ApiError("InvalidParameterValue",
-                           f"The request body is larger than {MAX_BODY} bytes")
-    return body
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-def load_models() -> None:
-    """Parse the botocore service models now rather than on the first request of each kind."""
-    ec2_protocol.ec2_model()
-    for name in ("ebs", "iam", "kms"):
-        rest_json.service_model(name)
+def _disk_full(exc: BaseException) -> bool:
+    """Whether a failure comes from a full disk (the database's or the block store's)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+            return True
+        if type(exc).__name__ == "DiskFull":  # psycopg.errors.DiskFull (SQLSTATE 53100)
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
+    return False
 
 
 def create_app(settings: Settings, db: Database) -> Starlette:
     load_models()
     api = Api(settings, db)
     routes = [
-        Route("/", api.root, methods=["GET", "POST"]),
-        Route("/snapshots/{rest:path}", api.ebs, methods=["GET", "POST", "PUT"]),
+        Route("/", api.handle, methods=["GET", "POST"]),
+        Route("/snapshots/{rest:path}", api.handle, methods=["GET", "POST", "PUT"]),
     ]
 
     @contextlib.asynccontextmanager

@@ -10,107 +10,49 @@ Nothing here names a parameter or an element; every name comes from the model.
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
-import re
 from datetime import datetime, timezone
 
 import botocore.model
-import botocore.session
+
+from vmimport.service.errors import ApiError
+
+from .models import service_model
+from .scalars import BadValue, text_converter
+from .text import xml_escape as _esc
 
 
-class ProtocolError(Exception):
-    """A request the protocol layer refuses; ``code`` is the EC2 error code sent to the client."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-@functools.cache
 def ec2_model() -> botocore.model.ServiceModel:
-    return botocore.session.get_session().get_service_model("ec2")
+    return service_model("ec2")
 
 
 # ---------------------------------------------------------------------------------------------
 # Requests
 
-_INT_RE = re.compile(r"-?[0-9]+\Z")
-_FLOAT_RE = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\Z|[-+]?(Infinity|NaN)\Z")
-_EPOCH_RE = re.compile(r"-?[0-9]+(\.[0-9]+)?\Z")
 _MAX_INDEX_DIGITS = 9  # EC2 lists are far shorter; also keeps int() away from huge strings
+# Lists without a maximum in the model (ImageIds, Filter.N.Value, ...) are bounded here, before
+# any work: EC2 itself caps them (200 values a filter; ids in the low thousands).
+MAX_LIST_ITEMS = 1000
 
 
 def _show(value: str) -> str:
     return value if len(value) <= 64 else value[:61] + "..."
 
 
-def _invalid(value: str, key: str, why: str) -> ProtocolError:
-    return ProtocolError("InvalidParameterValue", f"Invalid value '{_show(value)}' for {key}: {why}")
-
-
-def _check_range(shape: botocore.model.Shape, n, value: str, key: str, what: str) -> None:
-    lo, hi = shape.metadata.get("min"), shape.metadata.get("max")
-    if lo is not None and n < lo:
-        raise _invalid(value, key, f"{what} must be at least {lo}")
-    if hi is not None and n > hi:
-        raise _invalid(value, key, f"{what} must be at most {hi}")
-
-
-def _parse_timestamp(value: str, key: str) -> datetime:
-    try:
-        if _EPOCH_RE.match(value):
-            return datetime.fromtimestamp(float(value), timezone.utc)
-        ts = datetime.fromisoformat(value)  # 3.11: accepts 'Z', offsets and any fraction length
-    except (ValueError, OverflowError, OSError):
-        raise _invalid(value, key, "not an ISO-8601 timestamp or epoch seconds") from None
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
-
-
 def _scalar_converter(shape: botocore.model.Shape):
     """Return ``convert(value, key)`` for a scalar shape, with the model's checks built in."""
-    kind = shape.type_name
-    if kind == "string":
-        enum = frozenset(shape.enum)
-        has_range = "min" in shape.metadata or "max" in shape.metadata
+    if shape.type_name not in ("string", "integer", "long", "double", "float", "boolean",
+                               "timestamp", "blob"):
+        # EC2 inputs have no maps or documents (checked against the model)
+        raise TypeError(f"EC2 query input of type {shape.type_name} ({shape.name}) is not handled")
+    convert_text = text_converter(shape)
 
-        def convert(value: str, key: str):
-            if enum and value not in enum:
-                raise _invalid(value, key, "must be one of " + ", ".join(shape.enum))
-            if has_range:
-                _check_range(shape, len(value), value, key, "length")
-            return value
-    elif kind in ("integer", "long"):
-        def convert(value: str, key: str):
-            if not _INT_RE.match(value):
-                raise _invalid(value, key, "not an integer")
-            n = int(value)
-            _check_range(shape, n, value, key, "value")
-            return n
-    elif kind in ("double", "float"):
-        def convert(value: str, key: str):
-            if not _FLOAT_RE.match(value):
-                raise _invalid(value, key, "not a number")
-            n = float(value)
-            _check_range(shape, n, value, key, "value")
-            return n
-    elif kind == "boolean":
-        def convert(value: str, key: str):
-            low = value.lower()
-            if low not in ("true", "false"):
-                raise _invalid(value, key, "must be true or false")
-            return low == "true"
-    elif kind == "timestamp":
-        convert = _parse_timestamp
-    elif kind == "blob":
-        def convert(value: str, key: str):
-            try:
-                return base64.b64decode(value, validate=True)
-            except (binascii.Error, ValueError):
-                raise _invalid(value, key, "not valid base64") from None
-    else:  # EC2 inputs have no maps or documents (checked against the model)
-        raise TypeError(f"EC2 query input of type {kind} ({shape.name}) is not handled")
+    def convert(value: str, key: str):
+        try:
+            return convert_text(value)
+        except BadValue as bad:
+            raise ApiError("InvalidParameterValue",
+                                f"Invalid value '{_show(value)}' for {key}: {bad.why}") from None
     return convert
 
 
@@ -171,7 +113,7 @@ def parse_query(operation: botocore.model.OperationModel, params: list[tuple[str
     """Decode EC2 query parameters (minus Action/Version/auth) into boto3-shaped input."""
     if operation.input_shape is None:
         if params:
-            raise ProtocolError("UnknownParameter", f"The parameter {params[0][0]} is not recognized")
+            raise ApiError("UnknownParameter", f"The parameter {params[0][0]} is not recognized")
         return {}
     root = _node(operation.input_shape)
     tree: dict = {}
@@ -184,26 +126,26 @@ def parse_query(operation: botocore.model.OperationModel, params: list[tuple[str
             if node.kind == "structure":
                 entry = node.members.get(seg)
                 if entry is None:
-                    raise ProtocolError("UnknownParameter", f"The parameter {key} is not recognized")
+                    raise ApiError("UnknownParameter", f"The parameter {key} is not recognized")
                 slot, child = entry
             else:  # list: the segment is a 1-based index
                 if not (seg.isascii() and seg.isdigit()) or len(seg) > _MAX_INDEX_DIGITS or int(seg) == 0:
-                    raise ProtocolError("InvalidParameter",
+                    raise ApiError("InvalidParameter",
                                         f"Invalid list index '{seg}' in parameter {key}: indices are integers from 1")
                 slot, child = int(seg), node.member
             if i == last:
                 if child.kind == "scalar":
                     if slot in container:
-                        raise ProtocolError("InvalidParameter", f"The parameter {key} is given more than once")
+                        raise ApiError("InvalidParameter", f"The parameter {key} is given more than once")
                     container[slot] = child.convert(value, key)
                 elif child.kind == "list" and value == "":
                     container.setdefault(slot, {})  # the Query protocol's spelling of an empty list
                 else:
                     what = "a list: use " + key + ".1, " + key + ".2, ..." if child.kind == "list" else "a structure"
-                    raise ProtocolError("InvalidParameter", f"The parameter {key} is {what} and cannot take a value")
+                    raise ApiError("InvalidParameter", f"The parameter {key} is {what} and cannot take a value")
                 break
             if child.kind == "scalar":
-                raise ProtocolError("UnknownParameter", f"The parameter {key} is not recognized")
+                raise ApiError("UnknownParameter", f"The parameter {key} is not recognized")
             sub = container.get(slot)
             if sub is None:
                 sub = container[slot] = {}
@@ -216,10 +158,12 @@ def _finish(node: _Node, raw, path: str):
     if node.kind == "scalar":
         return raw
     if node.kind == "list":
+        lo, hi = node.shape.metadata.get("min", 0), node.shape.metadata.get("max", MAX_LIST_ITEMS)
+        if len(raw) > hi:  # before converting any of them
+            raise ApiError("InvalidParameterValue", f"{path} takes {lo} to {hi} items, got {len(raw)}")
         items = [_finish(node.member, raw[i], f"{path}.{i}") for i in sorted(raw)]
-        lo, hi = node.shape.metadata.get("min", 0), node.shape.metadata.get("max")
         if len(items) < lo or (hi is not None and len(items) > hi):
-            raise ProtocolError("InvalidParameterValue",
+            raise ApiError("InvalidParameterValue",
                                 f"{path} takes {lo} to {hi if hi is not None else 'any number of'} items, got {len(items)}")
         return items
     members = node.members  # also fills node.wire_names
@@ -230,7 +174,7 @@ def _finish(node: _Node, raw, path: str):
     for name in node.required:
         if name not in out:
             wire = node.wire_names[name]
-            raise ProtocolError("MissingParameter",
+            raise ApiError("MissingParameter",
                                 f"The request must contain the parameter {path + '.' + wire if path else wire}")
     return out
 
@@ -239,15 +183,6 @@ def _finish(node: _Node, raw, path: str):
 # Responses
 
 _XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
-# Characters XML 1.0 cannot carry even as references; \r is kept via a reference.
-_BAD_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff\r]")
-
-
-def _esc(text: str) -> str:
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    if _BAD_XML.search(text):
-        text = _BAD_XML.sub(lambda m: "&#13;" if m.group() == "\r" else "\ufffd", text)
-    return text
 
 
 @functools.cache

@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 from datetime import datetime, timezone
 
 import botocore.model
-import botocore.session
 
 from vmimport.service.errors import ApiError
 
+from .models import service_model
+from .text import forbidden_character
+
 CONTENT_TYPE = "application/x-amz-json-1.1"
-
-
-@functools.cache
-def service_model(name: str) -> botocore.model.ServiceModel:
-    return botocore.session.get_session().get_service_model(name)
 
 
 def operation_for(service: str, target: str | None) -> botocore.model.OperationModel:
@@ -100,6 +96,8 @@ def _parse(shape: botocore.model.Shape, value, where: str):
             raise _invalid(where, "must be epoch seconds") from None
     if not isinstance(value, str):
         raise _invalid(where, "must be a string")
+    if why := forbidden_character(value):
+        raise _invalid(where, f"is refused: {why}")
     if shape.enum and value not in shape.enum:
         raise _invalid(where, "failed to satisfy constraint: Member must satisfy enum value "
                        f"set: [{', '.join(shape.enum)}]")

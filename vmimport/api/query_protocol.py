@@ -11,26 +11,20 @@ with lists as ``<member>`` items; errors ``<ErrorResponse><Error><Type/><Code/><
 from __future__ import annotations
 
 import base64
-import binascii
-import functools
-from datetime import datetime, timezone
+from datetime import timezone
 
 import botocore.model
-import botocore.session
 
 from vmimport.service.errors import ApiError
+
+from .scalars import BadValue, text_converter
+from .text import xml_escape
 
 _XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
-@functools.cache
-def service_model(name: str) -> botocore.model.ServiceModel:
-    return botocore.session.get_session().get_service_model(name)
-
-
 def _esc(text: str) -> str:
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;"))
+    return xml_escape(text).replace('"', "&quot;")
 
 
 def _invalid(key: str, why: str) -> ApiError:
@@ -45,44 +39,10 @@ def _wire(member_name: str, shape: botocore.model.Shape) -> str:
 
 
 def _scalar(shape: botocore.model.Shape, value: str, key: str):
-    kind = shape.type_name
-    if kind in ("integer", "long"):
-        try:
-            n = int(value)
-        except ValueError:
-            raise _invalid(key, "not an integer") from None
-        lo, hi = shape.metadata.get("min"), shape.metadata.get("max")
-        if (lo is not None and n < lo) or (hi is not None and n > hi):
-            raise _invalid(key, f"must be between {lo} and {hi}")
-        return n
-    if kind == "boolean":
-        if value.lower() not in ("true", "false"):
-            raise _invalid(key, "must be true or false")
-        return value.lower() == "true"
-    if kind in ("float", "double"):
-        try:
-            return float(value)
-        except ValueError:
-            raise _invalid(key, "not a number") from None
-    if kind == "blob":
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise _invalid(key, "not valid base64") from None
-    if kind == "timestamp":
-        try:
-            ts = datetime.fromisoformat(value)
-        except ValueError:
-            raise _invalid(key, "not an ISO-8601 timestamp") from None
-        return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts
-    if shape.enum and value not in shape.enum:
-        raise _invalid(key, "must be one of " + ", ".join(shape.enum))
-    lo, hi = shape.metadata.get("min"), shape.metadata.get("max")
-    if (lo is not None and len(value) < lo) or (hi is not None and len(value) > hi):
-        raise ApiError("ValidationError", f"1 validation error detected: Value at '{key}' "
-                       f"failed to satisfy constraint: Member must have length between "
-                       f"{lo} and {hi}")
-    return value
+    try:
+        return text_converter(shape)(value)
+    except BadValue as bad:
+        raise _invalid(key, bad.why) from None
 
 
 def _build(shape: botocore.model.Shape, tree, key: str):

@@ -8,17 +8,14 @@ import json
 import re
 from datetime import datetime
 from functools import lru_cache
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
-import botocore.session
-from botocore.model import OperationModel, ServiceModel
+from botocore.model import OperationModel
 
 from vmimport.service.errors import ApiError
 
-
-@lru_cache(maxsize=None)
-def service_model(name: str) -> ServiceModel:
-    return botocore.session.get_session().get_service_model(name)
+from .models import service_model
+from .scalars import BadValue, text_converter
 
 
 @lru_cache(maxsize=None)
@@ -48,19 +45,16 @@ def match(service: str, method: str, path: str) -> tuple[OperationModel, dict[st
 
 def _convert(shape, raw: str, where: str):
     try:
-        if shape.type_name in ("integer", "long"):
-            return int(raw)
-        if shape.type_name == "boolean":
-            return {"true": True, "false": False}[raw.lower()]
-    except (ValueError, KeyError):
-        raise ApiError("ValidationException", f"Invalid value for {where}: {raw!r}") from None
-    return raw
+        return text_converter(shape)(raw)
+    except BadValue as bad:
+        raise ApiError("ValidationException", f"Invalid value for {where}: {bad.why}") from None
 
 
-def parse_input(op: OperationModel, labels: dict[str, str], query_string: str,
+def parse_input(op: OperationModel, labels: dict[str, str], query: list[tuple[str, str]],
                 headers) -> dict:
+    """Input from the URI labels, the decoded query pairs and the headers."""
     params: dict = {}
-    query = dict(parse_qsl(query_string, keep_blank_values=True))
+    query = dict(reversed(query))  # the first of a repeated name wins
     shape = op.input_shape
     for name, member in (shape.members.items() if shape else ()):
         location = member.serialization.get("location")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import NamedTuple
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 from botocore.auth import SIGV4_TIMESTAMP, UNSIGNED_PAYLOAD, SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
@@ -43,9 +43,12 @@ class Caller:
     account_id: str
     region: str   # from the credential scope; the caller decides whether it is acceptable
     service: str  # from the credential scope: "ec2", "ebs", "iam", "kms", ...
-    # False when the client sent X-Amz-Content-SHA256: UNSIGNED-PAYLOAD (boto3 does for EBS
-    # PutSnapshotBlock): the body is then not covered by the signature and needs its own check.
+    # False when the client sent X-Amz-Content-SHA256: UNSIGNED-PAYLOAD, which only the services
+    # in ``unsigned_payload_services`` accept: the body then needs a check of its own.
     payload_signed: bool = True
+    # X-Amz-Security-Token (header or presigned query), signed like the rest; whether the server
+    # issued it is the front door's question.
+    session_token: str | None = None
 
 
 class AuthError(Exception):
@@ -67,7 +70,9 @@ class _Verifier:
     botocore's ``headers_to_sign`` drops a fixed blacklist (user-agent, ...) and invents ``host``
     from the URL; a verifier must instead use the client's SignedHeaders list verbatim, which is
     what ``request.headers`` holds here. ``payload`` reads the body we were given instead of
-    re-serialising ``request.data``.
+    re-serialising ``request.data``. ``canonical_headers`` groups the values in one pass:
+    botocore's looks each name up with ``get_all``, a scan of every header, which made
+    verification quadratic in the number of signed headers.
     """
 
     payload_hash = ""
@@ -77,6 +82,12 @@ class _Verifier:
 
     def payload(self, request):
         return self.payload_hash
+
+    def canonical_headers(self, headers_to_sign):
+        grouped: dict[str, list[str]] = {}
+        for name, value in headers_to_sign.items():
+            grouped.setdefault(name.lower(), []).append(self._header_value(value))
+        return "\n".join(f"{name}:{','.join(grouped[name])}" for name in sorted(grouped))
 
 
 class _HeaderVerifier(_Verifier, SigV4Auth):
@@ -96,18 +107,27 @@ def _multi_items(headers: Mapping[str, str]) -> dict[str, list[str]]:
     return out
 
 
-def _query_pairs(query_string: str) -> list[tuple[str, str]]:
-    # Decoded pairs; botocore re-encodes them with the SigV4 unreserved set ('-_.~') and sorts,
-    # which is the canonical form AWS computes whatever encoding the client used on the wire.
-    # '+' is a literal plus here (SigV4 is not form-encoding); botocore clients send '%2B'/'%20'.
+class QueryEncodingError(ValueError):
+    """A query string (or form body) that is not UTF-8 percent-encoding."""
+
+
+def decode_query(query_string: str) -> list[tuple[str, str]]:
+    """The query string's (name, value) pairs, decoded once for both the signature and the
+    parameters, so that what was verified is exactly what is served.
+
+    botocore re-encodes the pairs with the SigV4 unreserved set ('-_.~') and sorts them, the
+    canonical form AWS computes whatever encoding the client used on the wire. '+' means a space,
+    as in the parameters (form encoding): SDKs send a plus as '%2B' and sign it so, and a '+'
+    put in its place re-encodes as '%20' and no longer verifies.
+    """
     pairs = []
     for part in query_string.split("&"):
         if part:
             key, _, value = part.partition("=")
             try:
-                pairs.append((unquote(key, errors="strict"), unquote(value, errors="strict")))
+                pairs.append((unquote_plus(key, errors="strict"), unquote_plus(value, errors="strict")))
             except UnicodeDecodeError:
-                raise _fail("The query string is not valid UTF-8 percent-encoding") from None
+                raise QueryEncodingError("The query string is not valid UTF-8 percent-encoding") from None
     return pairs
 
 
@@ -203,8 +223,9 @@ def _check_signed_headers(auth: _Auth, received: dict[str, list[str]]) -> None:
             raise _fail(f"Header '{name[:60]}' is listed in SignedHeaders but absent from the request")
     # x-amz-* headers steer the operation (X-Amz-Target picks the KMS action): refuse unsigned ones.
     # x-amz-content-sha256 is exempt: its value enters the canonical request anyway.
+    signed = set(auth.signed)
     for name in received:
-        if name.startswith("x-amz-") and name not in auth.signed and name != "x-amz-content-sha256":
+        if name.startswith("x-amz-") and name not in signed and name != "x-amz-content-sha256":
             raise _fail(f"Header '{name[:60]}' must be signed (add it to SignedHeaders)")
 
 
@@ -224,17 +245,21 @@ def _check_time(auth: _Auth, now: datetime, skew: timedelta) -> None:
                     f"({fmt(now)} + {minutes})")
 
 
-def _payload_hash(received: dict[str, list[str]], body: bytes) -> tuple[str, bool]:
+def _payload_hash(received: dict[str, list[str]], body: bytes, unsigned_ok: bool) -> tuple[str, bool]:
     """The hash that goes into the canonical request, and whether it covers the body.
 
     Like botocore's canonical_request: the X-Amz-Content-SHA256 value when sent, which must then be
-    the real hash unless the client opted out with UNSIGNED-PAYLOAD; else sha256 of the body.
+    the real hash unless the client opted out with UNSIGNED-PAYLOAD (S3 only, as on AWS: elsewhere
+    a captured request's body could be swapped); else sha256 of the body.
     """
     body_hash = hashlib.sha256(body or b"").hexdigest()
     declared = received.get("x-amz-content-sha256", [None])[0]
     if declared is None:
         return body_hash, True
     if declared == UNSIGNED_PAYLOAD:
+        if not unsigned_ok:
+            raise AuthError("SignatureDoesNotMatch", "X-Amz-Content-SHA256: UNSIGNED-PAYLOAD is accepted "
+                            "by S3 only; this service needs the SHA-256 of the body signed")
         return declared, False
     if declared.startswith("STREAMING-"):
         raise _fail(f"Streaming (aws-chunked) payloads are not supported (X-Amz-Content-SHA256: {declared[:60]}); "
@@ -247,13 +272,24 @@ def _payload_hash(received: dict[str, list[str]], body: bytes) -> tuple[str, boo
 
 def verify_request(method: str, path: str, query_string: str, headers: Mapping[str, str], body: bytes,
                    lookup_secret: Callable[[str], tuple[str, str] | None], now: datetime | None = None,
-                   max_skew: timedelta = timedelta(minutes=15)) -> Caller:
-    """Check a SigV4-signed request (Authorization header or presigned query) and return its caller."""
+                   max_skew: timedelta = timedelta(minutes=15),
+                   unsigned_payload_services: frozenset[str] = frozenset({"s3"}),
+                   pairs: list[tuple[str, str]] | None = None,
+                   check_scope: Callable[[str, str], None] | None = None) -> Caller:
+    """Check a SigV4-signed request (Authorization header or presigned query) and return its caller.
+
+    Linear in the request's size. ``pairs`` is ``decode_query(query_string)`` when the caller has
+    it already; ``check_scope(region, service)`` raises ``AuthError`` for a credential scope the
+    server does not answer for, before any key is looked up."""
     now = now or datetime.now(timezone.utc)
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     received = _multi_items(headers)
-    pairs = _query_pairs(query_string)
+    if pairs is None:
+        try:
+            pairs = decode_query(query_string)
+        except QueryEncodingError as exc:
+            raise _fail(str(exc)) from None
     query = dict(reversed(pairs))  # first occurrence wins
     authorization = received.get("authorization", [None])[0]
     presigned = "X-Amz-Signature" in query
@@ -264,6 +300,8 @@ def verify_request(method: str, path: str, query_string: str, headers: Mapping[s
     auth = _read_presigned(query) if presigned else _read_header_auth(authorization, received)
 
     access_key, region, service = _parse_scope(auth.credential, auth.timestamp)
+    if check_scope is not None:
+        check_scope(region, service)
     signature = auth.signature.lower()
     if not _HEX64.fullmatch(signature):
         raise _fail("IncompleteSignature: Signature must be 64 hexadecimal characters")
@@ -274,7 +312,7 @@ def verify_request(method: str, path: str, query_string: str, headers: Mapping[s
         raise _fail("AWS was not able to validate the provided access credentials "
                     f"(unknown access key id '{access_key[:128]}')")
     secret_key, account_id = found
-    payload_hash, payload_signed = _payload_hash(received, body)
+    payload_hash, payload_signed = _payload_hash(received, body, service in unsigned_payload_services)
 
     # Rebuild the request as the client signed it: only the listed headers, values as received.
     # The URL's host is never used ("host" comes from the received header like any signed header);
@@ -295,4 +333,5 @@ def verify_request(method: str, path: str, query_string: str, headers: Mapping[s
     expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
     if not hmac.compare_digest(expected, signature):
         raise AuthError("SignatureDoesNotMatch", _MISMATCH)
-    return Caller(access_key, account_id, region, service, payload_signed)
+    token = query.get("X-Amz-Security-Token") if presigned else received.get("x-amz-security-token", [None])[0]
+    return Caller(access_key, account_id, region, service, payload_signed, token)

@@ -1,0 +1,305 @@
+"""One object per served protocol, chosen by the service model's ``metadata["protocol"]``: how an
+operation is found in a request, how its input is parsed, how a result and an error are
+written, and which codes this protocol uses for the failures every request can meet.
+
+The front door (``app.py``) does everything else once for all of them; adding a service is its
+model, its actions table (``actions.py``) and, for a protocol not served yet, a class here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import botocore.model
+from starlette.datastructures import Headers
+
+from vmimport.service.errors import ApiError
+
+from . import actions, ec2_protocol, json_protocol, query_protocol, rest_json
+from .models import service_model
+from .sigv4 import QueryEncodingError, decode_query
+
+XML = "text/xml;charset=UTF-8"
+# Parameters of one Query request (form body plus query string): EC2's largest legitimate
+# requests (50 filters of 200 values) stay under it; parsing them costs ~10 ms.
+MAX_PARAMETERS = 12_000
+
+
+@dataclass
+class ApiRequest:
+    """What the front door knows of a request once its body is read."""
+
+    method: str
+    path: str                      # decoded (ASGI ``path``)
+    query: list[tuple[str, str]]   # decoded pairs, auth parameters included
+    headers: Headers
+    body: bytes
+    request_id: str
+    form: list[tuple[str, str]] | None = field(default=None, repr=False)  # Query protocols
+    labels: dict[str, str] = field(default_factory=dict)  # REST protocols: URI labels
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+# The failures every request can meet, named once; each protocol says how it spells them.
+AUTH, SIGNATURE, TOKEN, DENIED, THROTTLED, INVALID, UNAVAILABLE, INTERNAL = (
+    "auth", "signature", "token", "denied", "throttled", "invalid", "unavailable", "internal")
+
+
+class Refusal(Exception):
+    """A failure of the front door's own, worded per protocol through ``Protocol.codes``."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None):
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+        self.status = status
+
+
+class Protocol:
+    service: str
+    codes: dict[str, tuple[str, int]]
+
+    def __init__(self, service: str, actions_table: dict[str, Callable]):
+        self.service = service
+        self.model = service_model(service)
+        self.actions = actions_table  # read at each call: tests replace handlers in it
+
+    def operation(self, request: ApiRequest) -> botocore.model.OperationModel:
+        raise NotImplementedError
+
+    def handler(self, operation: botocore.model.OperationModel) -> Callable:
+        raise NotImplementedError
+
+    def parse(self, operation: botocore.model.OperationModel, request: ApiRequest) -> dict:
+        raise NotImplementedError
+
+    def reply(self, operation, result: dict, request_id: str) -> Reply:
+        raise NotImplementedError
+
+    def error(self, code: str, message: str, status: int, request_id: str) -> Reply:
+        raise NotImplementedError
+
+    def denied(self, action: str, access_key: str) -> ApiError:
+        code, status = self.codes[DENIED]
+        return ApiError(code, f"access key {access_key} is not authorized to perform: "
+                        f"{self.service}:{action}", status)
+
+    def before_handler(self, params: dict) -> None:
+        """A protocol's last word before the handler runs (EC2: DryRun)."""
+
+    def status_of(self, error: ApiError) -> int:
+        return error.status
+
+    def refusal(self, refusal: Refusal, request_id: str) -> Reply:
+        code, status = self.codes[refusal.kind]
+        return self.error(code, refusal.message, refusal.status or status, request_id)
+
+    def api_error(self, error: ApiError, request_id: str) -> Reply:
+        return self.error(error.code, error.message, self.status_of(error), request_id)
+
+
+def _form_pairs(request: ApiRequest) -> list[tuple[str, str]]:
+    """Query-protocol parameters: the form body (POST) plus the query string, without the
+    presigned-URL auth parameters, decoded as the signature was."""
+    if request.form is None:
+        pairs = []
+        if request.method == "POST" and request.body:
+            try:
+                pairs = decode_query(request.body.decode("ascii"))
+            except (UnicodeDecodeError, QueryEncodingError):
+                raise Refusal(INVALID, "The request body is not form-encoded UTF-8 "
+                              "(application/x-www-form-urlencoded)") from None
+        pairs += [(k, v) for k, v in request.query if not k.startswith("X-Amz-")]
+        if len(pairs) > MAX_PARAMETERS:
+            raise Refusal(INVALID, f"The request has {len(pairs)} parameters; at most "
+                          f"{MAX_PARAMETERS} are accepted")
+        request.form = pairs
+    return request.form
+
+
+def _action_of(request: ApiRequest) -> str:
+    for key, value in _form_pairs(request):
+        if key == "Action":
+            return value
+    raise ApiError("MissingAction", "The request must contain the parameter Action")
+
+
+def _without_action(request: ApiRequest) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in _form_pairs(request) if k not in ("Action", "Version")]
+
+
+class Ec2Protocol(Protocol):
+    codes = {AUTH: ("AuthFailure", 401), SIGNATURE: ("SignatureDoesNotMatch", 403),
+             TOKEN: ("AuthFailure", 401), DENIED: ("UnauthorizedOperation", 403),
+             THROTTLED: ("RequestLimitExceeded", 503), INVALID: ("InvalidParameterValue", 400),
+             UNAVAILABLE: ("Unavailable", 503), INTERNAL: ("InternalError", 500)}
+
+    def operation(self, request):
+        action = _action_of(request)
+        if action not in self.model.operation_names:
+            raise ApiError("InvalidAction", f"The action {ec2_protocol._show(action)} is not "
+                           "valid for this web service.")
+        return self.model.operation_model(action)
+
+    def handler(self, operation):
+        handler = self.actions.get(operation.name)
+        if handler is None:
+            raise ApiError("UnsupportedOperation", f"{operation.name} is an EC2 action that "
+                           "vmimport does not serve (yet); see the README's API coverage table")
+        return handler
+
+    def parse(self, operation, request):
+        return ec2_protocol.parse_query(operation, _without_action(request))
+
+    def denied(self, action, access_key):
+        return ApiError("UnauthorizedOperation", "You are not authorized to perform this "
+                        f"operation ({action} is not allowed for access key {access_key}).")
+
+    def before_handler(self, params):
+        if params.get("DryRun"):
+            raise ApiError("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
+
+    def reply(self, operation, result, request_id):
+        return Reply(200, ec2_protocol.serialize_response(operation, result, request_id),
+                     {"Content-Type": XML})
+
+    def error(self, code, message, status, request_id):
+        return Reply(status, ec2_protocol.serialize_error(code, message, request_id),
+                     {"Content-Type": XML})
+
+
+class QueryProtocol(Protocol):
+    """The AWS Query protocol (IAM)."""
+
+    codes = {AUTH: ("InvalidClientTokenId", 403), SIGNATURE: ("SignatureDoesNotMatch", 403),
+             TOKEN: ("InvalidClientTokenId", 403), DENIED: ("AccessDenied", 403),
+             THROTTLED: ("Throttling", 400), INVALID: ("ValidationError", 400),
+             UNAVAILABLE: ("ServiceUnavailable", 503), INTERNAL: ("ServiceFailure", 500)}
+    # IAM's conventions for HTTP status by error code (botocore only needs >= 300).
+    _STATUS = {"NoSuchEntity": 404, "EntityAlreadyExists": 409, "DeleteConflict": 409,
+               "LimitExceeded": 409}
+
+    def operation(self, request):
+        action = _action_of(request)
+        if action not in self.model.operation_names:
+            raise ApiError("InvalidAction", f"Could not find operation "
+                           f"{ec2_protocol._show(action)} for version "
+                           f"{self.model.api_version}")
+        return self.model.operation_model(action)
+
+    def handler(self, operation):
+        handler = self.actions.get(operation.name)
+        if handler is None:
+            raise ApiError("InvalidAction", f"{operation.name} is an {self.service.upper()} "
+                           "action that vmimport does not serve; see the README's API "
+                           "coverage table")
+        return handler
+
+    def parse(self, operation, request):
+        return query_protocol.parse_query(operation, _without_action(request))
+
+    def denied(self, action, access_key):
+        return ApiError("AccessDenied", f"User: access key {access_key} is not authorized to "
+                        f"perform: {self.service}:{action}", 403)
+
+    def status_of(self, error):
+        return self._STATUS.get(error.code, error.status)
+
+    def reply(self, operation, result, request_id):
+        return Reply(200, query_protocol.serialize_response(operation, result, request_id),
+                     {"Content-Type": XML})
+
+    def error(self, code, message, status, request_id):
+        return Reply(status, query_protocol.serialize_error(
+            self.model.metadata["xmlNamespace"], code, message, request_id, sender=status < 500),
+            {"Content-Type": XML})
+
+
+class JsonProtocol(Protocol):
+    """The AWS JSON protocol (KMS): the operation in X-Amz-Target, input and output as JSON."""
+
+    codes = {AUTH: ("UnrecognizedClientException", 400),
+             SIGNATURE: ("InvalidSignatureException", 400),
+             TOKEN: ("UnrecognizedClientException", 400),
+             DENIED: ("AccessDeniedException", 400), THROTTLED: ("ThrottlingException", 400),
+             INVALID: ("ValidationException", 400),
+             UNAVAILABLE: ("KMSInternalException", 503), INTERNAL: ("KMSInternalException", 500)}
+
+    def operation(self, request):
+        return json_protocol.operation_for(self.service, request.headers.get("x-amz-target"))
+
+    def handler(self, operation):
+        handler = self.actions.get(operation.name)
+        if handler is None:
+            raise ApiError("UnsupportedOperationException", f"{operation.name} is a "
+                           f"{self.service.upper()} operation that vmimport does not serve; "
+                           "see the README's API coverage table")
+        return handler
+
+    def parse(self, operation, request):
+        return json_protocol.parse_request(operation, request.body)
+
+    def status_of(self, error):
+        return 400 if error.status == 401 else error.status
+
+    def reply(self, operation, result, request_id):
+        return Reply(200, json_protocol.serialize_response(operation, result),
+                     {"Content-Type": json_protocol.CONTENT_TYPE})
+
+    def error(self, code, message, status, request_id):
+        return Reply(status, json_protocol.serialize_error(code, message),
+                     {"Content-Type": json_protocol.CONTENT_TYPE, "x-amzn-ErrorType": code})
+
+
+class RestJsonProtocol(Protocol):
+    """The rest-json protocol (EBS direct APIs): operations by method and path."""
+
+    codes = {AUTH: ("AccessDeniedException", 403), SIGNATURE: ("SignatureDoesNotMatch", 403),
+             TOKEN: ("AccessDeniedException", 403), DENIED: ("AccessDeniedException", 403),
+             THROTTLED: ("RequestThrottledException", 400),
+             INVALID: ("ValidationException", 400),
+             UNAVAILABLE: ("ServiceUnavailableException", 503),
+             INTERNAL: ("InternalServerException", 500)}
+
+    def operation(self, request):
+        operation, request.labels = rest_json.match(self.service, request.method, request.path)
+        return operation
+
+    def handler(self, operation):
+        handler = self.actions.get(operation.name)
+        if handler is None:
+            raise ApiError("ValidationException", f"{operation.name} is not served by vmimport "
+                           "(snapshots are created by imports; only the read APIs are served)")
+        return handler
+
+    def parse(self, operation, request):
+        query = [(k, v) for k, v in request.query if not k.startswith("X-Amz-")]
+        return rest_json.parse_input(operation, request.labels, query, request.headers)
+
+    def reply(self, operation, result, request_id):
+        status, headers, payload = rest_json.serialize_output(operation, result)
+        return Reply(status, payload, headers)
+
+    def error(self, code, message, status, request_id):
+        status, headers, payload = rest_json.serialize_error(ApiError(code, message, status),
+                                                             request_id)
+        return Reply(status, payload, headers)
+
+
+_BY_MODEL_PROTOCOL = {"ec2": Ec2Protocol, "query": QueryProtocol, "json": JsonProtocol,
+                      "rest-json": RestJsonProtocol}
+
+
+def served_protocols() -> dict[str, Protocol]:
+    """Every served service's protocol object, by the service name clients sign for."""
+    tables = {"ec2": actions.EC2_ACTIONS, "iam": actions.IAM_ACTIONS, "kms": actions.KMS_ACTIONS,
+              "ebs": actions.EBS_ACTIONS}
+    return {service: _BY_MODEL_PROTOCOL[service_model(service).metadata["protocol"]](service, table)
+            for service, table in tables.items()}
