@@ -44,7 +44,7 @@ MAX_BODY = 1024 * 1024
 # Bounds checked before any other work. SDKs send about ten headers; S3 metadata adds a few.
 MAX_HEADERS = 128
 MAX_HEADER_BYTES = 32 * 1024
-MAX_QUERY_BYTES = 128 * 1024
+MAX_QUERY_BYTES = 48 * 1024  # the HTTP parser itself refuses URLs past ~64 KiB
 # Requests of one key waiting for a handler thread; more are throttled instead of queued.
 MAX_WAITING_PER_KEY = 64
 # The service a request was signed for, read before verification only to pick the protocol
@@ -153,8 +153,9 @@ class Api:
             access_key = caller.access_key
             if not self.limiter.allow(caller.access_key):
                 raise Refusal(THROTTLED, "Request limit exceeded.")
-            api_request = ApiRequest(request.method, request.url.path, query, request.headers,
-                                     body, request_id)
+            raw_path = request.scope.get("raw_path", request.scope["path"].encode())
+            api_request = ApiRequest(request.method, raw_path.decode("latin-1").split("?", 1)[0],
+                                     query, request.headers, body, request_id)
             async with self.slots.hold(caller.access_key):
                 reply = await run_in_threadpool(self._serve, protocol, api_request, caller, label)
         except Refusal as refusal:

@@ -31,7 +31,7 @@ class ApiRequest:
     """What the front door knows of a request once its body is read."""
 
     method: str
-    path: str                      # decoded (ASGI ``path``)
+    path: str                      # as sent, percent-encoding kept (ASGI ``raw_path``)
     query: list[tuple[str, str]]   # decoded pairs, auth parameters included
     headers: Headers
     body: bytes

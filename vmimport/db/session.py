@@ -11,6 +11,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# No statement of the API or the workers should run this long; one that does (a pathological
+# query) is cancelled instead of holding a connection and its locks. Migrations are exempt.
+STATEMENT_TIMEOUT_MS = 60_000
 
 
 class Database:
@@ -25,7 +28,8 @@ class Database:
             self.read_engine = _sqlite_engine(url, immediate=False)
         else:
             self.write_engine = self.read_engine = create_engine(
-                url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+                url, pool_size=10, max_overflow=20, pool_pre_ping=True,
+                connect_args={"options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"})
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -48,6 +52,8 @@ class Database:
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         with self.write_engine.begin() as connection:
+            if not self.is_sqlite:
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
 
