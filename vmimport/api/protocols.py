@@ -75,7 +75,14 @@ class Protocol:
         raise NotImplementedError
 
     def handler(self, operation: botocore.model.OperationModel) -> Callable:
-        raise NotImplementedError
+        handler = self.actions.get(operation.name)
+        if handler is None:
+            raise self.not_served(operation.name)
+        return handler
+
+    def not_served(self, name: str) -> ApiError:
+        """The answer to an operation of the model that vmimport does not serve."""
+        return ApiError("NotImplemented", f"{name} is not served by vmimport")
 
     def parse(self, operation: botocore.model.OperationModel, request: ApiRequest) -> dict:
         raise NotImplementedError
@@ -148,12 +155,9 @@ class Ec2Protocol(Protocol):
                            "valid for this web service.")
         return self.model.operation_model(action)
 
-    def handler(self, operation):
-        handler = self.actions.get(operation.name)
-        if handler is None:
-            raise ApiError("UnsupportedOperation", f"{operation.name} is an EC2 action that "
-                           "vmimport does not serve (yet); see the README's API coverage table")
-        return handler
+    def not_served(self, name):
+        return ApiError("UnsupportedOperation", f"{name} is an EC2 action that vmimport does "
+                        "not serve (yet); see the README's API coverage table")
 
     def parse(self, operation, request):
         return ec2_protocol.parse_query(operation, _without_action(request))
@@ -194,13 +198,9 @@ class QueryProtocol(Protocol):
                            f"{self.model.api_version}")
         return self.model.operation_model(action)
 
-    def handler(self, operation):
-        handler = self.actions.get(operation.name)
-        if handler is None:
-            raise ApiError("InvalidAction", f"{operation.name} is an {self.service.upper()} "
-                           "action that vmimport does not serve; see the README's API "
-                           "coverage table")
-        return handler
+    def not_served(self, name):
+        return ApiError("InvalidAction", f"{name} is an {self.service.upper()} action that "
+                        "vmimport does not serve; see the README's API coverage table")
 
     def parse(self, operation, request):
         return query_protocol.parse_query(operation, _without_action(request))
@@ -235,13 +235,10 @@ class JsonProtocol(Protocol):
     def operation(self, request):
         return json_protocol.operation_for(self.service, request.headers.get("x-amz-target"))
 
-    def handler(self, operation):
-        handler = self.actions.get(operation.name)
-        if handler is None:
-            raise ApiError("UnsupportedOperationException", f"{operation.name} is a "
-                           f"{self.service.upper()} operation that vmimport does not serve; "
-                           "see the README's API coverage table")
-        return handler
+    def not_served(self, name):
+        return ApiError("UnsupportedOperationException", f"{name} is a {self.service.upper()} "
+                        "operation that vmimport does not serve; see the README's API coverage "
+                        "table")
 
     def parse(self, operation, request):
         return json_protocol.parse_request(operation, request.body)
@@ -272,12 +269,9 @@ class RestJsonProtocol(Protocol):
         operation, request.labels = rest_json.match(self.service, request.method, request.path)
         return operation
 
-    def handler(self, operation):
-        handler = self.actions.get(operation.name)
-        if handler is None:
-            raise ApiError("ValidationException", f"{operation.name} is not served by vmimport "
-                           "(snapshots are created by imports; only the read APIs are served)")
-        return handler
+    def not_served(self, name):
+        return ApiError("ValidationException", f"{name} is not served by vmimport (snapshots "
+                        "are created by imports; only the read APIs are served)")
 
     def parse(self, operation, request):
         query = [(k, v) for k, v in request.query if not k.startswith("X-Amz-")]
