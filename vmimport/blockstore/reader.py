@@ -76,3 +76,22 @@ class SnapshotReader(io.RawIOBase):
         buffer = bytearray(size)
         n = self.readinto(buffer)
         return bytes(buffer[:n])
+
+
+class SnapshotBlocks:
+    """A snapshot as an export writer reads it (``pipeline.formats.writers.DiskBlocks``): its
+    size, the blocks its manifest holds (every other block is zeros), each read and checked
+    (and decrypted, given the snapshot's cipher) once."""
+
+    def __init__(self, store: BlockStore, manifest: Manifest, cipher=None):
+        if manifest.encryption is not None and cipher is None:
+            raise ValueError("an encrypted snapshot needs its BlockCipher to be read")
+        self.store, self.manifest, self.cipher = store, manifest, cipher
+        self.size = manifest.size_bytes
+        self.block_size = manifest.block_size
+
+    def allocated(self) -> list[int]:
+        return sorted(self.manifest.blocks)
+
+    def read(self, index: int) -> bytes:
+        return self.store.read_block(self.manifest, index, self.cipher)

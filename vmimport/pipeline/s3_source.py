@@ -8,15 +8,13 @@ from contextlib import closing
 from typing import Iterator
 from urllib.parse import urlsplit
 
-import boto3
-from botocore import UNSIGNED
-from botocore.config import Config
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError,
                                  EndpointConnectionError)
 
 from vmimport.config import Settings
 from vmimport.pipeline.errors import ImportFailure
 
+from .s3_client import s3_client
 from .source import DEFAULT_CHUNK, FORBIDDEN, INVALID_LOCATION, _check_range, _describe
 
 RANGE_ATTEMPTS = 4  # per ranged GET whose body broke off; connection setup is retried by botocore
@@ -33,17 +31,7 @@ class S3Source:
         self.bucket, self.key = bucket, key
         self.description = _describe(bucket, key)
         self.endpoint = _without_userinfo(settings.s3_endpoint_url)
-        anonymous = not (settings.s3_access_key or settings.s3_secret_key)
-        config = Config(s3={"addressing_style": "path"}, connect_timeout=10, read_timeout=60,
-                        retries={"max_attempts": 3, "mode": "standard"},
-                        signature_version=UNSIGNED if anonymous else None)
-        self._client = boto3.session.Session().client(
-            "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-            # Placeholders when anonymous: unused (UNSIGNED), and they stop botocore from
-            # hunting for credentials (environment, ~/.aws, instance metadata).
-            aws_access_key_id="anonymous" if anonymous else settings.s3_access_key,
-            aws_secret_access_key="anonymous" if anonymous else settings.s3_secret_key,
-            config=config)
+        self._client = s3_client(settings)
         try:
             head = self._client.head_object(Bucket=bucket, Key=key)
         except ClientError as e:

@@ -7,7 +7,7 @@ from collections import defaultdict
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from vmimport.db.models import Image, ImportTask, Snapshot, Tag
+from vmimport.db.models import ExportTask, Image, ImportTask, Snapshot, Tag
 
 from .context import Context
 from .errors import ApiError, missing, not_found
@@ -77,7 +77,7 @@ def delete_all_tags(session: Session, account_id: str, resource_id: str) -> None
 
 
 _MODELS = {"import-image-task": ImportTask, "import-snapshot-task": ImportTask,
-           "image": Image, "snapshot": Snapshot}
+           "export-image-task": ExportTask, "image": Image, "snapshot": Snapshot}
 
 
 def _check_resources(session: Session, ctx: Context, resource_ids: list[str]) -> dict[str, str]:
