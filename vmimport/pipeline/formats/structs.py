@@ -1,7 +1,7 @@
 """On-disk structures declared by name: a frozen dataclass over a `struct.Struct`.
 
 Each format declares its headers once (`vmdk_structs`, `qcow2_structs`, `vhd_structs`,
-`vhdx_structs`, `tar_structs`), and readers and export writers share them: a reader says
+`vhdx_structs`, `tar`), and readers and export writers share them: a reader says
 `header.grain_size`, never `fields[4]`, and a writer packs the same class it reads.
 
 A structure lists every byte it covers, reserved and padding bytes included, so that
