@@ -51,11 +51,11 @@ class Vhdx(GuestDisk):
         run_checks(METADATA_CHECKS, vhdx, limits)
         run_checks(ITEM_CHECKS, vhdx, limits)
         regions = vhdx.regions
-        self._bat_at, bat_length = regions[BAT_REGION]
+        self._bat_at = regions[BAT_REGION][0]
         self.virtual_size = vhdx.virtual_size[0]
         self._block = vhdx.parameters[0].block_size
-        self._chunk_ratio = (1 << 23) * vhdx.logical_sector[0] // self._block
-        self._read_bat(bat_length, regions)
+        self._chunk_ratio = vhdx.chunk_ratio
+        self._read_bat(vhdx.bat_entries, regions)
 
     def _read(self, offset: int, length: int, what: str) -> bytes:
         data = self._source.read_at(offset, length)
@@ -67,16 +67,9 @@ class Vhdx(GuestDisk):
 
     # -- BAT -------------------------------------------------------------------------------
 
-    def _read_bat(self, bat_length: int, regions: dict) -> None:
+    def _read_bat(self, entries: int, regions: dict) -> None:
         block, ratio = self._block, self._chunk_ratio
-        blocks = -(-self.virtual_size // block)
-        entries = blocks + (blocks - 1) // ratio
         bat_at = self._bat_at
-        if entries * 8 > bat_length:
-            raise ImportFailure(
-                f"{CORRUPTED} VHDX BAT region at offset {bat_at} is {bat_length} bytes, too small "
-                f"for the {entries} entries a {self.virtual_size}-byte disk in {block}-byte "
-                "blocks needs")
         reserved = [(0, MiB, "the headers and region tables")]
         reserved += [(o, o + n, f"the {'BAT' if g == BAT_REGION else 'metadata'} region at "
                                 f"offset {o}") for g, (o, n) in regions.items()]

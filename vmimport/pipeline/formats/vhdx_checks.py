@@ -156,6 +156,17 @@ class VhdxImage:
         data, at = self.item(VIRTUAL_DISK_SIZE, "virtual disk size", VirtualDiskSize.SIZE)
         return VirtualDiskSize.unpack(data).size, at
 
+    @property
+    def chunk_ratio(self) -> int:
+        """Payload blocks per sector bitmap block, whose BAT entry follows theirs."""
+        return (1 << 23) * self.logical_sector[0] // self.parameters[0].block_size
+
+    @property
+    def bat_entries(self) -> int:
+        """Entries of the BAT the virtual size needs, sector bitmap entries included."""
+        blocks = -(-self.virtual_size[0] // self.parameters[0].block_size)
+        return blocks + (blocks - 1) // self.chunk_ratio
+
 
 # -- the file's first 320 KiB -----------------------------------------------------------------
 
@@ -328,6 +339,16 @@ def check_physical_sector_size(vhdx: VhdxImage, limits: Limits) -> None:
     vhdx.item(PHYSICAL_SECTOR_SIZE, "physical sector size", SectorSize.SIZE)
 
 
+def check_bat_region_size(vhdx: VhdxImage, limits: Limits) -> None:
+    """The BAT region holds an entry for every block of the virtual size."""
+    (at, length), entries = vhdx.regions[BAT_REGION], vhdx.bat_entries
+    if entries * 8 > length:
+        raise ImportFailure(
+            f"{CORRUPTED} VHDX BAT region at offset {at} is {length} bytes, too small for the "
+            f"{entries} entries a {vhdx.virtual_size[0]}-byte disk in "
+            f"{vhdx.parameters[0].block_size}-byte blocks needs")
+
+
 # -- the policy, in the order the reader applies it -------------------------------------------
 
 FILE_CHECKS = (check_file_signature, check_valid_header, check_log_empty,
@@ -335,4 +356,4 @@ FILE_CHECKS = (check_file_signature, check_valid_header, check_log_empty,
                check_regions_apart)
 METADATA_CHECKS = (check_metadata_table, check_metadata_entries)  # before any item is read
 ITEM_CHECKS = (check_not_differencing, check_block_size, check_logical_sector_size,
-               check_virtual_size, check_physical_sector_size)
+               check_virtual_size, check_physical_sector_size, check_bat_region_size)
