@@ -65,19 +65,25 @@ def check_footer_cookie(vhd: VhdImage, limits: Limits) -> None:
 
 
 def check_footer_checksum(vhd: VhdImage, limits: Limits) -> None:
-    stored, computed = vhd.footer.checksum, checksum(vhd.tail, VhdFooter.CHECKSUM_AT)
-    if stored != computed:
-        raise ImportFailure(
-            f"{CORRUPTED} VHD footer at offset {vhd.tail_at} has checksum 0x{stored:08x} "
-            f"(offset {vhd.tail_at + VhdFooter.CHECKSUM_AT}) but its bytes give "
-            f"0x{computed:08x}")
+    _check_sum(f"VHD footer at offset {vhd.tail_at}", vhd.tail_at, vhd.tail, vhd.footer.checksum,
+               VhdFooter.CHECKSUM_AT)
 
 
 def check_footer_version(vhd: VhdImage, limits: Limits) -> None:
-    version = vhd.footer.version
+    _check_version(f"VHD footer at offset {vhd.tail_at} has file format version",
+                   vhd.footer.version)
+
+
+def _check_sum(what: str, at: int, raw: bytes, stored: int, field: int) -> None:
+    computed = checksum(raw, field)
+    if stored != computed:
+        raise ImportFailure(f"{CORRUPTED} {what} has checksum 0x{stored:08x} (offset "
+                            f"{at + field}) but its bytes give 0x{computed:08x}")
+
+
+def _check_version(what: str, version: int) -> None:
     if version >> 16 != 1:
-        raise ImportFailure(f"{UNSUPPORTED} VHD footer at offset {vhd.tail_at} has file format "
-                            f"version 0x{version:08x}; only version 1.x exists")
+        raise ImportFailure(f"{UNSUPPORTED} {what} 0x{version:08x}; only version 1.x exists")
 
 
 def check_disk_type(vhd: VhdImage, limits: Limits) -> None:
@@ -169,19 +175,13 @@ def check_header_cookie(vhd: VhdImage, limits: Limits) -> None:
 
 def check_header_checksum(vhd: VhdImage, limits: Limits) -> None:
     at = vhd.header_at
-    stored = vhd.header.checksum
-    computed = checksum(vhd.header_raw, DynamicHeader.CHECKSUM_AT)
-    if stored != computed:
-        raise ImportFailure(
-            f"{CORRUPTED} VHD dynamic header at offset {at} has checksum 0x{stored:08x} "
-            f"(offset {at + DynamicHeader.CHECKSUM_AT}) but its bytes give 0x{computed:08x}")
+    _check_sum(f"VHD dynamic header at offset {at}", at, vhd.header_raw, vhd.header.checksum,
+               DynamicHeader.CHECKSUM_AT)
 
 
 def check_header_version(vhd: VhdImage, limits: Limits) -> None:
-    version = vhd.header.header_version
-    if version >> 16 != 1:
-        raise ImportFailure(f"{UNSUPPORTED} VHD dynamic header at offset {vhd.header_at} has "
-                            f"version 0x{version:08x}; only version 1.x exists")
+    _check_version(f"VHD dynamic header at offset {vhd.header_at} has version",
+                   vhd.header.header_version)
 
 
 def check_block_size(vhd: VhdImage, limits: Limits) -> None:
