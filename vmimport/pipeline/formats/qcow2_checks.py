@@ -61,13 +61,13 @@ class Qcow2Image:
         head, at = self.first_cluster, self.v3.header_length
         found: dict[int, tuple[bytes, int]] = {}
         while at + HeaderExtension.SIZE <= len(head):
-            ext = HeaderExtension.unpack(head, at)
-            if ext.kind == EXT_END:
+            kind, length = HeaderExtension.FORMAT.unpack_from(head, at)
+            if kind == EXT_END:
                 break
-            if at + 8 + ext.length > len(head):
-                return found, (ext.kind, at, ext.length)
-            found[ext.kind] = (head[at + 8 : at + 8 + ext.length], at)
-            at += 8 + (ext.length + 7) // 8 * 8
+            if at + 8 + length > len(head):
+                return found, (kind, at, length)
+            found[kind] = (head[at + 8 : at + 8 + length], at)
+            at += 8 + (length + 7) // 8 * 8
         return found, None  # no end marker inside the first cluster: qemu stops there too
 
     @property
