@@ -158,6 +158,7 @@ def serve(args) -> None:
         signal.signal(signum, lambda caught, _frame: received.append(caught))
     try:
         uvicorn.run(app, host=settings.host, port=settings.port,
+                    timeout_keep_alive=settings.keep_alive_seconds,
                     log_level="warning", access_log=False)
     finally:
         if workers is not None:
