@@ -59,8 +59,11 @@ class GlobSet:
             _set(final_bits, base + len(tokens))
             for k in star_states:
                 _set(loop_bits, base + k)
-            for k, token in enumerate(tokens):
-                _set(accepts.setdefault(token, bytearray(nbytes)), base + k + 1)
+            for n, token in enumerate(tokens, base + 1):  # the hot loop: no calls
+                bits = accepts.get(token)
+                if bits is None:
+                    bits = accepts[token] = bytearray(nbytes)
+                bits[n >> 3] |= 1 << (n & 7)
         starts, finals, loops = (int.from_bytes(b, "little")
                                  for b in (start_bits, final_bits, loop_bits))
         any_char = int.from_bytes(accepts.pop(_ANY, bytes(nbytes)), "little")
@@ -83,22 +86,29 @@ def _set(bits: bytearray, n: int) -> None:
 
 class FilterValues:
     """One filter's values, ready to test items: a set lookup for values without wildcards,
-    the automaton for the others (built only if some value has a wildcard)."""
+    the automaton for the others, built when an item first needs it (a filter after one
+    that kept no item costs nothing)."""
 
     def __init__(self, patterns: Iterable[str]):
         self.exact: set[str] = set()
-        wild: list[str] = []
+        self.wild: list[str] = []
         for p in patterns:
             if _WILDCARDS.isdisjoint(p):
                 self.exact.add(p)
             else:
-                wild.append(p)
-        self.globs = GlobSet(wild) if wild else None
+                self.wild.append(p)
+        self._globs: GlobSet | None = None
+
+    @property
+    def globs(self) -> GlobSet | None:
+        if self._globs is None and self.wild:
+            self._globs = GlobSet(self.wild)
+        return self._globs
 
     def matches(self, values: Iterable[str | None]) -> bool:
         for v in values:
             if v is None:
                 continue
-            if v in self.exact or (self.globs is not None and self.globs.match(v)):
+            if v in self.exact or (self.wild and self.globs.match(v)):
                 return True
         return False
