@@ -130,6 +130,8 @@ class WorkerProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                logging.getLogger("vmimport").warning(
+                    "worker process %d did not stop within %g s; killed", self.proc.pid, timeout)
                 self.proc.kill()
                 self.proc.wait()
 
