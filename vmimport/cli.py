@@ -132,6 +132,8 @@ class WorkerProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                logging.getLogger("vmimport").warning(
+                    "worker process %d did not stop within %g s; killed", self.proc.pid, timeout)
                 self.proc.kill()
                 self.proc.wait()
 
@@ -160,6 +162,7 @@ def serve(args) -> None:
         signal.signal(signum, lambda caught, _frame: received.append(caught))
     try:
         uvicorn.run(app, host=settings.host, port=settings.port,
+                    timeout_keep_alive=settings.keep_alive_seconds,
                     log_level="warning", access_log=False)
     finally:
         if workers is not None:

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # Of those, how many one access key may use at once (0: all but one, so that a client
     # busy with costly requests always leaves a thread to the others).
     api_threads_per_key: int = Field(default=0, ge=0)
+    # Seconds an idle client connection is kept open. uvicorn's 5 s default dropped SDK
+    # connections between calls (a "socket hang up" after a 6 s pause); AWS endpoints keep
+    # them about a minute, so SDKs expect at least that.
+    keep_alive_seconds: int = Field(default=75, ge=1)
     # Days a finished task stays visible to Describe* (AWS: 7).
     task_retention_days: float = 7.0
 

@@ -12,7 +12,7 @@ from vmimport.db.models import ExportTask, Image, ImportTask, Snapshot, Tag
 from .context import Context
 from .errors import ApiError, missing, not_found
 from vmimport.db.ids import resource_type_of
-from .listing import apply_filters, paginate
+from .listing import check_bounds, filter_items, paginate
 
 MAX_TAGS_PER_RESOURCE = 50
 
@@ -144,6 +144,7 @@ _TAG_FILTERS = {
 
 
 def describe_tags(ctx: Context, params: dict) -> dict:
+    filters = check_bounds(params)
     with ctx.db.read() as session:
         rows = session.scalars(select(Tag).where(Tag.account_id == ctx.account_id)
                                .order_by(Tag.resource_id, Tag.key)).all()
@@ -155,7 +156,7 @@ def describe_tags(ctx: Context, params: dict) -> dict:
     def own_tags(tag):  # tag:<key> on DescribeTags filters the resources carrying that tag
         return {tag.key: tag.value}
 
-    rows = apply_filters(rows, params.get("Filters"), attributes, own_tags)
+    rows = filter_items(rows, filters, attributes, own_tags)
     page, token = paginate(rows, params.get("MaxResults"), params.get("NextToken"),
                            min_results=5, max_allowed=1000)
     result = {"Tags": [{"Key": t.key, "Value": t.value, "ResourceId": t.resource_id,
