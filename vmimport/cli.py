@@ -163,7 +163,8 @@ def serve(args) -> None:
     try:
         uvicorn.run(app, host=settings.host, port=settings.port,
                     timeout_keep_alive=settings.keep_alive_seconds,
-                    log_level="warning", access_log=False)
+                    # the app names itself (Server: vmimport); uvicorn's would be a second one
+                    server_header=False, log_level="warning", access_log=False)
     finally:
         if workers is not None:
             workers.stop()

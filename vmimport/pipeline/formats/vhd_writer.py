@@ -11,24 +11,18 @@ CHS geometry; the geometry is filled in as the specification computes it all the
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import uuid
 from datetime import datetime, timezone
 
+from .vhd_structs import (DYNAMIC, FOOTER_COOKIE, HEADER_COOKIE, NOT_ALLOCATED, DynamicHeader,
+                          VhdFooter, checksum)
 from .writers import DiskBlocks, Progress, Sink, zero_filled
 
 SECTOR = 512
 VHD_BLOCK = 2 * 1024 * 1024
 _EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
-# Footer: cookie, features, version, data offset, timestamp, creator app, creator version,
-# creator OS, original size, current size, geometry, disk type, checksum, unique id, saved
-# state (the reader in vhd.py declares the same layout).
-FOOTER = struct.Struct(">8sIIQI4sI4sQQIII16sB")
-# Dynamic header: cookie, data offset, table offset, version, max table entries, block size,
-# checksum, parent unique id, parent timestamp, reserved, parent unicode name.
-DYNAMIC_HEADER = struct.Struct(">8sQQIIII16sI4s512s")
-DISK_TYPE_DYNAMIC = 3
-UNALLOCATED = 0xFFFFFFFF
 
 
 def chs_geometry(size: int) -> int:
@@ -50,27 +44,28 @@ def chs_geometry(size: int) -> int:
     return ((cylinder_heads // heads) << 16) | (heads << 8) | spt
 
 
-def _with_checksum(layout: struct.Struct, fields: list, checksum_field: int, length: int) -> bytes:
-    """Pack ``fields`` padded to ``length`` with the one's-complement checksum filled in."""
-    fields = list(fields)
-    fields[checksum_field] = 0
-    raw = layout.pack(*fields).ljust(length, b"\0")
-    fields[checksum_field] = ~sum(raw) & 0xFFFFFFFF
-    return layout.pack(*fields).ljust(length, b"\0")
+def _sealed(structure):
+    """The structure packed with its one's-complement checksum filled in."""
+    raw = structure.pack()
+    return dataclasses.replace(structure, checksum=checksum(raw, structure.CHECKSUM_AT)).pack()
 
 
 def footer(size: int, unique_id: bytes, when: datetime | None = None) -> bytes:
     stamp = int(((when or datetime.now(timezone.utc)) - _EPOCH).total_seconds())
-    return _with_checksum(FOOTER, [
-        b"conectix", 2, 0x00010000, SECTOR, stamp & 0xFFFFFFFF, b"win ", 0x000A0000, b"Wi2k",
-        size, size, chs_geometry(size), DISK_TYPE_DYNAMIC, 0, unique_id, 0], 12, SECTOR)
+    return _sealed(VhdFooter(
+        cookie=FOOTER_COOKIE, features=2, version=0x00010000, data_offset=SECTOR,
+        timestamp=stamp & 0xFFFFFFFF, creator_app=b"win ", creator_version=0x000A0000,
+        creator_os=b"Wi2k", original_size=size, current_size=size,
+        geometry=chs_geometry(size), disk_type=DYNAMIC, checksum=0, unique_id=unique_id,
+        saved_state=0, reserved=bytes(427)))
 
 
 def dynamic_header(entries: int) -> bytes:
-    head = _with_checksum(DYNAMIC_HEADER, [
-        b"cxsparse", 0xFFFFFFFFFFFFFFFF, 3 * SECTOR, 0x00010000, entries, VHD_BLOCK, 0,
-        bytes(16), 0, bytes(4), bytes(512)], 6, 1024)
-    return head
+    return _sealed(DynamicHeader(
+        cookie=HEADER_COOKIE, data_offset=0xFFFFFFFFFFFFFFFF, table_offset=3 * SECTOR,
+        header_version=0x00010000, max_table_entries=entries, block_size=VHD_BLOCK,
+        checksum=0, parent_unique_id=bytes(16), parent_timestamp=0, reserved=bytes(4),
+        parent_unicode_name=bytes(512), parent_locators=bytes(192), reserved2=bytes(256)))
 
 
 def write_vhd(disk: DiskBlocks, sink: Sink, on_progress: Progress | None = None) -> None:
@@ -83,7 +78,7 @@ def write_vhd(disk: DiskBlocks, sink: Sink, on_progress: Progress | None = None)
     first_block = 3 * SECTOR + bat_bytes
     bitmap = b"\xff" * SECTOR  # 4,096 sectors a block: 512 bytes of bitmap, all present
     stride = SECTOR + VHD_BLOCK
-    bat = [UNALLOCATED] * entries
+    bat = [NOT_ALLOCATED] * entries
     for n, block in enumerate(used):
         bat[block] = (first_block + n * stride) // SECTOR
     tail = footer(size, uuid.uuid4().bytes)

@@ -21,21 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import deflate
 
+from .vmdk_structs import (COMPRESS_DEFLATE, FLAG_COMPRESSED, FLAG_MARKERS, GD_AT_END, MAGIC,
+                           MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT, GrainMarker,
+                           MetadataMarker, SparseExtentHeader)
 from .writers import DiskBlocks, Progress, Sink
 
 SECTOR = 512
 GRAIN_SECTORS = 128  # 64 KiB, as VMware and qemu write
 GRAIN = GRAIN_SECTORS * SECTOR
 GT_ENTRIES = 512
-# SparseExtentHeader: magic, version, flags, capacity, grain size, descriptor offset and size,
-# GTEs per GT, redundant GD offset, GD offset, overhead, unclean shutdown, the four newline
-# detection characters, compress algorithm (vmdk_stream.py reads the same layout).
-HEADER = struct.Struct("<4sIIQQQQIQQQB4sH")
-FLAGS = 0x1 | 0x10000 | 0x20000  # newline detection, compressed grains, markers
-GD_AT_END = 0xFFFFFFFFFFFFFFFF
-MARKER = struct.Struct("<QII")  # sector count / LBA, size (0 for metadata), type
-MARKER_EOS, MARKER_GT, MARKER_GD, MARKER_FOOTER = 0, 1, 2, 3
-GRAIN_MARKER = struct.Struct("<QI")  # LBA, compressed size
+NEWLINE_DETECTION = 0x1
 LEVEL = 1  # libdeflate's fastest level: the bench compares its size and speed with qemu-img's
 _ZERO_GRAIN = bytes(GRAIN)
 
@@ -64,10 +59,16 @@ def descriptor(capacity_sectors: int, cid: int) -> bytes:
 
 
 def header(capacity_sectors: int, descriptor_sectors: int, gd_offset: int) -> bytes:
-    overhead = 1 + descriptor_sectors
-    return HEADER.pack(b"KDMV", 3, FLAGS, capacity_sectors, GRAIN_SECTORS, 1,
-                       descriptor_sectors, GT_ENTRIES, 0, gd_offset, overhead, 0,
-                       b"\n \r\n", 1).ljust(SECTOR, b"\0")
+    return SparseExtentHeader(
+        magic=MAGIC, version=3, flags=NEWLINE_DETECTION | FLAG_COMPRESSED | FLAG_MARKERS,
+        capacity=capacity_sectors, grain_size=GRAIN_SECTORS, descriptor_offset=1,
+        descriptor_size=descriptor_sectors, gtes_per_gt=GT_ENTRIES, rgd_offset=0,
+        gd_offset=gd_offset, overhead=1 + descriptor_sectors, unclean_shutdown=0,
+        line_chars=b"\n \r\n", compress_algorithm=COMPRESS_DEFLATE, pad=bytes(433)).pack()
+
+
+def marker(kind: int, sectors: int) -> bytes:
+    return MetadataMarker(sectors=sectors, size=0, kind=kind, pad=bytes(496)).pack()
 
 
 def _padded(data: bytes | memoryview) -> bytes:
@@ -88,8 +89,8 @@ def _deflate_block(index: int, block: bytes, block_size: int) -> list[tuple[int,
             continue
         packed = deflate.zlib_compress(grain, LEVEL)
         number = first + n
-        out.append((number, _padded(GRAIN_MARKER.pack(number * GRAIN_SECTORS, len(packed)) +
-                                    packed)))
+        out.append((number, _padded(GrainMarker.FORMAT.pack(number * GRAIN_SECTORS,
+                                                            len(packed)) + packed)))
     return out
 
 
@@ -130,15 +131,15 @@ def write_vmdk_stream(disk: DiskBlocks, sink: Sink, on_progress: Progress | None
     directory = [0] * tables
     for table in sorted({number // GT_ENTRIES for number in grain_places}):
         entries = [grain_places.get(table * GT_ENTRIES + i, 0) for i in range(GT_ENTRIES)]
-        sink.write(MARKER.pack(table_sectors, 0, MARKER_GT).ljust(SECTOR, b"\0"))
+        sink.write(marker(MARKER_GT, table_sectors))
         directory[table] = sink.position // SECTOR
         sink.write(struct.pack(f"<{GT_ENTRIES}I", *entries))
     directory_bytes = _padded(struct.pack(f"<{tables}I", *directory))
-    sink.write(MARKER.pack(len(directory_bytes) // SECTOR, 0, MARKER_GD).ljust(SECTOR, b"\0"))
+    sink.write(marker(MARKER_GD, len(directory_bytes) // SECTOR))
     gd_offset = sink.position // SECTOR
     sink.write(directory_bytes)
-    sink.write(MARKER.pack(1, 0, MARKER_FOOTER).ljust(SECTOR, b"\0"))
+    sink.write(marker(MARKER_FOOTER, 1))
     sink.write(header(capacity, descriptor_sectors, gd_offset))
-    sink.write(bytes(SECTOR))  # end of stream
+    sink.write(marker(MARKER_EOS, 0))
     if on_progress is not None:
         on_progress(disk.size)
