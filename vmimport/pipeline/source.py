@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from vmimport.config import Settings
+from vmimport.messages import shorten
 from vmimport.pipeline.errors import ImportFailure
 from vmimport.vectored import preadv_all
 
@@ -99,8 +100,9 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 
 def _quote(text: str) -> str:
-    """'text' with control characters (NUL...) shown escaped, so messages stay one clean line."""
-    return "'" + "".join(c if c.isprintable() else repr(c)[1:-1] for c in text) + "'"
+    """'text' with control characters (NUL...) shown escaped, so messages stay one clean line,
+    and shortened (a key of 300 KB was echoed whole)."""
+    return "'" + shorten("".join(c if c.isprintable() else repr(c)[1:-1] for c in text)) + "'"
 
 
 def _describe(bucket: str, key: str) -> str:
