@@ -16,11 +16,9 @@ block (a quarter of the bench disk's stored blocks are half zeros): fewer bytes 
 page cache, less disk used — what ``qemu-img convert`` does at 4 KiB.
 
 Blocks are found again by fingerprint -- xxh3-128 of the 512 KiB block -- and shared only once
-their bytes compare equal to the stored block's. Until 2026-11-27 the key was a blake3 digest,
-trusted alone as cryptographic hashes are; but the digest of every block was a quarter of an
-import's CPU (5.8 GB/s on one core of the benchmark machine; xxh3 runs at ~45 GB/s), and on
-two cores that alone kept an import of an uncompressed disk behind ``qemu-img convert``
-(in-process A/B, the bench disk, 8 runs each: 0.453 -> 0.370 s, 0.83 -> 0.65 CPU-s). xxh3 is no
+their bytes compare equal to the stored block's. The key used to be a blake3 digest, trusted
+alone as cryptographic hashes are, but hashing every block with it was a quarter of an
+import's CPU (blake3 ~6 GB/s on one core, xxh3 ~45 GB/s; see BENCHMARKS.md). xxh3 is no
 cryptographic hash: a crafted image can collide with a block it expects someone else to
 store; so a fingerprint only names a candidate, and a candidate is read back (one 512 KiB pread,
 only when a block is seen again) and compared before its place is reused. A collision never
@@ -304,9 +302,8 @@ class _PackFile:
     its own. Buffered writes to one file are serialised on its inode lock (a thread waiting
     there spins: perf once showed 20% of an import's CPU in rwsem_spin_on_owner, hence a lock
     of our own around the writes until then), so with one file the writes of two threads took
-    turns; with a file each they run side by side. The bench disk's store in process, one
-    file against a file per thread, alternated, 16 runs each: median 0.475 -> 0.464 s, 0.85
-    -> 0.84 CPU-s (a small gain: the copies and digests around the writes dominate)."""
+    turns; with a file each they run side by side (a small gain: the copies and digests
+    around the writes dominate; see BENCHMARKS.md)."""
 
     def __init__(self, packs_dir: Path):
         self.name = uuid.uuid4().hex

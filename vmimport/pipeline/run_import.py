@@ -29,7 +29,7 @@ from vmimport.service.snapshot_keys import SnapshotKeyError, TaskKey
 from . import access, encryption
 from .errors import ImportCancelled, ImportFailure
 from .formats import Limits, open_guest_disks
-from .register import register_image
+from .register import register_imported_image
 from .source import open_source
 
 log = logging.getLogger("vmimport.pipeline")
@@ -313,7 +313,7 @@ def _complete(control: JobControl, task: ImportTask, decision: Decision | None) 
             row.boot_mode, row.license_type = decision.boot_mode, decision.license_type
             row.usage_operation = decision.usage_operation
         if task.kind == "image":
-            register_image(session, row, decision)
+            register_imported_image(session, row, decision)
         row.status = "completed"
         row.status_message = None
         row.progress = None

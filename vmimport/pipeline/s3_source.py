@@ -17,7 +17,7 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError
 from vmimport.config import Settings
 from vmimport.pipeline.errors import ImportFailure
 
-from .source import DEFAULT_CHUNK, FORBIDDEN, INVALID_LOCATION, _check_range, _describe
+from .source_base import DEFAULT_CHUNK, FORBIDDEN, INVALID_LOCATION, check_range, describe_object
 
 RANGE_ATTEMPTS = 4  # per ranged GET whose body broke off; connection setup is retried by botocore
 
@@ -31,7 +31,7 @@ class S3Source:
 
     def __init__(self, settings: Settings, bucket: str, key: str):
         self.bucket, self.key = bucket, key
-        self.description = _describe(bucket, key)
+        self.description = describe_object(bucket, key)
         self.endpoint = _without_userinfo(settings.s3_endpoint_url)
         anonymous = not (settings.s3_access_key or settings.s3_secret_key)
         config = Config(s3={"addressing_style": "path"}, connect_timeout=10, read_timeout=60,
@@ -56,14 +56,14 @@ class S3Source:
         self.etag: str | None = head.get("ETag")
 
     def read_at(self, offset: int, length: int) -> bytes:
-        _check_range(offset, length)
+        check_range(offset, length)
         if length == 0 or offset >= self.size:
             return b""
         return self._get_range(offset, min(offset + length, self.size) - 1)
 
     def stream(self, offset: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
         # One GET per chunk: a dropped connection costs one chunk and resumes at its offset.
-        _check_range(offset, chunk_size, positive=True)
+        check_range(offset, chunk_size, positive=True)
         pos = offset
         while pos < self.size:
             end = min(pos + chunk_size, self.size) - 1

@@ -13,7 +13,7 @@ from .context import Context
 from .errors import ApiError, invalid_value, missing, not_found
 from .import_rules import check_tag_specifications
 from .register_image import check_image_name, check_name_free
-from .tags import set_tags, tags_for
+from .tag_store import set_tags, tags_for
 
 
 def copy_image(ctx: Context, params: dict) -> dict:

@@ -9,7 +9,7 @@ from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
 from .context import Context
 from .errors import ApiError, missing, not_found
 from .listing import bool_str, describe_owned
-from .tags import delete_all_tags, tag_list
+from .tag_store import delete_all_tags, tag_list
 
 
 def _owners_match(owners: list[str] | None, ctx: Context) -> bool:

@@ -13,7 +13,7 @@ from vmimport.messages import shorten
 
 from . import s3_names
 from .errors import ApiError, invalid_value, missing
-from .tags import validate_tags
+from .tag_store import validate_tags
 
 MAX_VOLUMES = 21
 IMAGE_FORMATS = {"OVA", "VHD", "VHDX", "VMDK", "RAW", "QCOW2"}

@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Sequence, TypeVar
 from sqlalchemy import select
 
 from .errors import ApiError
+from .tag_store import tags_for
 
 T = TypeVar("T")
 
@@ -105,8 +106,6 @@ def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found
     ``ids``, unknown ones refused with ``not_found(unknown_ids)``), filtered, paged and
     rendered with their tags. ``visible(row)`` hides rows (e.g. old tasks); ``owned=False``
     means an Owner filter excluded this account, so the answer is empty."""
-    from .tags import tags_for  # tags imports this module
-
     with ctx.db.read() as session:
         query = select(model).where(model.account_id == ctx.account_id, *where)
         if ids:
