@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8787
     data_dir: Path = Path("./data")
+    # The block store (snapshots' blocks and manifests): file:///path; empty = <data_dir>/blocks.
+    # s3://bucket/prefix/ is reserved for the object-store backend (not available yet).
+    blocks_url: str = ""
+    # `vmimport gc` deletes a crash leftover of the block store (a partial pack, a half-written
+    # manifest) that no live process holds once it is this old; sooner if its writer was a
+    # process of this host that is gone.
+    gc_leftover_grace_hours: float = Field(default=24.0, ge=0)
     # SQLAlchemy URL; empty means SQLite at <data_dir>/vmimport.db.
     database_url: str = ""
     region: str = "us-east-1"
@@ -104,10 +111,6 @@ class Settings(BaseSettings):
     @property
     def buckets_dir(self) -> Path:
         return self.data_dir / "buckets"
-
-    @property
-    def blocks_dir(self) -> Path:
-        return self.data_dir / "blocks"
 
     @property
     def default_kms_root_key_file(self) -> Path:

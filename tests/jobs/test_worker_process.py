@@ -16,7 +16,7 @@ from ..helpers import Server, wait_task
 
 def _import(srv: Server, key: str = "disk.raw") -> str:
     return srv.client().import_image(DiskContainers=[
-        {"Format": "raw", "UserBucket": {"S3Bucket": "b", "S3Key": key}}])["ImportTaskId"]
+        {"Format": "raw", "UserBucket": {"S3Bucket": "bkt", "S3Key": key}}])["ImportTaskId"]
 
 
 def _worker_processes(srv: Server, timeout: float = 30) -> list[psutil.Process]:
@@ -35,7 +35,7 @@ def slow_polling(tmp_path, disks):
     """serve with an hour between database polls: only the wake-up pipe can start a job (or
     end a worker thread's sleep) within the tests' waits, however slow the machine."""
     srv = Server(tmp_path / "data", env={"VMIMPORT_POLL_SECONDS": "3600"}).start()
-    srv.put_object("b", "disk.raw", disks["raw"])
+    srv.put_object("bkt", "disk.raw", disks["raw"])
     yield srv
     srv.stop()
 

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from vmimport.blockstore.backends import open_block_store
 from vmimport.config import Credential, Settings
 from vmimport.db.session import Database
 from vmimport.service.context import Context
@@ -109,6 +110,7 @@ class Api:
         self.limiter = RateLimiter(settings.rate_limit_per_second)
         self.slots = KeySlots(settings.api_threads_per_key or max(1, settings.api_threads - 1))
         self.protocols = served_protocols()
+        self.blocks = open_block_store(settings)  # one for every request
 
     # --- routing --------------------------------------------------------------------------
     def protocol_for(self, request: Request) -> Protocol:
@@ -212,7 +214,7 @@ class Api:
             raise protocol.denied(operation.name, caller.access_key)
         protocol.before_handler(params)
         context = Context(account_id=caller.account_id, region=self.settings.region,
-                          db=self.db, settings=self.settings)
+                          db=self.db, settings=self.settings, blocks=self.blocks)
         result = handler(context, params)
         return protocol.reply(operation, result, request.request_id)
 

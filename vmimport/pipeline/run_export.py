@@ -17,15 +17,15 @@ from datetime import datetime, timezone
 
 from sqlalchemy import update
 
+from vmimport.blockstore.interface import BlockStore, BlockStoreError
 from vmimport.blockstore.reader import SnapshotBlocks
-from vmimport.blockstore.store import BlockStore, BlockStoreError
-from vmimport.db.models import ExportTask, Image, KmsKey, Snapshot
+from vmimport.db.models import ExportTask, Image, Snapshot
+from vmimport.db.tasks import end_export
 from vmimport.jobs import queue
 from vmimport.jobs.worker import JobControl
-from vmimport.db.tasks import end_export
-from vmimport.service import kms
+from vmimport.service.snapshot_keys import SnapshotKeyError, snapshot_cipher
 
-from . import access, encryption
+from . import access
 from .errors import ImportCancelled, ImportFailure
 from .formats.vhd_writer import write_vhd
 from .formats.vmdk_stream_writer import write_vmdk_stream
@@ -39,7 +39,7 @@ PROGRESS_VALIDATED, PROGRESS_CONVERTED = 5, 98
 
 def run_export_job(control: JobControl) -> None:
     db, settings = control.db, control.settings
-    store = BlockStore(settings.blocks_dir)
+    store = control.blocks
     with db.read() as session:
         task = session.get(ExportTask, control.task_id)
         if task is not None:
@@ -80,6 +80,8 @@ def run_export_job(control: JobControl) -> None:
     except ImportFailure as failure:
         log.info("export %s failed: %s", task.id, failure.status_message)
         _end(control, sink, failure)
+    except SnapshotKeyError as exc:
+        _end(control, sink, ImportFailure(f"{exc} (the export reads it decrypted)"))
     except queue.LeaseLost:
         if sink is not None:
             sink.abort()
@@ -142,30 +144,17 @@ class ExportProgress:
 
 
 def _boot_volume(control: JobControl, store: BlockStore, task: ExportTask) -> SnapshotBlocks:
-    """The image's boot volume as the writers read it, decrypting if the role may."""
-    db, settings = control.db, control.settings
-    with db.read() as session:
+    """The image's boot volume as the writers read it, decrypted if the role may use its key."""
+    with control.db.read() as session:
         image = session.get(Image, task.image_id)
         root = image.mappings[0] if image is not None and image.mappings else None
         snapshot = session.get(Snapshot, root.snapshot_id) if root is not None else None
-        key = None
-        if snapshot is not None and snapshot.kms_key_id:
-            key = session.get(KmsKey, snapshot.kms_key_id.rsplit("/", 1)[-1])
-            if key is not None:
-                session.expunge(key)
     if snapshot is None:
         raise ImportFailure(f"the image {task.image_id} (or its boot volume snapshot) no longer "
                             "exists")
     manifest = store.read_manifest(snapshot.id)
-    cipher = None
-    if manifest.encryption is not None:
-        if key is not None:
-            access.check_key(db, task, key, access.KMS_READ_ACTIONS)
-        try:
-            cipher = encryption.snapshot_cipher(db, settings, manifest)
-        except kms.KeyUnusable as exc:
-            raise ImportFailure(f"the encrypted snapshot {snapshot.id} cannot be read for the "
-                                f"export: {exc.reason}") from None
+    cipher = snapshot_cipher(control.db, control.settings, manifest, task.account_id,
+                             access.role_authorizer(control.db, task))
     return SnapshotBlocks(store, manifest, cipher)
 
 

@@ -15,7 +15,7 @@ from vmimport.config import Settings
 from vmimport.pipeline.errors import ImportFailure
 
 from .s3_client import s3_client
-from .source import DEFAULT_CHUNK, FORBIDDEN, INVALID_LOCATION, _check_range, _describe
+from .source_base import DEFAULT_CHUNK, FORBIDDEN, INVALID_LOCATION, check_range, describe_object
 
 RANGE_ATTEMPTS = 4  # per ranged GET whose body broke off; connection setup is retried by botocore
 
@@ -29,7 +29,7 @@ class S3Source:
 
     def __init__(self, settings: Settings, bucket: str, key: str):
         self.bucket, self.key = bucket, key
-        self.description = _describe(bucket, key)
+        self.description = describe_object(bucket, key)
         self.endpoint = _without_userinfo(settings.s3_endpoint_url)
         self._client = s3_client(settings)
         try:
@@ -44,14 +44,14 @@ class S3Source:
         self.etag: str | None = head.get("ETag")
 
     def read_at(self, offset: int, length: int) -> bytes:
-        _check_range(offset, length)
+        check_range(offset, length)
         if length == 0 or offset >= self.size:
             return b""
         return self._get_range(offset, min(offset + length, self.size) - 1)
 
     def stream(self, offset: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
         # One GET per chunk: a dropped connection costs one chunk and resumes at its offset.
-        _check_range(offset, chunk_size, positive=True)
+        check_range(offset, chunk_size, positive=True)
         pos = offset
         while pos < self.size:
             end = min(pos + chunk_size, self.size) - 1

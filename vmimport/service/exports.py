@@ -25,7 +25,7 @@ from .context import Context
 from .errors import ApiError, invalid_value, missing, not_found
 from .idempotency import existing_for_token, request_digest
 from .listing import describe_owned
-from .tags import set_tags, tag_list, tags_for
+from .tag_store import set_tags, tag_list, tags_for
 
 RESOURCE_TYPE = "export-image-task"
 JOB_KIND = "export-image"

@@ -17,7 +17,7 @@ from .errors import ApiError
 from .idempotency import existing_for_token, request_digest
 from vmimport.db.ids import new_id
 from .listing import describe_owned
-from .tags import set_tags, tag_list, tags_for
+from .tag_store import set_tags, tag_list, tags_for
 
 IMAGE_TASK, SNAPSHOT_TASK = "image", "snapshot"
 _RESOURCE_TYPE = {IMAGE_TASK: "import-image-task", SNAPSHOT_TASK: "import-snapshot-task"}

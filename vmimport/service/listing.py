@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from .errors import ApiError
 from .globs import FilterValues
+from .tag_store import tags_for
 
 T = TypeVar("T")
 
@@ -116,8 +117,6 @@ def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found
     ``ids``, unknown ones refused with ``not_found(unknown_ids)``), filtered, paged and
     rendered with their tags. ``visible(row)`` hides rows (e.g. old tasks); ``owned=False``
     means an Owner filter excluded this account, so the answer is empty."""
-    from .tags import tags_for  # tags imports this module
-
     filters = check_bounds(params)
     with ctx.db.read() as session:
         query = select(model).where(model.account_id == ctx.account_id, *where)
