@@ -208,11 +208,15 @@ def worker(args) -> None:
     db = _prepare(settings, migrate=args.wake_fd is None)
     _few_malloc_arenas()
     pool = _worker_pool(settings, db, settings.workers)
-    reclaimed = pool.blocks.reclaim_own_leftovers()  # of this host's killed workers
-    if reclaimed.removed:
-        logging.getLogger("vmimport").info(
-            "reclaimed %d leftover file(s) of killed imports (%.1f MiB) in %s",
-            reclaimed.removed, reclaimed.bytes_removed / 2**20, pool.blocks.location)
+    from .pipeline.sinks import reclaim_partial_exports
+
+    # Leftovers of this host's killed workers: partial packs, half-written exports.
+    for reclaimed, where in ((pool.blocks.reclaim_own_leftovers(), pool.blocks.location),
+                             (reclaim_partial_exports(settings, None), settings.buckets_dir)):
+        if reclaimed.removed:
+            logging.getLogger("vmimport").info(
+                "reclaimed %d leftover file(s) of killed imports or exports (%.1f MiB) in %s",
+                reclaimed.removed, reclaimed.bytes_removed / 2**20, where)
     _freeze_heap()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -245,12 +249,17 @@ def gc_command(args) -> None:
     if busy:
         raise SystemExit(f"vmimport gc: {busy} import job(s) are queued or running; run it "
                          "when none are (their blocks are not in a manifest yet)")
-    report = open_block_store(settings).collect_garbage(
-        settings.gc_leftover_grace_hours * 3600)
+    from .pipeline.sinks import reclaim_partial_exports
+
+    grace = settings.gc_leftover_grace_hours * 3600
+    report = open_block_store(settings).collect_garbage(grace)
+    exports = reclaim_partial_exports(settings, grace)
     print(f"removed {report.packs_removed} unreferenced pack(s), "
           f"{report.bytes_removed / 2**20:.1f} MiB")
     print(f"removed {report.leftovers.removed} leftover(s) of unfinished writes (partial packs, "
           f"half-written manifests), {report.leftovers.bytes_removed / 2**20:.1f} MiB")
+    print(f"removed {exports.removed} half-written export(s) in local buckets, "
+          f"{exports.bytes_removed / 2**20:.1f} MiB")
     if report.unreferenced_bytes_kept:
         print(f"{report.unreferenced_bytes_kept / 2**20:.1f} MiB of unreferenced blocks remain "
               "inside packs that other snapshots still use (packs are reclaimed whole)")

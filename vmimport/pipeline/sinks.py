@@ -14,6 +14,8 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from vmimport.blockstore import leftovers
+from vmimport.blockstore.interface import LeftoverReport
 from vmimport.config import Settings
 
 from .errors import ImportFailure
@@ -48,9 +50,13 @@ class LocalBucketSink:
                 raise _bad_key(bucket, key)
         partial_dir = bucket_dir / PARTIAL_DIR
         partial_dir.mkdir(exist_ok=True)
-        self.partial = partial_dir / uuid.uuid4().hex
+        # Named and locked as the block store's partial packs are, so that a killed worker's
+        # leftover is reclaimed the same way (``reclaim_partial_exports``).
+        self.partial = partial_dir / (leftovers.PARTIAL_PREFIX + uuid.uuid4().hex +
+                                      leftovers.owner_tag())
         self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC |
                           os.O_NOFOLLOW, 0o644)
+        leftovers.hold(self.fd)
         self._position = 0
 
     @property
@@ -146,6 +152,17 @@ class S3MultipartSink:
                                                UploadId=self.upload_id)
         except Exception:  # noqa: BLE001 - best effort: the store expires abandoned uploads
             pass
+
+
+def reclaim_partial_exports(settings: Settings, grace_seconds: float | None) -> LeftoverReport:
+    """Exports a killed worker left half-written in local buckets (see ``leftovers.reclaim``:
+    with ``grace_seconds=None`` only those of this host's processes that are gone)."""
+    try:
+        buckets = [entry for entry in os.scandir(settings.buckets_dir)
+                   if entry.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return LeftoverReport(0, 0)
+    return leftovers.reclaim([Path(b.path) / PARTIAL_DIR for b in buckets], grace_seconds)
 
 
 def open_sink(settings: Settings, bucket: str, key: str, expected_size: int):
