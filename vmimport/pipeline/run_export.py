@@ -13,7 +13,6 @@ import errno
 import logging
 import threading
 import time
-from datetime import datetime, timezone
 
 from sqlalchemy import update
 
@@ -27,6 +26,7 @@ from vmimport.service.snapshot_keys import SnapshotKeyError, snapshot_cipher
 
 from . import access
 from .errors import ImportCancelled, ImportFailure
+from .job_start import complete, should_run, stop_if_asked
 from .formats.vhd_writer import write_vhd
 from .formats.vmdk_stream_writer import write_vmdk_stream
 from .formats.writers import write_raw
@@ -44,19 +44,10 @@ def run_export_job(control: JobControl) -> None:
         task = session.get(ExportTask, control.task_id)
         if task is not None:
             session.expunge(task)
-    if task is None:
-        _finish_job_only(control, "failed", "task vanished")
-        return
     sink = None
     try:
-        if task.status == "deleting" or control.cancel_requested.is_set():
-            raise ImportCancelled()
-        if task.status != "active":  # already finished by an earlier attempt
-            _finish_job_only(control, "done")
+        if not should_run(control, task, "export"):
             return
-        if control.attempt > settings.max_attempts:
-            raise ImportFailure(f"the export was attempted {control.attempt - 1} times and its "
-                                "worker stopped each time; giving up", kind="ServerError")
         progress = ExportProgress(control, task)
         blocks = _boot_volume(control, store, task)
         progress.size = blocks.size
@@ -117,10 +108,7 @@ class ExportProgress:
         self._lock = threading.Lock()
 
     def check(self) -> None:
-        if self.control.lease_lost.is_set():
-            raise queue.LeaseLost(f"job {self.control.job_id}")
-        if self.control.cancel_requested.is_set():
-            raise ImportCancelled()
+        stop_if_asked(self.control)
 
     def phase(self, message: str, progress: int) -> None:
         self.check()
@@ -175,12 +163,7 @@ def _open_sink(settings, task: ExportTask, size: int):
 def _complete(control: JobControl, task: ExportTask) -> None:
     with control.db.write() as session:
         row = session.get(ExportTask, task.id)
-        row.status = "completed"
-        row.status_message = None
-        row.progress = None
-        row.finished_at = datetime.now(timezone.utc)
-        if not queue.finish(session, control.job_id, control.owner, "done"):
-            raise queue.LeaseLost(f"job {control.job_id}")
+        complete(control, session, row)
 
 
 def _end(control: JobControl, sink, failure: ImportFailure | None) -> None:
@@ -195,7 +178,3 @@ def _end(control: JobControl, sink, failure: ImportFailure | None) -> None:
         if not queue.finish(session, control.job_id, control.owner, state, error):
             raise queue.LeaseLost(f"job {control.job_id}")
 
-
-def _finish_job_only(control: JobControl, state: str, error: str | None = None) -> None:
-    with control.db.write() as session:
-        queue.finish(session, control.job_id, control.owner, state, error)

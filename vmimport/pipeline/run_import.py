@@ -28,6 +28,7 @@ from vmimport.service.snapshot_keys import SnapshotKeyError, TaskKey
 
 from . import access, encryption
 from .errors import ImportCancelled, ImportFailure
+from .job_start import complete, should_run, stop_if_asked
 from .formats import Limits, open_guest_disks
 from .register import register_imported_image
 from .source import open_source
@@ -46,18 +47,9 @@ def run_import_job(control: JobControl) -> None:
     with db.read() as session:
         task = session.get(ImportTask, control.task_id)
         disks = list(task.disks) if task else []
-    if task is None:
-        _finish_job_only(control, "failed", "task vanished")
-        return
     try:
-        if task.status == "deleting" or control.cancel_requested.is_set():
-            raise ImportCancelled()
-        if task.status != "active":  # already finished by an earlier attempt
-            _finish_job_only(control, "done")
+        if not should_run(control, task, "import"):
             return
-        if control.attempt > settings.max_attempts:
-            raise ImportFailure(f"the import was attempted {control.attempt - 1} times and its "
-                                "worker stopped each time; giving up", kind="ServerError")
         key = encryption.task_key(db, settings, task)  # now, asynchronously, as on AWS
         reporter = ProgressReporter(control, task, disks)
         # The first volume this attempt writes is the boot volume unless an earlier attempt
@@ -116,10 +108,7 @@ class ProgressReporter:
         self._lock = threading.Lock()
 
     def check(self) -> None:
-        if self.control.lease_lost.is_set():
-            raise queue.LeaseLost(f"job {self.control.job_id}")
-        if self.control.cancel_requested.is_set():
-            raise ImportCancelled()
+        stop_if_asked(self.control)
 
     def phase(self, message: str, progress: int, disk: TaskDisk | None = None,
               disk_values: dict | None = None) -> None:
@@ -314,12 +303,7 @@ def _complete(control: JobControl, task: ImportTask, decision: Decision | None) 
             row.usage_operation = decision.usage_operation
         if task.kind == "image":
             register_imported_image(session, row, decision)
-        row.status = "completed"
-        row.status_message = None
-        row.progress = None
-        row.finished_at = datetime.now(timezone.utc)
-        if not queue.finish(session, control.job_id, control.owner, "done"):
-            raise queue.LeaseLost(f"job {control.job_id}")
+        complete(control, session, row)
 
 
 def _end_task(control: JobControl, store: BlockStore, failure: ImportFailure | None) -> None:
@@ -345,7 +329,3 @@ def _end_task(control: JobControl, store: BlockStore, failure: ImportFailure | N
     for snapshot_id in doomed:
         store.delete_manifest(snapshot_id)
 
-
-def _finish_job_only(control: JobControl, state: str, error: str | None = None) -> None:
-    with control.db.write() as session:
-        queue.finish(session, control.job_id, control.owner, state, error)

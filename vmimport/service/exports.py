@@ -10,8 +10,6 @@ the task with a ``ClientError:`` that says what was missing.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
-
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -24,7 +22,8 @@ from . import iam, import_rules
 from .context import Context
 from .errors import ApiError, invalid_value, missing, not_found
 from .idempotency import existing_for_token, request_digest
-from .listing import describe_owned
+from .listing import describe_tasks
+from .task_cancel import cancel_task
 from .tag_store import set_tags, tag_list, tags_for
 
 RESOURCE_TYPE = "export-image-task"
@@ -144,35 +143,15 @@ def render_export(session, task: ExportTask, tags: dict | None = None,
 
 
 def describe_export_image_tasks(ctx: Context, params: dict) -> dict:
-    horizon = datetime.now(timezone.utc) - timedelta(days=ctx.settings.task_retention_days)
-
-    def unknown(ids):
-        return ApiError("InvalidExportTaskID.NotFound",
-                        f"The export task id '{ids[0]}' does not exist (or finished more than "
-                        f"{ctx.settings.task_retention_days:g} days ago)")
-
-    return describe_owned(
-        ctx, params, model=ExportTask, ids=params.get("ExportImageTaskIds"), not_found=unknown,
-        visible=lambda t: t.finished_at is None or t.finished_at >= horizon,
-        attributes=lambda t, name: [t.status] if name == "task-state" else None,
+    return describe_tasks(
+        ctx, params, model=ExportTask, ids=params.get("ExportImageTaskIds"),
+        not_found_code="InvalidExportTaskID.NotFound", noun="export task",
         render=lambda session, t, tags: render_export(session, t, tags),
-        result_key="ExportImageTasks", page_bounds=(1, 500))
+        result_key="ExportImageTasks")
 
 
 def cancel_export_task(ctx: Context, params: dict) -> dict:
-    task_id = params["ExportTaskId"]
-    with ctx.db.write() as session:
-        task = session.get(ExportTask, task_id)
-        if task is None or task.account_id != ctx.account_id:
-            raise ApiError("InvalidExportTaskID.NotFound",
-                           f"The export task id '{task_id}' does not exist")
-        if task.status != "active":
-            raise ApiError("IncorrectState", f"The export task {task_id} cannot be cancelled: "
-                           f"it is {task.status}, and only active tasks can be cancelled")
-        task.status = "deleting"
-        task.status_message = "deleting"
-        task.cancel_reason = "Cancelled by the user"
-        if not queue.request_cancel(session, task.id):
-            end_export(task, "Cancelled by the user")  # no worker holds it: nothing to stop
+    cancel_task(ctx, ExportTask, params["ExportTaskId"], "InvalidExportTaskID.NotFound",
+                "export task", "Cancelled by the user",
+                lambda task: end_export(task, "Cancelled by the user"))
     return {}
-

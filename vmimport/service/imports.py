@@ -3,7 +3,7 @@ idempotency (ClientToken), the task state machine as the API shows it, and cance
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
@@ -16,7 +16,8 @@ from .context import Context
 from .errors import ApiError
 from .idempotency import existing_for_token, request_digest
 from vmimport.db.ids import new_id
-from .listing import describe_owned
+from .listing import describe_tasks
+from .task_cancel import cancel_task
 from .tag_store import set_tags, tag_list, tags_for
 
 IMAGE_TASK, SNAPSHOT_TASK = "image", "snapshot"
@@ -175,20 +176,12 @@ def _shown_url(url: str | None) -> str | None:
 
 
 def _describe(ctx: Context, params: dict, kind: str, result_key: str) -> dict:
-    horizon = datetime.now(timezone.utc) - timedelta(days=ctx.settings.task_retention_days)
-
-    def unknown_task(ids):
-        return ApiError("InvalidConversionTaskId",
-                        f"The import task id '{ids[0]}' does not exist (or finished more than "
-                        f"{ctx.settings.task_retention_days:g} days ago)")
-
-    return describe_owned(
+    return describe_tasks(
         ctx, params, model=ImportTask, ids=params.get("ImportTaskIds"),
-        not_found=unknown_task, where=[ImportTask.kind == kind],
-        visible=lambda t: t.finished_at is None or t.finished_at >= horizon,
-        attributes=lambda t, name: [t.status] if name == "task-state" else None,
+        not_found_code="InvalidConversionTaskId", noun="import task",
+        where=[ImportTask.kind == kind],
         render=lambda session, t, tags: render_task(session, ctx, t, tags),
-        result_key=result_key, page_bounds=(1, 500))
+        result_key=result_key)
 
 
 def describe_import_image_tasks(ctx: Context, params: dict) -> dict:
@@ -203,20 +196,6 @@ def cancel_import_task(ctx: Context, params: dict) -> dict:
     task_id = params.get("ImportTaskId")
     if not task_id:
         raise ApiError("MissingParameter", "The request must contain the parameter ImportTaskId")
-    with ctx.db.write() as session:
-        task = session.get(ImportTask, task_id)
-        if task is None or task.account_id != ctx.account_id:
-            raise ApiError("InvalidConversionTaskId",
-                           f"The import task id '{task_id}' does not exist")
-        if task.status != "active":
-            raise ApiError("IncorrectState",
-                           f"The import task {task_id} cannot be cancelled: it is "
-                           f"{task.status}, and only active tasks can be cancelled")
-        reason = params.get("CancelReason")
-        task.status = "deleting"
-        task.status_message = "deleting"
-        task.cancel_reason = reason
-        if not queue.request_cancel(session, task.id):
-            # No worker holds it: nothing to stop, so it is deleted at once.
-            mark_cancelled(task)
+    cancel_task(ctx, ImportTask, task_id, "InvalidConversionTaskId", "import task",
+                params.get("CancelReason"), mark_cancelled)
     return {"ImportTaskId": task_id, "PreviousState": "active", "State": "deleting"}

@@ -4,6 +4,7 @@ filters, ``tag:<key>`` and ``tag-key``) and MaxResults/NextToken paging."""
 from __future__ import annotations
 
 import base64
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, TypeVar
 
 from sqlalchemy import select
@@ -144,3 +145,21 @@ def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found
 
 def _creation_order(row):
     return (getattr(row, "created_at", None) or getattr(row, "started_at"), row.id)
+
+
+def describe_tasks(ctx, params: dict, *, model, ids: list[str] | None, not_found_code: str,
+                   noun: str, render, result_key: str, where=()) -> dict:
+    """Describe*Tasks: the caller's tasks still within the retention period (AWS: 7 days),
+    with the ``task-state`` filter and pages of 1 to 500."""
+    days = ctx.settings.task_retention_days
+    horizon = datetime.now(timezone.utc) - timedelta(days=days)
+
+    def unknown(missing_ids):
+        return ApiError(not_found_code, f"The {noun} id '{missing_ids[0]}' does not exist (or "
+                        f"finished more than {days:g} days ago)")
+
+    return describe_owned(
+        ctx, params, model=model, ids=ids, not_found=unknown, where=where,
+        visible=lambda t: t.finished_at is None or t.finished_at >= horizon,
+        attributes=lambda t, name: [t.status] if name == "task-state" else None,
+        render=render, result_key=result_key, page_bounds=(1, 500))
