@@ -62,8 +62,27 @@ def open_dir(parent_fd: int, name: str, create: bool = False) -> int:
         return open_dir(parent_fd, name)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise IsLink(name) from None
+            _raise_link_or(parent_fd, name, NotADirectoryError(errno.ENOTDIR, name))
         raise
+
+
+def _raise_link_or(parent_fd: int, name: str, other: OSError):
+    """IsLink when ``name`` is a link, else ``other`` (what the failed open meant)."""
+    try:
+        is_link = stat.S_ISLNK(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        is_link = False
+    if is_link:
+        raise IsLink(name) from None
+    raise other from None
+
+
+class NotAFile(Exception):
+    """The key names a directory or a special file (FIFO, device...), never opened for data."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
 
 
 def open_buckets_root(buckets_dir: Path) -> int:
@@ -107,22 +126,21 @@ def open_parent(bucket_fd: int, parts: list[str], create: bool = False) -> int:
 
 
 def open_file(bucket_fd: int, parts: list[str]) -> tuple[int, os.stat_result]:
-    """A regular file of the bucket opened for reading, and its stat; FileNotFoundError when
-    the key names nothing (or a directory), IsLink when a link is met on the way."""
+    """A regular file of the bucket opened for reading, and its stat; FileNotFoundError or
+    NotADirectoryError when the key names nothing, NotAFile for a directory or special file,
+    IsLink when a link is met on the way."""
     parent = open_parent(bucket_fd, parts)
     try:
         fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=parent)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise IsLink(parts[-1]) from None
-        if exc.errno in (errno.ENOTDIR, errno.EISDIR):
-            raise FileNotFoundError(parts[-1]) from None
+            _raise_link_or(parent, parts[-1], exc)
         raise
     finally:
         os.close(parent)
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise FileNotFoundError(parts[-1])
+        raise NotAFile("a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
     return fd, st

@@ -23,8 +23,8 @@ from sqlalchemy import delete, select
 from vmimport.db.models import S3Object
 from vmimport.db.session import Database
 
-from .bucket_files import (UPLOAD_AREA, IsLink, UnsafePath, key_parts, open_dir, open_file,
-                           open_parent)
+from .bucket_files import (UPLOAD_AREA, IsLink, NotAFile, UnsafePath, key_parts, open_dir,
+                           open_file, open_parent)
 from .errors import S3Error
 
 READ_CHUNK = 1 << 20
@@ -74,7 +74,7 @@ def open_object(db: Database, bucket_fd: int, bucket: str, key: str) -> tuple[in
     parts = parts_of(bucket, key)
     try:
         fd, st = open_file(bucket_fd, parts)
-    except (FileNotFoundError, NotADirectoryError, IsLink):
+    except (FileNotFoundError, NotADirectoryError, IsLink, NotAFile):
         raise no_such_key(bucket, key) from None
     return fd, _info(db, bucket, key, st)
 
