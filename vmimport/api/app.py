@@ -149,6 +149,7 @@ class Api:
         request_id = str(uuid.uuid4())
         started = time.monotonic()
         protocol = self.protocol_for(request)
+        streamed = _StreamedBody(request) if protocol.streams_body else None
         label = [protocol.service, "?"]
         access_key = "-"
         try:
@@ -168,7 +169,7 @@ class Api:
                                      query, request.headers, body or b"", request_id)
             async with self.slots.hold(caller.access_key):
                 if body is None:
-                    reply = await self._serve_streamed(request, protocol, api_request, caller,
+                    reply = await self._serve_streamed(streamed, protocol, api_request, caller,
                                                        label)
                 else:
                     reply = await run_in_threadpool(self._serve, protocol, api_request, caller,
@@ -196,6 +197,9 @@ class Api:
         headers = {"x-amzn-RequestId": request_id, "Server": "vmimport", **reply.headers}
         if protocol.service == "s3":
             headers["x-amz-request-id"] = request_id
+        if streamed is not None and not await streamed.drain():
+            # The rest of a refused body is still on the connection: it cannot be reused.
+            headers["Connection"] = "close"
         if not isinstance(reply.body, bytes):
             if request.method == "HEAD":
                 reply.body.close()
@@ -203,23 +207,13 @@ class Api:
             return StreamingResponse(reply.body, reply.status, headers=headers)
         return Response(reply.body, reply.status, headers=headers)
 
-    async def _serve_streamed(self, request: Request, protocol: Protocol,
+    async def _serve_streamed(self, body: "_StreamedBody", protocol: Protocol,
                               api_request: ApiRequest, caller: Caller, label: list[str]) -> Reply:
         """``_serve`` on a transfer thread, the handler reading the body from the connection
         a piece at a time (``anyio.from_thread``): never the whole body in memory."""
-        chunks = request.stream()
-
-        async def next_piece() -> bytes:
-            piece = bytearray()
-            async for chunk in chunks:
-                piece += chunk
-                if len(piece) >= STREAM_PIECE:
-                    break
-            return bytes(piece)
-
         def serve() -> Reply:
-            api_request.stream = RequestBody(lambda: anyio.from_thread.run(next_piece), caller,
-                                             request.headers)
+            api_request.stream = RequestBody(lambda: anyio.from_thread.run(body.next_piece),
+                                             caller, api_request.headers)
             return self._serve(protocol, api_request, caller, label)
 
         if self.transfer_limiter is None:
@@ -261,6 +255,31 @@ class Api:
                           db=self.db, settings=self.settings)
         result = handler(context, params)
         return protocol.reply(operation, result, request.request_id)
+
+
+class _StreamedBody:
+    """The connection's request body as its handler pulls it (``next_piece``), and what is
+    left of it once the handler is done or refused it early (``drain``)."""
+
+    def __init__(self, request: Request):
+        self._chunks = request.stream()
+        self.finished = False
+
+    async def next_piece(self) -> bytes:
+        piece = bytearray()
+        async for chunk in self._chunks:
+            piece += chunk
+            if len(piece) >= STREAM_PIECE:
+                return bytes(piece)
+        self.finished = True
+        return bytes(piece)
+
+    async def drain(self, limit: int = MAX_BODY) -> bool:
+        """Read and drop up to ``limit`` unread bytes; whether the body is now all read."""
+        dropped = 0
+        while not self.finished and dropped <= limit:
+            dropped += len(await self.next_piece())
+        return self.finished
 
 
 def _check_request_size(request: Request) -> None:
