@@ -105,13 +105,15 @@ class S3Protocol(Protocol):
         shape = operation.input_shape
         payload_name = shape.serialization.get("payload") if shape else None
         payload_member = shape.members.get(payload_name) if payload_name else None
+        # The body as the front door hands it over (a stream), or as bytes (tests, in process).
+        body = request.stream if request.stream is not None else request.body
         document = None
         if payload_member is not None and payload_member.type_name == "structure":
-            document = request.stream.read_all(MAX_XML_BODY)
+            document = body if isinstance(body, bytes) else body.read_all(MAX_XML_BODY)
         query = [(k, v) for k, v in request.query if not k.startswith("X-Amz-")]
         params = s3_xml.parse_input(operation, request.labels, query, request.headers, document)
         if payload_member is not None and payload_member.type_name == "blob":
-            params[payload_name] = request.stream
+            params[payload_name] = body
         for name in (shape.required_members if shape else ()):
             if name not in params and name != payload_name:
                 raise S3Error("InvalidArgument", f"Missing required parameter {name}")

@@ -27,14 +27,22 @@ _ROOT = {"ListBuckets": "ListAllMyBucketsResult", "ListObjects": "ListBucketResu
 META_PREFIX = "x-amz-meta-"
 
 
-def _convert(shape, raw: str, where: str, location: str):
+def _scalar(shape, raw: str):
+    """A scalar from text; timestamps also in RFC 1123 (S3's headers, botocore's
+    query-string dates)."""
+    if shape.type_name == "timestamp" and not raw[:1].isdigit():
+        try:
+            return parsedate_to_datetime(raw).astimezone(timezone.utc)
+        except (TypeError, ValueError):
+            pass
+    return text_converter(shape)(raw)
+
+
+def _convert(shape, raw: str, where: str):
     try:
-        if shape.type_name == "timestamp" and location == "header":
-            try:
-                return parsedate_to_datetime(raw).astimezone(timezone.utc)
-            except (TypeError, ValueError):
-                pass
-        return text_converter(shape)(raw)
+        if shape.type_name == "list":  # a header list: comma-separated values
+            return [_scalar(shape.member, item.strip()) for item in raw.split(",")]
+        return _scalar(shape, raw)
     except BadValue as bad:
         raise S3Error("InvalidArgument", f"Invalid value for {where}: {bad.why}") from None
 
@@ -66,7 +74,7 @@ def parse_input(op: botocore.model.OperationModel, labels: dict[str, str],
                 params[name] = _parse_document(member, payload)
             continue
         if raw is not None:
-            params[name] = _convert(member, raw, wire, location)
+            params[name] = _convert(member, raw, wire)
     return params
 
 
@@ -104,7 +112,7 @@ def _element(shape, element):
         return [_element(shape.member, child) for child in element]
     text = element.text or ""
     try:
-        return text_converter(shape)(text.strip() if shape.type_name != "string" else text)
+        return _scalar(shape, text.strip() if shape.type_name != "string" else text)
     except BadValue as bad:
         raise S3Error("MalformedXML", f"<{_local(element.tag)}>: {bad.why}") from None
 
