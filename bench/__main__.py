@@ -1,11 +1,14 @@
 """vmimport's benchmark: one command, every figure against a baseline measured in the same run.
 
-    python -m bench [--quick] [--only conversion,growth,api,inspection] [--formats raw,vmdk-stream]
+    python -m bench [--quick] [--only conversion,growth,api,api_abuse,inspection]
+                    [--formats raw,vmdk-stream]
                     [--runs N] [--out bench/results/latest.json] [--markdown BENCHMARKS.md]
 
 Sections (issue 6): conversion (ImportImage end to end vs ``qemu-img convert -O raw``), growth
 (4 GiB -> 64 GiB -> 1 TiB virtual with the same data), api (signed Describe* under 32
-connections with wrk vs moto's server; ImportImage latency while 4 imports convert), inspection
+connections with wrk vs moto's server; ImportImage latency while 4 imports convert), api_abuse
+(a well-behaved client's DescribeImages latency while another key sends the worst requests the
+limits allow, against the same client alone), inspection
 (``vmimport.inspect.inspect_disk`` on the test fixtures). Disks are cached in --cache-dir.
 """
 
@@ -23,7 +26,7 @@ from pathlib import Path
 from . import disks, report
 from .disks import FORMATS, GiB, MiB, TiB
 
-SECTIONS = ("conversion", "growth", "api", "inspection")
+SECTIONS = ("conversion", "growth", "api", "api_abuse", "inspection")
 DEFAULT_CACHE = Path(os.environ.get("VMIMPORT_BENCH_CACHE",
                                     Path(tempfile.gettempdir()) / "vmimport-bench-cache"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-tasks", type=int, help="import tasks in the database (default 100)")
     p.add_argument("--import-calls", type=int,
                    help="ImportImage calls timed while 4 imports convert (default 100)")
+    p.add_argument("--abuse-connections", type=int, default=4,
+                   help="api_abuse: the abuser's concurrent connections (default 4, as many as "
+                        "the server's API threads)")
+    p.add_argument("--abuse-rounds", type=int,
+                   help="api_abuse: rounds of (polls alone, polls under abuse) (default 3)")
     p.add_argument("--inspection-fixtures", help="comma-separated tests/guest_disks.py fixtures "
                    "(default all)")
     p.add_argument("--profile", default="",
@@ -81,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.api_tasks = args.api_tasks if args.api_tasks is not None else (5 if args.tiny else 100)
     args.import_calls = (args.import_calls if args.import_calls is not None
                          else 5 if args.tiny else 30 if quick else 100)
+    args.abuse_rounds = args.abuse_rounds or (1 if args.tiny else 2 if quick else 3)
+    args.abuse_polls = 20 if args.tiny else 100
+    args.abuse_images = 2 if args.tiny else 5
     if args.tiny:
         args.spec = disks.DiskSpec(virtual_size=64 * MiB, data_size=8 * MiB, fs_size=8 * MiB)
         args.growth_sizes = [64 * MiB, 256 * MiB, 1 * GiB]
@@ -164,6 +175,17 @@ def main(argv: list[str] | None = None) -> int:
                                          args.api_seconds, args.import_calls, log,
                                          args.out.parent if "api" in args.profile_names
                                          else None)
+            finally:
+                server.stop()
+        if "api_abuse" in args.sections:
+            from .api_abuse import abuse_server, run_api_abuse
+
+            log("api_abuse:")
+            server = abuse_server(work / "abuse-data").start()
+            try:
+                results["api_abuse"] = [run_api_abuse(
+                    server, client(server.endpoint), cache, args.spec, args.abuse_images,
+                    args.abuse_rounds, args.abuse_polls, args.abuse_connections, log)]
             finally:
                 server.stop()
         if "inspection" in args.sections:

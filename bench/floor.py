@@ -84,7 +84,7 @@ def floor_copy(image: Path, out: Path) -> None:
 
 def store_copy(image: Path, out: Path) -> None:
     """vmimport's block store writing ``image`` into a new store at ``out``."""
-    from vmimport.blockstore.store import BlockStore
+    from vmimport.blockstore.file_store import FileBlockStore
     from vmimport.blockstore.writer import write_snapshot
     from vmimport.pipeline.formats import Limits, open_guest_disks
     from vmimport.pipeline.source import LocalSource
@@ -92,7 +92,7 @@ def store_copy(image: Path, out: Path) -> None:
     source = LocalSource.open(image.parent, "floor", image.name)
     try:
         disk = open_guest_disks(source, "raw", Limits())[0]
-        write_snapshot(BlockStore(out), disk.virtual_size, disk.extents())
+        write_snapshot(FileBlockStore(out), disk.virtual_size, disk.extents())
     finally:
         source.close()
 

@@ -137,6 +137,12 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
                      _verdict(ok) + ("" if ok else " (" + ", ".join(
                          n for n, p in (("req/s", r.get("rps_pass")), ("p99", r["p99_pass"]))
                          if not p) + ")")))
+    for r in results.get("api_abuse", []):
+        rows.append(("api_abuse", "DescribeImages, another key abusing",
+                     f"p50 {r['abused_p50_ms']:.1f} ms, p99 {r['abused_p99_ms']:.1f} ms",
+                     f"alone p50 {r['quiet_p50_ms']:.1f} ms, p99 {r['quiet_p99_ms']:.1f} ms",
+                     f"x{r['p99_ratio']:.2f} p99", f"p99 < {r['target_p99_ms']} ms",
+                     _verdict(r["p99_pass"])))
     for r in results.get("inspection", []):
         if r.get("status") != "measured":
             rows.append(("inspection", r.get("disk", "inspect_disk"), r.get("status", ""), "",

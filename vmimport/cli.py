@@ -1,5 +1,5 @@
 """``vmimport serve`` (API + workers), ``vmimport worker`` (workers only), ``vmimport migrate``,
-``vmimport gc`` (delete unreferenced packs)."""
+``vmimport gc`` (delete unreferenced packs and crash leftovers)."""
 
 from __future__ import annotations
 
@@ -39,11 +39,16 @@ def _settings(args) -> Settings:
 
 
 def _prepare(settings: Settings, migrate: bool = True) -> Database:
+    from .blockstore.backends import BlockStoreUnavailable, open_block_store
+
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.buckets_dir.mkdir(parents=True, exist_ok=True)
-    settings.blocks_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        open_block_store(settings)  # a blocks_url this server cannot open stops it here
+    except BlockStoreUnavailable as exc:
+        raise SystemExit(f"vmimport: {exc}") from None
     db = Database(settings.sqlalchemy_url)
     if migrate:  # serve's worker process skips it: serve has just done it (Alembic is ~12 MiB)
         db.migrate()
@@ -52,9 +57,11 @@ def _prepare(settings: Settings, migrate: bool = True) -> Database:
 
 def _worker_pool(settings: Settings, db: Database, threads: int):
     from .jobs.worker import WorkerPool
+    from .pipeline.run_export import run_export_job
     from .pipeline.run_import import run_import_job
 
-    handlers = {"import-image": run_import_job, "import-snapshot": run_import_job}
+    handlers = {"import-image": run_import_job, "import-snapshot": run_import_job,
+                "export-image": run_export_job}
     return WorkerPool(db, settings, handlers, threads)
 
 
@@ -130,6 +137,8 @@ class WorkerProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                logging.getLogger("vmimport").warning(
+                    "worker process %d did not stop within %g s; killed", self.proc.pid, timeout)
                 self.proc.kill()
                 self.proc.wait()
 
@@ -158,7 +167,9 @@ def serve(args) -> None:
         signal.signal(signum, lambda caught, _frame: received.append(caught))
     try:
         uvicorn.run(app, host=settings.host, port=settings.port,
-                    log_level="warning", access_log=False)
+                    timeout_keep_alive=settings.keep_alive_seconds,
+                    # the app names itself (Server: vmimport); uvicorn's would be a second one
+                    server_header=False, log_level="warning", access_log=False)
     finally:
         if workers is not None:
             workers.stop()
@@ -197,6 +208,11 @@ def worker(args) -> None:
     db = _prepare(settings, migrate=args.wake_fd is None)
     _few_malloc_arenas()
     pool = _worker_pool(settings, db, settings.workers)
+    reclaimed = pool.blocks.reclaim_own_leftovers()  # of this host's killed workers
+    if reclaimed.removed:
+        logging.getLogger("vmimport").info(
+            "reclaimed %d leftover file(s) of killed imports (%.1f MiB) in %s",
+            reclaimed.removed, reclaimed.bytes_removed / 2**20, pool.blocks.location)
     _freeze_heap()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -218,7 +234,7 @@ def gc_command(args) -> None:
     their blocks are not in a manifest yet."""
     from sqlalchemy import func, select
 
-    from .blockstore.store import BlockStore
+    from .blockstore.backends import open_block_store
     from .db.models import Job
 
     settings = _settings(args)
@@ -229,9 +245,12 @@ def gc_command(args) -> None:
     if busy:
         raise SystemExit(f"vmimport gc: {busy} import job(s) are queued or running; run it "
                          "when none are (their blocks are not in a manifest yet)")
-    report = BlockStore(settings.blocks_dir).collect_garbage()
+    report = open_block_store(settings).collect_garbage(
+        settings.gc_leftover_grace_hours * 3600)
     print(f"removed {report.packs_removed} unreferenced pack(s), "
           f"{report.bytes_removed / 2**20:.1f} MiB")
+    print(f"removed {report.leftovers.removed} leftover(s) of unfinished writes (partial packs, "
+          f"half-written manifests), {report.leftovers.bytes_removed / 2**20:.1f} MiB")
     if report.unreferenced_bytes_kept:
         print(f"{report.unreferenced_bytes_kept / 2**20:.1f} MiB of unreferenced blocks remain "
               "inside packs that other snapshots still use (packs are reclaimed whole)")

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8787
     data_dir: Path = Path("./data")
+    # The block store (snapshots' blocks and manifests): file:///path; empty = <data_dir>/blocks.
+    # s3://bucket/prefix/ is reserved for the object-store backend (not available yet).
+    blocks_url: str = ""
+    # `vmimport gc` deletes a crash leftover of the block store (a partial pack, a half-written
+    # manifest) that no live process holds once it is this old; sooner if its writer was a
+    # process of this host that is gone.
+    gc_leftover_grace_hours: float = Field(default=24.0, ge=0)
     # SQLAlchemy URL; empty means SQLite at <data_dir>/vmimport.db.
     database_url: str = ""
     region: str = "us-east-1"
@@ -96,6 +103,10 @@ class Settings(BaseSettings):
     # Of those, how many one access key may use at once (0: all but one, so that a client
     # busy with costly requests always leaves a thread to the others).
     api_threads_per_key: int = Field(default=0, ge=0)
+    # Seconds an idle client connection is kept open. uvicorn's 5 s default dropped SDK
+    # connections between calls (a "socket hang up" after a 6 s pause); AWS endpoints keep
+    # them about a minute, so SDKs expect at least that.
+    keep_alive_seconds: int = Field(default=75, ge=1)
     # Days a finished task stays visible to Describe* (AWS: 7).
     task_retention_days: float = 7.0
 
@@ -110,10 +121,6 @@ class Settings(BaseSettings):
     @property
     def buckets_dir(self) -> Path:
         return self.data_dir / "buckets"
-
-    @property
-    def blocks_dir(self) -> Path:
-        return self.data_dir / "blocks"
 
     @property
     def default_kms_root_key_file(self) -> Path:

@@ -5,6 +5,7 @@ that counts how many of it run at the same time."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,11 +14,14 @@ import boto3
 from botocore.config import Config
 
 from vmimport.api import actions
+from vmimport.api.app import KeySlots
 from vmimport.config import Settings
 
 
 TWO_KEYS = [{"access_key": "test", "secret_key": "test", "account_id": "000000000000"},
             {"access_key": "other", "secret_key": "other", "account_id": "111111111111"}]
+FOUR_KEYS = TWO_KEYS + [{"access_key": k, "secret_key": k, "account_id": "222222222222"}
+                        for k in ("third", "fourth")]
 
 
 def _most_at_once(endpoint: str, monkeypatch, calls: int, keys=("test",)) -> int:
@@ -52,8 +56,8 @@ def test_at_most_api_threads_handlers_run_at_once(app_server, monkeypatch):
 
 def test_the_default_is_a_few_threads_not_dozens(app_server, monkeypatch):
     assert Settings().api_threads == 4
-    assert _most_at_once(app_server(credentials=TWO_KEYS), monkeypatch, calls=8,
-                         keys=("test", "other")) == 4
+    assert _most_at_once(app_server(credentials=FOUR_KEYS), monkeypatch, calls=8,
+                         keys=("test", "other", "third", "fourth")) == 4
 
 
 def test_one_key_leaves_a_thread_to_the_others(app_server, monkeypatch):
@@ -61,3 +65,30 @@ def test_one_key_leaves_a_thread_to_the_others(app_server, monkeypatch):
     endpoint = app_server(credentials=TWO_KEYS)
     assert _most_at_once(endpoint, monkeypatch, calls=8) == 3
     assert _most_at_once(app_server(api_threads_per_key=4), monkeypatch, calls=8) == 4
+
+
+def test_a_key_shares_the_threads_while_others_use_the_api():
+    """KeySlots alone, step by step (the activity window set long: no clock decides)."""
+
+    async def scenario():
+        slots = KeySlots(per_key=3)
+        slots.ACTIVE_WINDOW = 3600
+        abuser = [slots.hold("abuser") for _ in range(4)]
+        for hold in abuser[:3]:  # alone, a key runs 3 at once
+            await hold.__aenter__()
+        fourth = asyncio.create_task(abuser[3].__aenter__())
+        await asyncio.sleep(0)
+        assert not fourth.done()  # its 4th waits, as per_key says
+        async with slots.hold("polite"):  # another key gets a thread at once
+            assert slots.limit("abuser") == 1 and slots.limit("polite") == 1
+            await abuser[0].__aexit__(None, None, None)
+            await asyncio.sleep(0)
+            assert not fourth.done()  # 2 running: alone it would start, sharing it may not
+            await abuser[1].__aexit__(None, None, None)
+            await abuser[2].__aexit__(None, None, None)
+            await asyncio.sleep(0)
+            assert fourth.done()  # its share is one, and none runs now
+        await abuser[3].__aexit__(None, None, None)
+        return slots._running
+
+    assert asyncio.run(scenario()) == {"abuser": 0, "polite": 0}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from vmimport.blockstore.store import BlockStore
+from vmimport.blockstore.file_store import FileBlockStore
 
 from ..helpers import snapshot_sha256, wait_task
 
@@ -191,7 +191,7 @@ def test_tampered_block_is_detected_not_returned(server, ec2, ebs, small_bucket)
     snapshot_id = _encrypted_snapshot(ec2, bucket)
     block = ebs.list_snapshot_blocks(SnapshotId=snapshot_id)["Blocks"][0]
     token = block["BlockToken"]
-    store = BlockStore(server.data_dir / "blocks")
+    store = FileBlockStore(server.data_dir / "blocks")
     ref = store.read_manifest(snapshot_id).blocks[block["BlockIndex"]]
     assert ref.digest == token
     with open(store.pack_path(ref), "r+b") as pack:

@@ -73,3 +73,13 @@ def test_one_access_log_line_per_request_with_service_action_and_key(app_server,
                                                    "iam:GetRole"], lines
     assert all(line.split()[2] == "test" for line in lines)
     assert [line.split()[3] for line in lines] == ["200", "200", "404"]
+
+
+def test_one_server_header(server):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/")
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    assert [v for k, v in response.getheaders() if k.lower() == "server"] == ["vmimport"]

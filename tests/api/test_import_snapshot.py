@@ -73,8 +73,8 @@ def test_import_snapshot_failure_and_cli(server, ec2):
 def test_import_snapshot_refusals(ec2):
     for params, code in [
         ({}, "MissingParameter"),
-        ({"DiskContainer": {"Format": "OVA", "Url": "s3://b/k"}}, "InvalidParameterValue"),
-        ({"DiskContainer": {"Url": "s3://b/k"}, "KmsKeyId": "alias/x"},
+        ({"DiskContainer": {"Format": "OVA", "Url": "s3://bkt/k"}}, "InvalidParameterValue"),
+        ({"DiskContainer": {"Url": "s3://bkt/k"}, "KmsKeyId": "alias/x"},
          "InvalidParameterCombination"),
     ]:
         with pytest.raises(ClientError) as err:

@@ -21,7 +21,7 @@ def _code(call, *args, **kwargs) -> str:
     return err.value.response["Error"]["Code"]
 
 
-def _disk(bucket="b", key="k.raw", **extra):
+def _disk(bucket="bkt", key="k.raw", **extra):
     return {"Format": "raw", "UserBucket": {"S3Bucket": bucket, "S3Key": key}, **extra}
 
 
@@ -32,9 +32,9 @@ LICENSE_ARN = ("arn:aws:license-manager:us-east-1:000000000000:license-configura
 @pytest.mark.parametrize("params, code", [
     ({}, "MissingParameter"),
     ({"DiskContainers": [{"Format": "raw"}]}, "MissingParameter"),
-    ({"DiskContainers": [{"Format": "raw", "UserBucket": {"S3Bucket": "b"}}]},
+    ({"DiskContainers": [{"Format": "raw", "UserBucket": {"S3Bucket": "bkt"}}]},
      "MissingParameter"),
-    ({"DiskContainers": [_disk(Url="s3://b/k")]}, "InvalidParameterCombination"),
+    ({"DiskContainers": [_disk(Url="s3://bkt/k")]}, "InvalidParameterCombination"),
     ({"DiskContainers": [_disk()] * 22}, "InvalidParameter"),
     ({"DiskContainers": [_disk(Format="vdi")]}, "InvalidParameterValue"),
     ({"DiskContainers": [_disk(DeviceName="sda")]}, "InvalidParameterValue"),

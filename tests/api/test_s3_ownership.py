@@ -128,3 +128,16 @@ def test_aws_s3_cp_then_import_image(server, disks, ebs):
     assert task["Status"] == "completed", task
     expected, size = qemu_raw_sha256(disks["vmdk"], "vmdk")
     assert snapshot_sha256(ebs, task["SnapshotDetails"][0]["SnapshotId"], size) == expected
+
+
+def test_no_export_into_another_accounts_bucket(server, ec2, disks, other):
+    from .test_export_image import import_ami, wait_export
+    theirs = _name("theirs")
+    other.create_bucket(Bucket=theirs)
+    ami = import_ami(server, ec2, disks["raw"])
+    task = ec2.export_image(ImageId=ami["ImageId"], DiskImageFormat="RAW",
+                            S3ExportLocation={"S3Bucket": theirs})
+    done = wait_export(ec2, task["ExportImageTaskId"])
+    assert done["Status"] == "deleted", done
+    assert "belongs to another account" in done["StatusMessage"], done
+    assert list((server.buckets / theirs).iterdir()) == []

@@ -17,6 +17,7 @@ def test_bench_runs_on_a_tiny_input(tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--tiny", "--formats", "raw,vmdk-stream",
+         "--only", "conversion,growth,api,inspection",
          "--growth-formats", "raw", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
          "--markdown", str(tmp_path / "BENCHMARKS.md")],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -41,6 +42,27 @@ def test_bench_runs_on_a_tiny_input(tmp_path):
     assert results["inspection"]
     assert "| conversion | raw |" in (tmp_path / "BENCHMARKS.md").read_text()
     assert "targets missed" in proc.stdout
+
+
+def test_api_abuse_runs_on_a_tiny_input(tmp_path):
+    """The abuse section measures the client alone and under abuse, and the abuser's requests
+    really reached the server and got the answers the limits give."""
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--only", "api_abuse",
+         "--cache-dir", str(tmp_path / "cache"), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [row] = json.loads(out.read_text())["api_abuse"]
+    assert row["images"] == 2 and row["rounds"] == 1 and row["polls"] == 20
+    for key in ("quiet_p50_ms", "quiet_p99_ms", "abused_p50_ms", "abused_p99_ms", "p99_ratio"):
+        assert row[key] > 0, row
+    assert row["p99_pass"] == (row["abused_p99_ms"] < 50)
+    sent = row["abuser_requests"]
+    assert sent.get("200 wildcard values, 4 filters: 200", 0) > 0, sent
+    assert sent.get("20000 values (refused): 400", 0) > 0, sent
+    assert sent.get("bad signature: 403", 0) > 0, sent
+    assert "api_abuse  DescribeImages, another key abusing" in proc.stdout
 
 
 def test_floor_runs_on_a_tiny_input(tmp_path):

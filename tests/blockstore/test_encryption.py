@@ -6,8 +6,8 @@ import pytest
 
 from vmimport.blockstore.crypto import BlockCipher, IntegrityError
 from vmimport.blockstore.reader import SnapshotReader
-from vmimport.blockstore.store import BLOCK_SIZE, BlockRef, BlockStore, BlockStoreError, \
-    Manifest, ManifestEncryption
+from vmimport.blockstore.file_store import BLOCK_SIZE, BlockRef, BlockStoreError, \
+    FileBlockStore, Manifest, ManifestEncryption
 from vmimport.blockstore.writer import write_snapshot
 
 MARKER = b"PLAINTEXT-MARKER-0123456789" * 100
@@ -28,7 +28,7 @@ def _write(store, snapshot_id="snap-0123456789abcdef0"):
 
 
 def test_sealed_blocks_hold_no_plaintext_and_read_back(tmp_path):
-    store = BlockStore(tmp_path)
+    store = FileBlockStore(tmp_path)
     data, key, manifest = _write(store)
     assert sorted(manifest.blocks) == [0, 2]  # zero blocks are not stored
     for path in tmp_path.rglob("*"):
@@ -45,7 +45,7 @@ def test_sealed_blocks_hold_no_plaintext_and_read_back(tmp_path):
 
 
 def test_tampered_or_moved_block_is_refused(tmp_path):
-    store = BlockStore(tmp_path)
+    store = FileBlockStore(tmp_path)
     _, key, manifest = _write(store)
     cipher = BlockCipher(key, "snap-0123456789abcdef0")
     # Moved: block 2's sealed bytes presented as block 3.

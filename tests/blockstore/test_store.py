@@ -17,8 +17,8 @@ from vmimport.blockstore.index import DedupIndex
 from vmimport.blockstore import packs
 from vmimport.blockstore.packs import PackWriter
 from vmimport.blockstore.reader import SnapshotReader
-from vmimport.blockstore.store import (BLOCK_SIZE, BlockRef, BlockStore, BlockStoreError,
-                                       Manifest, wait_for_index)
+from vmimport.blockstore.file_store import (BLOCK_SIZE, BlockRef, BlockStoreError,
+                                            FileBlockStore, Manifest, wait_for_index)
 from vmimport.blockstore.writer import write_snapshot
 from vmimport.pipeline.errors import ImportFailure
 from vmimport.pipeline.formats import open_guest_disks
@@ -70,7 +70,7 @@ def test_deferred_ranges_are_read_by_the_writer_and_stored_exactly(tmp_path):
     path = tmp_path / "b" / "disk.raw"
     path.parent.mkdir()
     data = _disk(path)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     with _local(path) as source:
         disk = _extents_of(source)
         extents = list(disk.extents())
@@ -100,7 +100,7 @@ def test_zero_stretches_inside_a_stored_block_are_holes_in_the_pack(tmp_path, de
     path = tmp_path / "b" / "disk.raw"
     path.parent.mkdir()
     path.write_bytes(data)  # written zeros: SEEK_DATA reports them as data
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     with _local(path) as source:
         extents = _extents_of(source).extents() if deferred else [(0, data)]
         manifest = write_snapshot(store, len(data), extents)
@@ -127,7 +127,7 @@ def test_deferred_ranges_that_follow_each_other_are_read_in_one_call(tmp_path, m
     real_preadv = os.preadv
     monkeypatch.setattr(os, "preadv", lambda fd, views, offset: calls.append(len(views))
                         or real_preadv(fd, views, offset))
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     with _local(path) as source:
         disk = _extents_of(source)
         manifest = write_snapshot(store, disk.virtual_size, disk.extents())
@@ -147,7 +147,7 @@ def test_no_pack_write_crosses_a_write_call_window(tmp_path, monkeypatch):
     real_pwritev = os.pwritev
     monkeypatch.setattr(os, "pwritev", lambda fd, views, offset: calls.append(
         (offset, sum(len(v) for v in views))) or real_pwritev(fd, views, offset))
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     with _local(path) as source:
         disk = _extents_of(source)
         manifest = write_snapshot(store, disk.virtual_size, disk.extents())
@@ -162,7 +162,7 @@ def test_the_snapshot_reader_reads_a_block_it_comes_back_to_once(tmp_path, monke
     """Filesystem readers go back and forth between a few blocks (superblock, group
     descriptors, inode table): each is read from its pack and checked once, not per visit."""
     data = os.urandom(12 * BLOCK_SIZE)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     manifest = write_snapshot(store, len(data), [(0, data)])
     reads = []
     real = store.read_block
@@ -184,7 +184,7 @@ def test_bytes_and_deferred_extents_give_the_same_snapshot(tmp_path):
     path = tmp_path / "b" / "disk.raw"
     path.parent.mkdir()
     data = _disk(path)
-    deferred_store, bytes_store = BlockStore(tmp_path / "s1"), BlockStore(tmp_path / "s2")
+    deferred_store, bytes_store = FileBlockStore(tmp_path / "s1"), FileBlockStore(tmp_path / "s2")
     with _local(path) as source:
         disk = _extents_of(source)
         deferred = write_snapshot(deferred_store, disk.virtual_size, disk.extents())
@@ -201,7 +201,7 @@ def test_a_second_import_of_the_same_bytes_writes_no_pack(tmp_path):
     path = tmp_path / "b" / "disk.raw"
     path.parent.mkdir()
     data = _disk(path)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     first = write_snapshot(store, len(data), [(0, data)])
     second = write_snapshot(store, len(data), [(0, data)])
     # Every block is one the first write stored (of twins it stored twice -- two threads
@@ -235,7 +235,7 @@ def test_each_writing_thread_fills_a_pack_of_its_own(tmp_path, batches_on_both_t
     """Two threads writing one file take turns on its inode lock, so each pool thread appends
     to a pack of its own; all of them are published when the write succeeds."""
     data = os.urandom(8 * BLOCK_SIZE)  # two batches of four blocks (bytes extents)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     manifest = write_snapshot(store, len(data), _in_batches(data, 4), threads=2)
     assert len(manifest.packs()) == 2
     assert {p.name for p in store.packs_dir.iterdir()} == manifest.packs()
@@ -249,7 +249,7 @@ def test_each_writing_thread_fills_a_pack_of_its_own(tmp_path, batches_on_both_t
 def test_a_failed_write_on_two_threads_leaves_no_pack_of_either(tmp_path, monkeypatch,
                                                                 batches_on_both_threads):
     data = os.urandom(8 * BLOCK_SIZE)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     created = []
     open_pack = packs._PackFile.__init__
 
@@ -292,7 +292,7 @@ def test_blocks_recorded_slowly_are_still_found_by_the_next_import(tmp_path, slo
     that thread's speed."""
     recorded = slow_index
     data = os.urandom(4 * BLOCK_SIZE)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     first = write_snapshot(store, len(data), [(0, data)])
     assert not recorded.is_set()  # the import did not wait for the index
     second = write_snapshot(store, len(data), [(0, data)])
@@ -306,7 +306,7 @@ def test_blocks_enter_the_index_a_moment_after_the_write_or_when_someone_waits(t
     (manifest, inspection, AMI); they wait ``RECORD_DELAY``, unless wait_for_index (a new
     pack writer, gc) needs them sooner."""
     data = os.urandom(2 * BLOCK_SIZE)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     first = write_snapshot(store, len(data), [(0, data)])
     index = DedupIndex(store.index_path)
     try:
@@ -327,7 +327,7 @@ def test_an_index_that_cannot_be_written_costs_dedup_not_the_import(tmp_path, mo
 
     monkeypatch.setattr(DedupIndex, "add", add)
     data = os.urandom(2 * BLOCK_SIZE)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     manifest = write_snapshot(store, len(data), [(0, data)])
     wait_for_index()
     assert _read_all(store, manifest) == data
@@ -343,7 +343,7 @@ def test_index_entries_of_a_pack_that_is_gone_are_not_used(tmp_path):
     import's pack runs on after the import ends, in its own process) must not send a new
     snapshot to blocks that are not there."""
     data = os.urandom(3 * BLOCK_SIZE)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     first = write_snapshot(store, len(data), [(0, data)])
     wait_for_index()
     (store.packs_dir / first.blocks[0].pack).unlink()  # what gc does to an unused pack
@@ -358,9 +358,9 @@ def test_garbage_collection_waits_for_the_index_of_a_pack_just_finished(tmp_path
     entries still being recorded, so none of them outlives its pack."""
     recorded = slow_index
     data = os.urandom(2 * BLOCK_SIZE)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     first = write_snapshot(store, len(data), [(0, data)])  # no manifest: its pack is garbage
-    assert store.collect_garbage().packs_removed == 1
+    assert store.collect_garbage(86400).packs_removed == 1
     assert recorded.is_set()
     index = DedupIndex(store.index_path)
     try:
@@ -373,7 +373,7 @@ def test_a_file_that_shrinks_under_a_deferred_read_fails_clearly(tmp_path):
     path = tmp_path / "b" / "disk.raw"
     path.parent.mkdir()
     _disk(path)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     with _local(path) as source:
         disk = _extents_of(source)
         extents = list(disk.extents())
@@ -391,13 +391,13 @@ def test_progress_is_reported_all_through_a_sparse_disk(tmp_path):
     size = 128 * BLOCK_SIZE
     extents = [((16 * i + 3) * BLOCK_SIZE, os.urandom(BLOCK_SIZE)) for i in range(8)]
     calls = []
-    write_snapshot(BlockStore(tmp_path / "store"), size, extents, on_progress=calls.append)
+    write_snapshot(FileBlockStore(tmp_path / "store"), size, extents, on_progress=calls.append)
     assert len(calls) >= 8 and calls == sorted(calls) and calls[-1] == size
 
 
 def test_a_cancelled_write_leaves_no_pack_and_no_index_entries(tmp_path):
     data = os.urandom(8 * BLOCK_SIZE)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
 
     def cancel(done):
         if done > 2 * BLOCK_SIZE:
@@ -413,7 +413,7 @@ def test_a_cancelled_write_leaves_no_pack_and_no_index_entries(tmp_path):
 
 def test_damaged_or_missing_pack_is_an_error_not_data(tmp_path):
     data = os.urandom(2 * BLOCK_SIZE)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     manifest = write_snapshot(store, len(data), [(0, data)])
     ref = manifest.blocks[1]
     _flip_byte(store, ref, 7, data[BLOCK_SIZE + 7])
@@ -426,7 +426,7 @@ def test_damaged_or_missing_pack_is_an_error_not_data(tmp_path):
 
 
 def test_garbage_collection_keeps_packs_in_use_and_forgets_the_rest(tmp_path):
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     a, b = os.urandom(2 * BLOCK_SIZE), os.urandom(2 * BLOCK_SIZE)
     store.write_manifest("snap-a", write_snapshot(store, len(a), [(0, a)]))
     # snap-b shares a's first block and adds one of its own, in a pack of its own.
@@ -434,12 +434,12 @@ def test_garbage_collection_keeps_packs_in_use_and_forgets_the_rest(tmp_path):
     store.write_manifest("snap-b", manifest_b := write_snapshot(store, len(mixed), [(0, mixed)]))
     assert len(manifest_b.packs()) == 2
     store.delete_manifest("snap-a")
-    report = store.collect_garbage()
+    report = store.collect_garbage(86400)
     assert report.packs_removed == 0  # a's pack still holds a block of b
     assert report.unreferenced_bytes_kept == BLOCK_SIZE  # a's second block
     assert _read_all(store, store.read_manifest("snap-b")) == mixed
     store.delete_manifest("snap-b")
-    report = store.collect_garbage()
+    report = store.collect_garbage(86400)
     assert report.packs_removed == 2 and report.bytes_removed >= 3 * BLOCK_SIZE
     assert list(store.packs_dir.iterdir()) == []
     # The index forgot them too: the same bytes are written again, not referenced.
@@ -457,7 +457,7 @@ def colliding_fingerprints(monkeypatch) -> None:
 
 def test_blocks_with_the_same_fingerprint_are_shared_only_if_their_bytes_are_equal(
         tmp_path, colliding_fingerprints):
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     a, b, c = (os.urandom(BLOCK_SIZE) for _ in range(3))
     first = write_snapshot(store, BLOCK_SIZE, [(0, a)])
     wait_for_index()
@@ -482,7 +482,7 @@ def test_a_crafted_block_under_a_fingerprint_does_not_keep_others_from_dedup(
     """Stored first, a block holding a popular block's fingerprint (xxh3 collisions can be
     crafted) would make every later copy of the popular block fail its byte compare; those go
     by their blake3 digest instead, and are shared again."""
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     crafted, popular = os.urandom(BLOCK_SIZE), os.urandom(BLOCK_SIZE)
     write_snapshot(store, BLOCK_SIZE, [(0, crafted)])
     first = write_snapshot(store, 2 * BLOCK_SIZE, [(0, popular), (BLOCK_SIZE, popular)])
@@ -504,7 +504,7 @@ def test_a_partly_zero_block_is_shared_with_its_twin_in_an_earlier_batch(tmp_pat
     written yet (the file ends short of them): they still compare as zeros."""
     head = os.urandom(4096) + bytes(BLOCK_SIZE - 4096)
     data = os.urandom(3 * BLOCK_SIZE) + head + os.urandom(3 * BLOCK_SIZE) + head
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     manifest = write_snapshot(store, len(data), _in_batches(data, 4), threads=1)
     assert manifest.blocks[7] == manifest.blocks[3]
     assert _read_all(store, manifest) == data
@@ -515,7 +515,7 @@ def test_manifests_with_the_blake3_digests_of_older_versions_are_still_read_and_
     import blake3
 
     data = os.urandom(2 * BLOCK_SIZE)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     manifest = write_snapshot(store, len(data), [(0, data)])
     assert store.write_manifest("snap-new", manifest) is None
     assert (store.manifests_dir / "snap-new").read_bytes()[:8] == b"VMIMAN05"
@@ -535,7 +535,7 @@ def test_manifests_with_the_blake3_digests_of_older_versions_are_still_read_and_
 
 
 def test_manifest_of_an_older_layout_is_refused_by_name(tmp_path):
-    store = BlockStore(tmp_path)
+    store = FileBlockStore(tmp_path)
     (store.manifests_dir / "snap-old").write_bytes(b"VMIMAN01" + bytes(32))
     with pytest.raises(BlockStoreError, match="written by an older vmimport"):
         store.read_manifest("snap-old")
@@ -562,7 +562,7 @@ def test_qemu_images_through_deferred_ranges_match_qemu(tmp_path):
         subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", fmt,
                         *(["-o", options] if options else []), str(raw), str(image)],
                        check=True, capture_output=True)
-        store = BlockStore(tmp_path / f"store-{image.name}")
+        store = FileBlockStore(tmp_path / f"store-{image.name}")
         with _local(image) as source:
             disk = open_guest_disks(source, declared, Limits())[0]
             pieces = list(disk.extents())
@@ -585,7 +585,7 @@ def test_a_sparse_image_cut_short_during_the_import_fails_rather_than_reading_ze
     if fmt != "raw":
         subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", fmt, str(raw), str(image)],
                        check=True, capture_output=True)
-    store = BlockStore(tmp_path / "store")
+    store = FileBlockStore(tmp_path / "store")
     with _local(image) as source:
         disk = open_guest_disks(source, declared, Limits())[0]
         os.truncate(image, BLOCK_SIZE)

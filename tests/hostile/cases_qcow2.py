@@ -103,8 +103,15 @@ def _data_file(tmp: Path) -> bytes:
 
 
 def _encrypted(tmp: Path) -> bytes:
-    return created(tmp, "--object", "secret,id=sec0,data=hunter2", "-o",
-                   "encrypt.format=luks,encrypt.key-secret=sec0")
+    # qemu-img times PBKDF2 on the CPU to choose its iteration count, and on a loaded machine
+    # that measurement can fail ("Unable to get accurate CPU usage"): try a few times.
+    for attempt in range(5):
+        try:
+            return created(tmp, "--object", "secret,id=sec0,data=hunter2", "-o",
+                           "encrypt.format=luks,encrypt.key-secret=sec0")
+        except subprocess.CalledProcessError:
+            if attempt == 4:
+                raise
 
 
 def _data_cluster(data: bytes) -> int:

@@ -15,14 +15,14 @@ def test_gc_deletes_only_unreferenced_packs(tmp_path, disks):
     server = Server(tmp_path / "data").start()
     try:
         ec2 = server.client()
-        server.put_object("b", "disk.raw", disks["raw"])
-        server.put_object("b", "disk.vmdk", disks["vmdk"])
+        server.put_object("bkt", "disk.raw", disks["raw"])
+        server.put_object("bkt", "disk.vmdk", disks["vmdk"])
         keep = wait_task(ec2, ec2.import_image(DiskContainers=[
-            {"UserBucket": {"S3Bucket": "b", "S3Key": "disk.vmdk"}}])["ImportTaskId"])
+            {"UserBucket": {"S3Bucket": "bkt", "S3Key": "disk.vmdk"}}])["ImportTaskId"])
         kept_packs = _packs(server.data_dir)  # one per thread that stored blocks
         assert 1 <= len(kept_packs) <= 2
         drop = wait_task(ec2, ec2.import_image(DiskContainers=[
-            {"UserBucket": {"S3Bucket": "b", "S3Key": "disk.raw"}}])["ImportTaskId"])
+            {"UserBucket": {"S3Bucket": "bkt", "S3Key": "disk.raw"}}])["ImportTaskId"])
         # The second import stored nothing new (dedup), so it left no pack of its own.
         assert _packs(server.data_dir) == kept_packs
         ec2.deregister_image(ImageId=drop["ImageId"], DeleteAssociatedSnapshots=True)

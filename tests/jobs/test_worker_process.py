@@ -16,7 +16,7 @@ from ..helpers import Server, wait_task
 
 def _import(srv: Server, key: str = "disk.raw") -> str:
     return srv.client().import_image(DiskContainers=[
-        {"Format": "raw", "UserBucket": {"S3Bucket": "b", "S3Key": key}}])["ImportTaskId"]
+        {"Format": "raw", "UserBucket": {"S3Bucket": "bkt", "S3Key": key}}])["ImportTaskId"]
 
 
 def _worker_processes(srv: Server, timeout: float = 30) -> list[psutil.Process]:
@@ -32,9 +32,10 @@ def _worker_processes(srv: Server, timeout: float = 30) -> list[psutil.Process]:
 
 @pytest.fixture
 def slow_polling(tmp_path, disks):
-    """serve with a 60 s database poll: only the wake-up pipe can start a job quickly."""
-    srv = Server(tmp_path / "data", env={"VMIMPORT_POLL_SECONDS": "60"}).start()
-    srv.put_object("b", "disk.raw", disks["raw"])
+    """serve with an hour between database polls: only the wake-up pipe can start a job (or
+    end a worker thread's sleep) within the tests' waits, however slow the machine."""
+    srv = Server(tmp_path / "data", env={"VMIMPORT_POLL_SECONDS": "3600"}).start()
+    srv.put_object("bkt", "disk.raw", disks["raw"])
     yield srv
     srv.stop()
 
@@ -42,11 +43,9 @@ def slow_polling(tmp_path, disks):
 def test_imports_run_in_a_worker_process_woken_at_once(slow_polling):
     srv = slow_polling
     (worker,) = _worker_processes(srv)
-    time.sleep(2)  # the worker is idle, asleep until the next poll a minute away
-    started = time.monotonic()
-    task = wait_task(srv.client(), _import(srv), timeout=60)
+    time.sleep(2)  # the worker is idle, asleep until the next poll an hour away
+    task = wait_task(srv.client(), _import(srv), timeout=60)  # not left for the next poll
     assert task["Status"] == "completed", task
-    assert time.monotonic() - started < 30  # not left for the next poll
     log = srv.log_tail(200)
     assert f"claimed by {os.uname().nodename}:{worker.pid}:" in log  # the child, not serve
 
@@ -79,13 +78,12 @@ def test_the_worker_process_does_not_outlive_serve(slow_polling):
 def test_serve_stops_at_once_though_its_workers_poll_rarely(slow_polling):
     srv = slow_polling
     (worker,) = _worker_processes(srv)
-    time.sleep(2)  # the worker threads are asleep until the next poll a minute away
-    started = time.monotonic()
+    time.sleep(2)  # the worker threads are asleep until the next poll an hour away
     os.killpg(srv.proc.pid, signal.SIGTERM)  # as a service manager stops it
     assert srv.proc.wait(30) == -signal.SIGTERM  # serve ends as the signal would end it
     gone, _ = psutil.wait_procs([worker], timeout=10)
     assert worker in gone
-    assert time.monotonic() - started < 8  # not a poll interval, nor serve's 20 s grace
+    assert "did not stop within" not in srv.log_tail(200)  # not killed after serve's grace
 
 
 def test_serve_stopped_alone_stops_its_worker_process_before_it_exits(slow_polling):
@@ -104,11 +102,9 @@ def test_serve_stopped_alone_stops_its_worker_process_before_it_exits(slow_polli
 def test_a_stopped_worker_process_stops_at_once_and_is_replaced(slow_polling):
     srv = slow_polling
     (worker,) = _worker_processes(srv)
-    time.sleep(2)  # its threads are asleep until the next poll a minute away
-    started = time.monotonic()
+    time.sleep(2)  # its threads are asleep until the next poll an hour away
     worker.terminate()  # SIGTERM to the worker alone: serve lives on
-    worker.wait(15)  # (its exit status goes to serve, its parent)
-    assert time.monotonic() - started < 5  # its threads did not wait out the poll
+    worker.wait(15)  # its threads did not wait out the poll (its exit status goes to serve)
     deadline = time.monotonic() + 30
     while not [p for p in _worker_processes(srv, 1) if p.pid != worker.pid]:
         assert time.monotonic() < deadline, srv.log_tail()

@@ -382,6 +382,10 @@ def test_unsupported_formats(images):
     fails(BytesSource(lzma.compress(b"x")), "is an xz archive")
     qemu("create", "-f", "vdi", str(tmp / "v.vdi"), "1M")
     fails(FileSource(tmp / "v.vdi"), "is a VirtualBox VDI image")
+    iso = bytearray(40 * 2048)
+    iso[0x8000:0x8006] = b"\x01CD001"
+    fails(BytesSource(bytes(iso)), "is an ISO 9660 CD/DVD image (magic 'CD001' at offset 32769), "
+          "which is not a supported disk image format (OVA, VMDK, VHD, VHDX, RAW, QCOW2)")
 
 
 # -- hostile streamOptimized VMDKs ----------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Which service function answers which API action. Adding an action is one line here plus the
 function; parsing and serializing come from botocore's models."""
 
-from vmimport.service import (copy_image, ebs_direct, iam, images, imports, kms_api,
+from vmimport.service import (copy_image, ebs_direct, exports, iam, images, imports, kms_api,
                               register_image, s3_api, tags)
 
 EC2_ACTIONS = {
@@ -10,6 +10,9 @@ EC2_ACTIONS = {
     "ImportSnapshot": imports.import_snapshot,
     "DescribeImportSnapshotTasks": imports.describe_import_snapshot_tasks,
     "CancelImportTask": imports.cancel_import_task,
+    "ExportImage": exports.export_image,
+    "DescribeExportImageTasks": exports.describe_export_image_tasks,
+    "CancelExportTask": exports.cancel_export_task,
     "DescribeImages": images.describe_images,
     "DeregisterImage": images.deregister_image,
     "RegisterImage": register_image.register_image,

@@ -21,9 +21,9 @@ from .models import service_model
 from .sigv4 import QueryEncodingError, decode_query
 
 XML = "text/xml;charset=UTF-8"
-# Parameters of one Query request (form body plus query string): EC2's largest legitimate
-# requests (50 filters of 200 values) stay under it; parsing them costs ~10 ms.
-MAX_PARAMETERS = 12_000
+# Parameters of one Query request (form body plus query string), counted before any is decoded:
+# EC2's largest legitimate requests (200 filter values, 1,000 ids, their names) stay well under.
+MAX_PARAMETERS = 3_000
 
 
 @dataclass
@@ -77,7 +77,14 @@ class Protocol:
         raise NotImplementedError
 
     def handler(self, operation: botocore.model.OperationModel) -> Callable:
-        raise NotImplementedError
+        handler = self.actions.get(operation.name)
+        if handler is None:
+            raise self.not_served(operation.name)
+        return handler
+
+    def not_served(self, name: str) -> ApiError:
+        """The answer to an operation of the model that vmimport does not serve."""
+        return ApiError("NotImplemented", f"{name} is not served by vmimport")
 
     def parse(self, operation: botocore.model.OperationModel, request: ApiRequest) -> dict:
         raise NotImplementedError
@@ -111,6 +118,10 @@ def _form_pairs(request: ApiRequest) -> list[tuple[str, str]]:
     """Query-protocol parameters: the form body (POST) plus the query string, without the
     presigned-URL auth parameters, decoded as the signature was."""
     if request.form is None:
+        count = len(request.query) + (request.body.count(b"&") + 1 if request.body else 0)
+        if count > MAX_PARAMETERS:
+            raise Refusal(INVALID, f"The request has {count} parameters; at most "
+                          f"{MAX_PARAMETERS} are accepted")
         pairs = []
         if request.method == "POST" and request.body:
             try:
@@ -119,9 +130,6 @@ def _form_pairs(request: ApiRequest) -> list[tuple[str, str]]:
                 raise Refusal(INVALID, "The request body is not form-encoded UTF-8 "
                               "(application/x-www-form-urlencoded)") from None
         pairs += [(k, v) for k, v in request.query if not k.startswith("X-Amz-")]
-        if len(pairs) > MAX_PARAMETERS:
-            raise Refusal(INVALID, f"The request has {len(pairs)} parameters; at most "
-                          f"{MAX_PARAMETERS} are accepted")
         request.form = pairs
     return request.form
 
@@ -150,12 +158,9 @@ class Ec2Protocol(Protocol):
                            "valid for this web service.")
         return self.model.operation_model(action)
 
-    def handler(self, operation):
-        handler = self.actions.get(operation.name)
-        if handler is None:
-            raise ApiError("UnsupportedOperation", f"{operation.name} is an EC2 action that "
-                           "vmimport does not serve (yet); see the README's API coverage table")
-        return handler
+    def not_served(self, name):
+        return ApiError("UnsupportedOperation", f"{name} is an EC2 action that vmimport does "
+                        "not serve (yet); see the README's API coverage table")
 
     def parse(self, operation, request):
         return ec2_protocol.parse_query(operation, _without_action(request))
@@ -196,13 +201,9 @@ class QueryProtocol(Protocol):
                            f"{self.model.api_version}")
         return self.model.operation_model(action)
 
-    def handler(self, operation):
-        handler = self.actions.get(operation.name)
-        if handler is None:
-            raise ApiError("InvalidAction", f"{operation.name} is an {self.service.upper()} "
-                           "action that vmimport does not serve; see the README's API "
-                           "coverage table")
-        return handler
+    def not_served(self, name):
+        return ApiError("InvalidAction", f"{name} is an {self.service.upper()} action that "
+                        "vmimport does not serve; see the README's API coverage table")
 
     def parse(self, operation, request):
         return query_protocol.parse_query(operation, _without_action(request))
@@ -237,13 +238,10 @@ class JsonProtocol(Protocol):
     def operation(self, request):
         return json_protocol.operation_for(self.service, request.headers.get("x-amz-target"))
 
-    def handler(self, operation):
-        handler = self.actions.get(operation.name)
-        if handler is None:
-            raise ApiError("UnsupportedOperationException", f"{operation.name} is a "
-                           f"{self.service.upper()} operation that vmimport does not serve; "
-                           "see the README's API coverage table")
-        return handler
+    def not_served(self, name):
+        return ApiError("UnsupportedOperationException", f"{name} is a {self.service.upper()} "
+                        "operation that vmimport does not serve; see the README's API coverage "
+                        "table")
 
     def parse(self, operation, request):
         return json_protocol.parse_request(operation, request.body)
@@ -274,12 +272,9 @@ class RestJsonProtocol(Protocol):
         operation, request.labels = rest_json.match(self.service, request.method, request.path)
         return operation
 
-    def handler(self, operation):
-        handler = self.actions.get(operation.name)
-        if handler is None:
-            raise ApiError("ValidationException", f"{operation.name} is not served by vmimport "
-                           "(snapshots are created by imports; only the read APIs are served)")
-        return handler
+    def not_served(self, name):
+        return ApiError("ValidationException", f"{name} is not served by vmimport (snapshots "
+                        "are created by imports; only the read APIs are served)")
 
     def parse(self, operation, request):
         query = [(k, v) for k, v in request.query if not k.startswith("X-Amz-")]

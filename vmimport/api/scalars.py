@@ -65,24 +65,20 @@ def _string(shape):
     return convert
 
 
-def _integer(shape):
-    def convert(value: str):
-        if not _INT_RE.match(value):
-            raise BadValue("not an integer")
-        n = int(value)
-        _check_range(shape, n, "value")
-        return n
-    return convert
+def _number(pattern: re.Pattern, cast, what: str):
+    def for_shape(shape):
+        def convert(value: str):
+            if not pattern.match(value):
+                raise BadValue(f"not {what}")
+            n = cast(value)
+            _check_range(shape, n, "value")
+            return n
+        return convert
+    return for_shape
 
 
-def _double(shape):
-    def convert(value: str):
-        if not _FLOAT_RE.match(value):
-            raise BadValue("not a number")
-        n = float(value)
-        _check_range(shape, n, "value")
-        return n
-    return convert
+_integer = _number(_INT_RE, int, "an integer")
+_double = _number(_FLOAT_RE, float, "a number")
 
 
 def _boolean(shape):

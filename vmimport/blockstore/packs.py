@@ -3,8 +3,9 @@ few files -- one per thread that stores blocks -- instead of one file per block.
 
 Why: creating a file costs the kernel far more than writing 512 KiB into an open one — on the
 benchmark machine 2,433 empty files took 0.63 s of system time, writing the same 1.2 GiB into
-one file 0.22 s. A pack is written under a hidden name (``.partial-<name>``) and renamed when
-the write finishes, so nothing ever refers to an unfinished pack.
+one file 0.22 s. A pack is written under a hidden name (``.partial-<name>-<pid>@<host>``,
+locked by its writer: see ``leftovers``) and renamed when the write finishes, so nothing ever
+refers to an unfinished pack.
 
 Each writing thread appends to a pack of its own: buffered writes to one file are serialised on
 its inode lock, so two threads writing one pack took turns (see ``_PackFile``). Offsets are
@@ -15,11 +16,9 @@ block (a quarter of the bench disk's stored blocks are half zeros): fewer bytes 
 page cache, less disk used — what ``qemu-img convert`` does at 4 KiB.
 
 Blocks are found again by fingerprint -- xxh3-128 of the 512 KiB block -- and shared only once
-their bytes compare equal to the stored block's. Until 2026-11-27 the key was a blake3 digest,
-trusted alone as cryptographic hashes are; but the digest of every block was a quarter of an
-import's CPU (5.8 GB/s on one core of the benchmark machine; xxh3 runs at ~45 GB/s), and on
-two cores that alone kept an import of an uncompressed disk behind ``qemu-img convert``
-(in-process A/B, the bench disk, 8 runs each: 0.453 -> 0.370 s, 0.83 -> 0.65 CPU-s). xxh3 is no
+their bytes compare equal to the stored block's. The key used to be a blake3 digest, trusted
+alone as cryptographic hashes are, but hashing every block with it was a quarter of an
+import's CPU (blake3 ~6 GB/s on one core, xxh3 ~45 GB/s; see BENCHMARKS.md). xxh3 is no
 cryptographic hash: a crafted image can collide with a block it expects someone else to
 store; so a fingerprint only names a candidate, and a candidate is read back (one 512 KiB pread,
 only when a block is seen again) and compared before its place is reused. A collision never
@@ -44,10 +43,12 @@ index that outlived its packs); lookups check that the pack exists and ignore su
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import blake3
@@ -56,6 +57,8 @@ import xxhash
 from vmimport.vectored import pwritev_all
 
 from .index import DedupIndex
+from .interface import BlockStoreFull
+from .leftovers import PARTIAL_PREFIX, hold, owner_tag
 from .manifest import BLOCK_SIZE, BlockRef
 
 log = logging.getLogger("vmimport.blockstore")
@@ -83,6 +86,18 @@ def digest_matches(data, digest: str) -> bool:
     return block_digest(data) == digest
 
 
+@contextmanager
+def out_of_space_is_full(location: str):
+    """Turn a full disk or quota (ENOSPC, EDQUOT) while writing into ``BlockStoreFull``, which
+    names the store: a bare OSError tells the user nothing."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise BlockStoreFull(location) from exc
+        raise
+
+
 class PackWriter:
     """Appends blocks to new packs in ``packs_dir``, one per thread that stores blocks. Use as
     a context manager: on success the packs get their final names and their blocks enter the
@@ -91,8 +106,10 @@ class PackWriter:
     With an ``index_path``, a block whose digest is stored already (in the index, or earlier in
     this write) is not written again: its existing ``BlockRef`` is returned."""
 
-    def __init__(self, packs_dir: Path, index_path: Path | None = None):
+    def __init__(self, packs_dir: Path, index_path: Path | None = None,
+                 location: str | None = None):
         self._dir = packs_dir
+        self._location = location or str(packs_dir)  # for BlockStoreFull
         if index_path is not None:
             wait_for_index()
         self._index = DedupIndex(index_path) if index_path is not None else None
@@ -147,7 +164,8 @@ class PackWriter:
                            for within, piece in pieces
                            for within, part in _nonzero_parts(within, piece)]
         if writes:
-            _write_segments(self._file().fd, writes)
+            with out_of_space_is_full(self._location):
+                _write_segments(self._file().fd, writes)
         if mine:
             with self._lock:
                 self._flushed.update(mine)
@@ -188,7 +206,8 @@ class PackWriter:
         with self._lock:
             self._check_open()
             ref = self._reserve(digest, len(data))
-        _write_segments(self._file().fd, [(ref.offset, memoryview(data))])
+        with out_of_space_is_full(self._location):
+            _write_segments(self._file().fd, [(ref.offset, memoryview(data))])
         return ref
 
     def _check_open(self) -> None:
@@ -200,7 +219,9 @@ class PackWriter:
         once this thread has reserved a block)."""
         file = self._files.get(threading.get_ident())
         if file is None:
-            file = self._files[threading.get_ident()] = _PackFile(self._dir)
+            with out_of_space_is_full(self._location):
+                file = _PackFile(self._dir)
+            self._files[threading.get_ident()] = file
             self._partials[file.name] = file.partial
         return file
 
@@ -236,10 +257,11 @@ class PackWriter:
         self._open = False
         recording = False
         try:
-            for file in self._files.values():
-                file.close()
-            for file in self._files.values():
-                file.publish()
+            with out_of_space_is_full(self._location):
+                for file in self._files.values():
+                    file.close()
+                for file in self._files.values():
+                    file.publish()
             mine = list(self._written.values())
             if mine and self._index is not None:
                 _start_recording(self._record, mine)
@@ -280,16 +302,20 @@ class _PackFile:
     its own. Buffered writes to one file are serialised on its inode lock (a thread waiting
     there spins: perf once showed 20% of an import's CPU in rwsem_spin_on_owner, hence a lock
     of our own around the writes until then), so with one file the writes of two threads took
-    turns; with a file each they run side by side. The bench disk's store in process, one
-    file against a file per thread, alternated, 16 runs each: median 0.475 -> 0.464 s, 0.85
-    -> 0.84 CPU-s (a small gain: the copies and digests around the writes dominate)."""
+    turns; with a file each they run side by side (a small gain: the copies and digests
+    around the writes dominate; see BENCHMARKS.md)."""
 
     def __init__(self, packs_dir: Path):
         self.name = uuid.uuid4().hex
         self.final = packs_dir / self.name
-        self.partial = packs_dir / f".partial-{self.name}"
+        self.partial = packs_dir / f"{PARTIAL_PREFIX}{self.name}{owner_tag()}"
         self.fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
                           0o644)
+        try:
+            hold(self.fd)  # until closed: gc and restarting workers leave it alone
+        except BaseException:
+            self.discard()
+            raise
         self.end = 0
 
     def close(self) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 from collections import OrderedDict
 
-from .store import BlockStore, Manifest
+from .interface import BlockStore
+from .manifest import Manifest
 
 
 CACHED_BLOCKS = 8  # 4 MiB
@@ -16,7 +17,7 @@ class SnapshotReader(io.RawIOBase):
     Keeps the last ``CACHED_BLOCKS`` blocks read in memory: filesystem readers read small
     pieces and come back to the same few blocks (inspecting the bench disk's ext4 root read 30
     blocks, 5 distinct, each a pread of 512 KiB and a digest check: 7.3 ms; 4.6 ms with this).
-    An encrypted snapshot needs its ``cipher`` (see ``pipeline.encryption.open_snapshot``);
+    An encrypted snapshot needs its ``cipher`` (``service.snapshot_keys.snapshot_cipher``);
     blocks are then decrypted and authenticated as they are read."""
 
     def __init__(self, store: BlockStore, manifest: Manifest, cipher=None):
@@ -76,3 +77,22 @@ class SnapshotReader(io.RawIOBase):
         buffer = bytearray(size)
         n = self.readinto(buffer)
         return bytes(buffer[:n])
+
+
+class SnapshotBlocks:
+    """A snapshot as an export writer reads it (``pipeline.formats.writers.DiskBlocks``): its
+    size, the blocks its manifest holds (every other block is zeros), each read and checked
+    (and decrypted, given the snapshot's cipher) once."""
+
+    def __init__(self, store: BlockStore, manifest: Manifest, cipher=None):
+        if manifest.encryption is not None and cipher is None:
+            raise ValueError("an encrypted snapshot needs its BlockCipher to be read")
+        self.store, self.manifest, self.cipher = store, manifest, cipher
+        self.size = manifest.size_bytes
+        self.block_size = manifest.block_size
+
+    def allocated(self) -> list[int]:
+        return sorted(self.manifest.blocks)
+
+    def read(self, index: int) -> bytes:
+        return self.store.read_block(self.manifest, index, self.cipher)

@@ -10,8 +10,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable
 
 from .crypto import BlockCipher
-from .packs import join_pieces
-from .store import BLOCK_SIZE, ZERO_BLOCK, BlockStore, Manifest, ManifestEncryption
+from .interface import BlockStore
+from .manifest import BLOCK_SIZE, Manifest, ManifestEncryption
+from .packs import ZERO_BLOCK, join_pieces
 
 
 PROGRESS_EVERY = 16  # blocks (8 MiB) between progress calls: the callback is not free

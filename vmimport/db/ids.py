@@ -6,6 +6,7 @@ import secrets
 PREFIXES = {
     "import-image-task": "import-ami",
     "import-snapshot-task": "import-snap",
+    "export-image-task": "export-ami",
     "image": "ami",
     "snapshot": "snap",
 }
@@ -15,7 +16,7 @@ def new_id(resource_type: str) -> str:
     return f"{PREFIXES[resource_type]}-{secrets.token_hex(9)[:17]}"
 
 
-_PATTERN = re.compile(r"^(import-ami|import-snap|ami|snap)-[0-9a-f]{8,17}$")
+_PATTERN = re.compile(r"^(import-ami|import-snap|export-ami|ami|snap)-[0-9a-f]{8,17}$")
 
 
 def resource_type_of(resource_id: str) -> str | None:

@@ -78,6 +78,37 @@ class ImportTask(Base):
         lazy="selectin")
 
 
+class ExportTask(Base):
+    """An ExportImage task: one AMI's boot volume written as a VMDK, VHD or RAW object."""
+
+    __tablename__ = "export_tasks"
+    __table_args__ = (UniqueConstraint("account_id", "client_token"),
+                      Index("ix_export_tasks_account_created", "account_id", "created_at"))
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(12))
+    client_token: Mapped[str | None] = mapped_column(String(64))
+    request_digest: Mapped[str] = mapped_column(String(64))
+    # active | deleting | deleted | completed
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    status_message: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[int | None] = mapped_column(Integer)
+    description: Mapped[str | None] = mapped_column(Text)
+    image_id: Mapped[str] = mapped_column(String(32), index=True)
+    disk_image_format: Mapped[str] = mapped_column(String(8))
+    s3_bucket: Mapped[str] = mapped_column(String(255))
+    s3_prefix: Mapped[str | None] = mapped_column(Text)
+    role_name: Mapped[str] = mapped_column(String(64), default="vmimport")
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def object_key(self) -> str:
+        """Where the export lands in the bucket, as on AWS: <S3Prefix><task id>.<format>."""
+        return f"{self.s3_prefix or ''}{self.id}.{self.disk_image_format.lower()}"
+
+
 class TaskDisk(Base):
     """One DiskContainer of a task, and its SnapshotDetail as the API shows it."""
 

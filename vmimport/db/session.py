@@ -7,7 +7,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -32,6 +33,25 @@ class Database:
                 connect_args={"options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"})
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         self._read = sessionmaker(self.read_engine, expire_on_commit=False)
+
+    def location(self) -> str:
+        """Where the database keeps its files, for messages: the SQLite file's directory, or
+        the server (never its password)."""
+        url = make_url(self.url)
+        if self.is_sqlite:
+            return str(Path(url.database or ".").resolve().parent)
+        return f"the database server {url.host or 'localhost'}"
+
+    @staticmethod
+    def is_out_of_space(exc: BaseException) -> bool:
+        """Whether ``exc`` says the database's disk (or quota) is full: SQLITE_FULL, or
+        PostgreSQL's disk_full (SQLSTATE 53100)."""
+        if not isinstance(exc, OperationalError):
+            return False
+        orig = exc.orig
+        return (getattr(orig, "sqlite_errorname", None) == "SQLITE_FULL"
+                or getattr(orig, "sqlstate", None) == "53100"
+                or "database or disk is full" in str(orig))
 
     @contextmanager
     def write(self) -> Iterator[Session]:

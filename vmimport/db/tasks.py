@@ -1,9 +1,9 @@
-"""Final states of an import task, shared by the API (cancel before any worker started) and the
+"""Final states of an import or export task, shared by the API (cancel before any worker started) and the
 pipeline (failure, or cancel noticed by the worker)."""
 
 from datetime import datetime, timezone
 
-from .models import ImportTask
+from .models import ExportTask, ImportTask
 
 
 def mark_cancelled(task: ImportTask) -> None:
@@ -24,3 +24,11 @@ def _end(task: ImportTask, status_message: str) -> None:
         disk.status = "deleted"
         disk.status_message = None
         disk.progress = None
+
+
+def end_export(task: ExportTask, status_message: str) -> None:
+    """A cancelled or failed export ends ``deleted`` (as on AWS), saying why."""
+    task.status = "deleted"
+    task.status_message = status_message
+    task.progress = None
+    task.finished_at = datetime.now(timezone.utc)

@@ -115,7 +115,7 @@ def _inspect_filesystem(fs: GuestFS, part: PartitionInfo, insp: Inspection, linu
         return
     if why_not:
         insp.note(f"{part.describe()} {why_not}")
-    elif part.filesystem != "ntfs":
+    else:  # (NTFS returned above)
         insp.note(f"{part.describe()} has no /etc directory")
     kernels = kernels_in(fs, "/")
     if kernels:  # a separate /boot filesystem

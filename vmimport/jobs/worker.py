@@ -13,6 +13,8 @@ import threading
 import uuid
 from typing import Callable
 
+from vmimport.blockstore.backends import open_block_store
+from vmimport.blockstore.interface import BlockStore
 from vmimport.config import Settings
 from vmimport.db.session import Database
 
@@ -24,9 +26,11 @@ log = logging.getLogger("vmimport.worker")
 class JobControl:
     """Handed to the pipeline: where it reports progress and learns it must stop."""
 
-    def __init__(self, db: Database, settings: Settings, job: "queue.Job", owner: str):
+    def __init__(self, db: Database, settings: Settings, job: "queue.Job", owner: str,
+                 blocks: BlockStore):
         self.db = db
         self.settings = settings
+        self.blocks = blocks
         self.job_id = job.id
         self.task_id = job.task_id
         self.attempt = job.attempts
@@ -67,6 +71,7 @@ class WorkerPool:
         self.settings = settings
         self.handlers = handlers
         self.threads = settings.workers if threads is None else threads
+        self.blocks = open_block_store(settings)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -105,7 +110,7 @@ class WorkerPool:
     def run_one(self, job, owner: str) -> None:
         log.info("job %s (%s, task %s) claimed by %s, attempt %s",
                  job.id, job.kind, job.task_id, owner, job.attempts)
-        with JobControl(self.db, self.settings, job, owner) as control:
+        with JobControl(self.db, self.settings, job, owner, self.blocks) as control:
             try:
                 self.handlers[job.kind](control)
             except queue.LeaseLost:

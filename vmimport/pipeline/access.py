@@ -15,16 +15,15 @@ ARN. (The account's AWS managed ``alias/aws/ebs`` key is usable without a role g
 from __future__ import annotations
 
 from vmimport.config import Settings
-from vmimport.db.models import ImportTask, KmsKey, TaskDisk
+from vmimport.db.models import ImportTask, TaskDisk
 from vmimport.db.session import Database
 from vmimport.service import buckets, iam, policy
+from vmimport.service.snapshot_keys import Authorize
 
 from .errors import ImportFailure
 from .source import FORBIDDEN, parse_s3_url
 
 S3_BUCKET_ACTIONS = ("s3:GetBucketLocation", "s3:ListBucket")
-KMS_WRITE_ACTIONS = ("kms:DescribeKey", "kms:GenerateDataKey")
-KMS_READ_ACTIONS = ("kms:DescribeKey", "kms:Decrypt")
 
 
 def _policies(db: Database, task: ImportTask) -> list[tuple[str, dict]]:
@@ -69,8 +68,9 @@ def check_source(db: Database, task: ImportTask, disk: TaskDisk,
             + [("s3:GetObject", f"{bucket_arn}/{key}")])
 
 
-def check_bucket_owner(db: Database, settings: Settings, task: ImportTask, bucket: str) -> None:
-    """A local bucket (or a link in its place, never followed) must be the task's account's."""
+def check_bucket_owner(db: Database, settings: Settings, task, bucket: str) -> None:
+    """A local bucket (or a link in its place, never followed) must be the task's account's
+    (an import's source, an export's destination)."""
     if (settings.buckets_dir / bucket).is_symlink():
         raise ImportFailure(f"{FORBIDDEN} bucket {bucket} is a symbolic link on the server, "
                             "which vmimport never follows")
@@ -81,7 +81,8 @@ def check_bucket_owner(db: Database, settings: Settings, task: ImportTask, bucke
                             "another account's bucket")
 
 
-def check_key(db: Database, task: ImportTask, key: KmsKey, actions=KMS_WRITE_ACTIONS) -> None:
-    if key.key_manager != "CUSTOMER":
-        return
-    require(db, task, [(a, key.arn) for a in actions])
+def role_authorizer(db: Database, task: ImportTask) -> Authorize:
+    """The task's role check for a customer managed KMS key, as ``service.snapshot_keys``
+    asks for it (which KMS actions it needs: ``kms:GenerateDataKey`` to write,
+    ``kms:Decrypt`` to read)."""
+    return lambda key_arn, actions: require(db, task, [(a, key_arn) for a in actions])

@@ -17,10 +17,7 @@ import urllib3
 from vmimport.config import Settings
 
 from .errors import ImportFailure
-
-UNSUPPORTED_URL = "Disk validation failed [Unsupported URL]"
-INVALID_LOCATION = "Disk validation failed [Invalid S3 source location]"
-FORBIDDEN = "Disk validation failed [We do not have access to the given resource. Reason 403 Forbidden]"
+from .source_base import FORBIDDEN, INVALID_LOCATION, UNSUPPORTED_URL
 ATTEMPTS = 4
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 

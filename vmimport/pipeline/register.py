@@ -36,7 +36,7 @@ def platform_billing(platform: str | None, license_type: str | None,
     return "Linux/UNIX", usage_operation or "RunInstances"
 
 
-def register_image(session: Session, task: ImportTask, decision=None) -> Image:
+def register_imported_image(session: Session, task: ImportTask, decision=None) -> Image:
     """``decision`` (from inspecting the boot volume) gives the billing details and the
     description AWS writes on imported AMIs when the user gave none."""
     names = device_names([disk.device_name for disk in task.disks])

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 
 from sqlalchemy import update
 
-from vmimport.blockstore.store import BlockStore, BlockStoreError, Manifest
+from vmimport.blockstore.interface import BlockStore, BlockStoreFull
+from vmimport.blockstore.manifest import BlockStoreError, Manifest
 from vmimport.blockstore.writer import write_snapshot
 from vmimport.db.models import ImportTask, Snapshot, TaskDisk
 from vmimport.db.tasks import mark_cancelled, mark_failed
@@ -23,11 +24,12 @@ from vmimport.jobs import queue
 from vmimport.jobs.worker import JobControl
 from vmimport.db.ids import new_id
 from vmimport.inspect import Decision, decide, inspect_disk
+from vmimport.service.snapshot_keys import SnapshotKeyError, TaskKey
 
 from . import access, encryption
 from .errors import ImportCancelled, ImportFailure
 from .formats import Limits, open_guest_disks
-from .register import register_image
+from .register import register_imported_image
 from .source import open_source
 
 log = logging.getLogger("vmimport.pipeline")
@@ -40,7 +42,7 @@ MAX_VOLUMES = 21
 
 def run_import_job(control: JobControl) -> None:
     db, settings = control.db, control.settings
-    store = BlockStore(settings.blocks_dir)
+    store = control.blocks
     with db.read() as session:
         task = session.get(ImportTask, control.task_id)
         disks = list(task.disks) if task else []
@@ -56,15 +58,14 @@ def run_import_job(control: JobControl) -> None:
         if control.attempt > settings.max_attempts:
             raise ImportFailure(f"the import was attempted {control.attempt - 1} times and its "
                                 "worker stopped each time; giving up", kind="ServerError")
-        if task.encrypted:  # resolved now, asynchronously, as on AWS
-            task.kms_key_id = encryption.resolve_task_key(db, settings, task)
+        key = encryption.task_key(db, settings, task)  # now, asynchronously, as on AWS
         reporter = ProgressReporter(control, task, disks)
         # The first volume this attempt writes is the boot volume unless an earlier attempt
         # wrote it: its manifest is kept (only it: one takes 57 MiB per 100 GiB of data) so
         # inspection need not read it back.
         first_written: tuple[str, Manifest] | None = None
         for disk in _pending_disks(control, store):
-            written = _import_disk(control, store, task, disk, reporter)
+            written = _import_disk(control, store, task, key, disk, reporter)
             first_written = first_written or written
         reporter.phase("preparing ami" if task.kind == "image" else "completing",
                        PROGRESS_AMI)
@@ -76,11 +77,23 @@ def run_import_job(control: JobControl) -> None:
     except ImportFailure as failure:
         log.info("task %s failed: %s", task.id, failure.status_message)
         _end_task(control, store, failure=failure)
+    except SnapshotKeyError as exc:
+        log.info("task %s failed: %s", task.id, exc)
+        _end_task(control, store, ImportFailure(str(exc)))
     except queue.LeaseLost:
         raise
+    except BlockStoreFull as exc:
+        log.error("task %s: %s", task.id, exc)
+        _end_task(control, store, ImportFailure(f"the import stopped: {exc}", "ServerError"))
     except BlockStoreError as exc:
         _end_task(control, store, ImportFailure(f"the block store failed: {exc}", "ServerError"))
     except Exception as exc:
+        if db.is_out_of_space(exc):  # the write that ends the task may fail too; it is tried
+            log.error("task %s: the database's disk is full (%s)", task.id, exc)
+            _end_task(control, store, ImportFailure(
+                f"the import stopped: no space left for the database ({db.location()})",
+                "ServerError"))
+            return
         log.exception("task %s: unexpected error", task.id)
         _end_task(control, store, ImportFailure(
             f"internal error while importing ({type(exc).__name__}); the server log has "
@@ -190,13 +203,13 @@ def _add_container_members(control: JobControl, disk: TaskDisk, count: int,
     reporter.disk_count = total
 
 
-def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, disk: TaskDisk,
-                 reporter: ProgressReporter) -> tuple[str, Manifest]:
+def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, key: TaskKey | None,
+                 disk: TaskDisk, reporter: ProgressReporter) -> tuple[str, Manifest]:
     settings = control.settings
     reporter.phase("validating", PROGRESS_VALIDATING, disk,
                    {"status_message": "validating", "progress": 0})
     snapshot_id = new_id("snapshot")
-    sealing = encryption.snapshot_sealing(control.db, settings, task, snapshot_id)
+    sealing = key.sealing(control.db, settings, snapshot_id) if key is not None else None
     if disk.source_snapshot_id:
         manifest, size, fmt = _copy_snapshot_source(control, store, task, disk, sealing)
         disk_image_size = size
@@ -277,7 +290,8 @@ def _inspect_boot_volume(control: JobControl, store: BlockStore, task: ImportTas
         manifest = known[1]
     else:
         manifest = store.read_manifest(snapshot_id)
-    with encryption.snapshot_reader(control.db, control.settings, store, manifest) as disk:
+    with encryption.snapshot_reader(control.db, control.settings, store, task,
+                                    manifest) as disk:
         inspection = inspect_disk(disk, manifest.size_bytes,
                                   deadline_seconds=control.settings.inspect_deadline_seconds)
     log.info("task %s: boot volume %s inspected in %.3fs: %s %s %s, boot modes %s", task.id,
@@ -299,7 +313,7 @@ def _complete(control: JobControl, task: ImportTask, decision: Decision | None) 
             row.boot_mode, row.license_type = decision.boot_mode, decision.license_type
             row.usage_operation = decision.usage_operation
         if task.kind == "image":
-            register_image(session, row, decision)
+            register_imported_image(session, row, decision)
         row.status = "completed"
         row.status_message = None
         row.progress = None

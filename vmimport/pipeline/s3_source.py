@@ -8,16 +8,14 @@ from contextlib import closing
 from typing import Iterator
 from urllib.parse import urlsplit
 
-import boto3
-from botocore import UNSIGNED
-from botocore.config import Config
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError,
                                  EndpointConnectionError)
 
 from vmimport.config import Settings
 from vmimport.pipeline.errors import ImportFailure
 
-from .source import DEFAULT_CHUNK, FORBIDDEN, INVALID_LOCATION, _check_range, _describe
+from .s3_client import s3_client
+from .source_base import DEFAULT_CHUNK, FORBIDDEN, INVALID_LOCATION, check_range, describe_object
 
 RANGE_ATTEMPTS = 4  # per ranged GET whose body broke off; connection setup is retried by botocore
 
@@ -31,19 +29,9 @@ class S3Source:
 
     def __init__(self, settings: Settings, bucket: str, key: str):
         self.bucket, self.key = bucket, key
-        self.description = _describe(bucket, key)
+        self.description = describe_object(bucket, key)
         self.endpoint = _without_userinfo(settings.s3_endpoint_url)
-        anonymous = not (settings.s3_access_key or settings.s3_secret_key)
-        config = Config(s3={"addressing_style": "path"}, connect_timeout=10, read_timeout=60,
-                        retries={"max_attempts": 3, "mode": "standard"},
-                        signature_version=UNSIGNED if anonymous else None)
-        self._client = boto3.session.Session().client(
-            "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-            # Placeholders when anonymous: unused (UNSIGNED), and they stop botocore from
-            # hunting for credentials (environment, ~/.aws, instance metadata).
-            aws_access_key_id="anonymous" if anonymous else settings.s3_access_key,
-            aws_secret_access_key="anonymous" if anonymous else settings.s3_secret_key,
-            config=config)
+        self._client = s3_client(settings)
         try:
             head = self._client.head_object(Bucket=bucket, Key=key)
         except ClientError as e:
@@ -56,14 +44,14 @@ class S3Source:
         self.etag: str | None = head.get("ETag")
 
     def read_at(self, offset: int, length: int) -> bytes:
-        _check_range(offset, length)
+        check_range(offset, length)
         if length == 0 or offset >= self.size:
             return b""
         return self._get_range(offset, min(offset + length, self.size) - 1)
 
     def stream(self, offset: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
         # One GET per chunk: a dropped connection costs one chunk and resumes at its offset.
-        _check_range(offset, chunk_size, positive=True)
+        check_range(offset, chunk_size, positive=True)
         pos = offset
         while pos < self.size:
             end = min(pos + chunk_size, self.size) - 1

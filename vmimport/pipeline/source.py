@@ -1,4 +1,5 @@
-"""Where the image bytes come from: a local bucket directory or an S3-compatible endpoint.
+"""Where the image bytes come from: a local bucket directory, an S3-compatible endpoint, or an
+``https://`` URL.
 
 A disk container names its object as ``UserBucket{S3Bucket,S3Key}`` or ``Url=s3://bucket/key``;
 both resolve the same way, first match wins:
@@ -13,8 +14,9 @@ both resolve the same way, first match wins:
    at open (an object replaced mid-import fails the task instead of mixing two uploads).
 3. Otherwise the bucket does not exist and the task fails.
 
-``https://`` and ``http://`` URLs are not supported yet; any other scheme is refused. Failures
-are ``ImportFailure``s whose text starts with AWS's wording (``Disk validation failed [...]``).
+``Url=https://...`` (and ``http://`` where allowed) is read by ``http_source`` from the hosts
+in ``url_allowed_hosts``; any other scheme is refused. Failures are ``ImportFailure``s whose text
+starts with AWS's wording (``Disk validation failed [...]``).
 """
 
 from __future__ import annotations
@@ -23,34 +25,19 @@ import errno
 import os
 from collections import deque
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator
 
 from vmimport.config import Settings
 from vmimport.pipeline.errors import ImportFailure
 from vmimport.service import bucket_files
 from vmimport.vectored import preadv_all
 
-INVALID_LOCATION = "Disk validation failed [Invalid S3 source location]"
-FORBIDDEN = ("Disk validation failed [We do not have access to the given resource. "
-             "Reason 403 Forbidden]")
-UNSUPPORTED_URL = "Disk validation failed [Unsupported URL]"
-
-DEFAULT_CHUNK = 8 << 20
-
-
-class Source(Protocol):
-    description: str  # "s3://bucket/key": for messages, never credentials
-    size: int
-
-    def read_at(self, offset: int, length: int) -> bytes: ...  # short only at EOF
-
-    def stream(self, offset: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]: ...
-
-    def close(self) -> None: ...
+from .source_base import (DEFAULT_CHUNK, FORBIDDEN, INVALID_LOCATION,  # noqa: F401 (re-exported)
+                          UNSUPPORTED_URL, OpenedSource, check_range, describe_object, quote)
 
 
 def open_source(settings: Settings, *, bucket: str | None = None, key: str | None = None,
-                url: str | None = None) -> Source:
+                url: str | None = None) -> OpenedSource:
     """Open the object named by ``bucket``+``key`` or by ``url`` (see the module docstring)."""
     if url is not None:
         if bucket is not None or key is not None:
@@ -64,11 +51,11 @@ def open_source(settings: Settings, *, bucket: str | None = None, key: str | Non
     if not bucket or not key:
         raise ImportFailure(f"{INVALID_LOCATION} UserBucket needs both S3Bucket and S3Key")
     if bucket in (".", "..") or any(c in bucket for c in "/\\\0") or not bucket.isprintable():
-        raise ImportFailure(f"{INVALID_LOCATION} bucket name {_quote(bucket)} is not valid")
+        raise ImportFailure(f"{INVALID_LOCATION} bucket name {quote(bucket)} is not valid")
 
     bucket_dir = settings.buckets_dir / bucket
     if bucket_dir.is_symlink():
-        raise ImportFailure(f"{FORBIDDEN} bucket {_quote(bucket)} is a symbolic link on the "
+        raise ImportFailure(f"{FORBIDDEN} bucket {quote(bucket)} is a symbolic link on the "
                             "server, which vmimport never follows")
     if bucket_dir.is_dir():
         return LocalSource.open(bucket_dir, bucket, key)
@@ -76,7 +63,7 @@ def open_source(settings: Settings, *, bucket: str | None = None, key: str | Non
         from .s3_source import S3Source  # boto3 costs ~20 MiB: loaded only for S3 sources
         return S3Source(settings, bucket, key)
     raise ImportFailure(
-        f"{INVALID_LOCATION} bucket {_quote(bucket)} does not exist: no directory {bucket_dir} "
+        f"{INVALID_LOCATION} bucket {quote(bucket)} does not exist: no directory {bucket_dir} "
         "and no S3 endpoint configured (VMIMPORT_S3_ENDPOINT_URL)")
 
 
@@ -90,24 +77,15 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     scheme = scheme.lower()
     if scheme in ("https", "http"):
         # Never echo these: presigned URLs carry signatures.
-        raise ImportFailure(f"{UNSUPPORTED_URL} {scheme}:// URLs are not supported yet by this "
-                            "server; use s3://bucket/key or UserBucket")
+        raise ImportFailure(f"{UNSUPPORTED_URL} a {scheme}:// URL names no bucket and key; "
+                            "use s3://bucket/key or UserBucket")
     if scheme != "s3":
-        raise ImportFailure(f"{INVALID_LOCATION} {_quote(scheme)}:// URLs are not supported; "
+        raise ImportFailure(f"{INVALID_LOCATION} {quote(scheme)}:// URLs are not supported; "
                             "use s3://bucket/key or UserBucket")
     bucket, _, key = rest.partition("/")
     if not bucket or not key:
-        raise ImportFailure(f"{INVALID_LOCATION} {_quote(url)} is not of the form s3://bucket/key")
+        raise ImportFailure(f"{INVALID_LOCATION} {quote(url)} is not of the form s3://bucket/key")
     return bucket, key
-
-
-def _quote(text: str) -> str:
-    """'text' with control characters (NUL...) shown escaped, so messages stay one clean line."""
-    return "'" + "".join(c if c.isprintable() else repr(c)[1:-1] for c in text) + "'"
-
-
-def _describe(bucket: str, key: str) -> str:
-    return "s3://" + _quote(f"{bucket}/{key}")[1:-1]
 
 
 RANGES_AHEAD = 64  # data ranges a LocalSource remembers ahead of its reader
@@ -128,11 +106,11 @@ class LocalSource:
     @classmethod
     def open(cls, bucket_dir: Path, bucket: str, key: str) -> "LocalSource":
         """Every path component opened without following links (``bucket_files``)."""
-        desc = _describe(bucket, key)
+        desc = describe_object(bucket, key)
         try:
             parts = bucket_files.key_parts(key)
         except bucket_files.UnsafePath as bad:
-            raise ImportFailure(f"{INVALID_LOCATION} the key {_quote(key)} is not allowed: "
+            raise ImportFailure(f"{INVALID_LOCATION} the key {quote(key)} is not allowed: "
                                 f"{bad.why}") from None
         try:
             bucket_fd = bucket_files.open_bucket(bucket_dir.parent, bucket)
@@ -156,7 +134,7 @@ class LocalSource:
         return cls(fd, st.st_size, desc)
 
     def read_at(self, offset: int, length: int) -> bytes:
-        _check_range(offset, length)
+        check_range(offset, length)
         end = min(offset + length, self.size)
         parts, pos = [], offset
         while pos < end:
@@ -175,7 +153,7 @@ class LocalSource:
         """Fill ``views`` one after the other with the bytes from ``offset`` on (no intermediate
         copy), in as few preadv calls as the kernel allows; returns how many were read, fewer
         only at EOF."""
-        _check_range(offset, sum(len(v) for v in views))
+        check_range(offset, sum(len(v) for v in views))
         try:
             return preadv_all(self._require_fd(), views, offset)
         except OSError as e:
@@ -183,7 +161,7 @@ class LocalSource:
                                 kind="ServerError") from None
 
     def stream(self, offset: int = 0, chunk_size: int = DEFAULT_CHUNK) -> Iterator[bytes]:
-        _check_range(offset, chunk_size, positive=True)
+        check_range(offset, chunk_size, positive=True)
         pos = offset
         while pos < self.size:
             want = min(chunk_size, self.size - pos)
@@ -261,6 +239,3 @@ class LocalSource:
         self.close()
 
 
-def _check_range(offset: int, length: int, positive: bool = False) -> None:
-    if offset < 0 or length < 0 or (positive and length == 0):
-        raise ValueError(f"bad range: offset={offset} length={length}")

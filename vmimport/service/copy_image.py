@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from vmimport.blockstore.store import BlockStore
 from vmimport.db.ids import new_id
 from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
 
@@ -14,7 +13,7 @@ from .context import Context
 from .errors import ApiError, invalid_value, missing, not_found
 from .import_rules import check_tag_specifications
 from .register_image import check_image_name, check_name_free
-from .tags import set_tags, tags_for
+from .tag_store import set_tags, tags_for
 
 
 def copy_image(ctx: Context, params: dict) -> dict:
@@ -33,27 +32,27 @@ def copy_image(ctx: Context, params: dict) -> dict:
                        "(the copy would have to re-encrypt every block); import the disk "
                        "again with Encrypted=true instead")
     tags = check_tag_specifications(params, "image") if params.get("TagSpecifications") else []
-    store = BlockStore(ctx.settings.blocks_dir)
+    store = ctx.blocks
     now = datetime.now(timezone.utc)
-    with ctx.db.write() as session:
-        source = session.get(Image, params["SourceImageId"])
-        if source is None or source.account_id != ctx.account_id:
-            raise not_found("InvalidAMIID.NotFound", params["SourceImageId"])
-        if source.state != "available":
-            raise ApiError("IncorrectState",
-                           f"The image {source.id} is {source.state}, not available")
-        check_name_free(session, ctx.account_id, name)
-        copy = Image(id=new_id("image"), account_id=ctx.account_id, name=name,
-                     description=params.get("Description", source.description),
-                     state="available", architecture=source.architecture,
-                     platform=source.platform, platform_details=source.platform_details,
-                     usage_operation=source.usage_operation, boot_mode=source.boot_mode,
-                     root_device_name=source.root_device_name,
-                     virtualization_type=source.virtualization_type,
-                     hypervisor=source.hypervisor, ena_support=source.ena_support,
-                     created_at=now)
-        written = []
-        try:
+    written: list[str] = []
+    try:
+        with ctx.db.write() as session:
+            source = session.get(Image, params["SourceImageId"])
+            if source is None or source.account_id != ctx.account_id:
+                raise not_found("InvalidAMIID.NotFound", params["SourceImageId"])
+            if source.state != "available":
+                raise ApiError("IncorrectState",
+                               f"The image {source.id} is {source.state}, not available")
+            check_name_free(session, ctx.account_id, name)
+            copy = Image(id=new_id("image"), account_id=ctx.account_id, name=name,
+                         description=params.get("Description", source.description),
+                         state="available", architecture=source.architecture,
+                         platform=source.platform, platform_details=source.platform_details,
+                         usage_operation=source.usage_operation, boot_mode=source.boot_mode,
+                         root_device_name=source.root_device_name,
+                         virtualization_type=source.virtualization_type,
+                         hypervisor=source.hypervisor, ena_support=source.ena_support,
+                         created_at=now)
             for mapping in source.mappings:
                 snapshot = session.get(Snapshot, mapping.snapshot_id)
                 if snapshot.encrypted:
@@ -82,8 +81,8 @@ def copy_image(ctx: Context, params: dict) -> dict:
                 tags = [{"Key": k, "Value": v} for k, v in own.items()] + tags
             if tags:
                 set_tags(session, ctx.account_id, copy.id, "image", tags)
-        except BaseException:
-            for snapshot_id in written:  # the rows roll back; their manifests go too
-                store.delete_manifest(snapshot_id)
-            raise
+    except BaseException:
+        for snapshot_id in written:  # the rows rolled back (or never committed): drop them
+            store.delete_manifest(snapshot_id)
+        raise
     return {"ImageId": copy.id}

@@ -2,8 +2,9 @@
 snapshot back, block by block, with a SHA-256 checksum per block.
 
 Encrypted snapshots read the same way: the manifest's data key is unwrapped by its KMS key
-(which must still be Enabled) and each block is decrypted and authenticated before it is
-returned; a block that fails (altered, moved, damaged) is reported and never returned."""
+(``snapshot_keys``: it must still be Enabled and be the key the manifest names) and each block
+is decrypted and authenticated before it is returned; a block that fails (altered, moved,
+damaged) is reported and never returned."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ import base64
 import hashlib
 from datetime import datetime, timedelta, timezone
 
-from vmimport.blockstore.crypto import BlockCipher
-from vmimport.blockstore.store import BlockStore, BlockStoreError
+from vmimport.blockstore.manifest import BlockStoreError
 from vmimport.db.models import Snapshot
 
-from . import kms
+from . import snapshot_keys
 from .context import Context
 from .errors import ApiError
 
@@ -36,26 +36,19 @@ def _snapshot(ctx: Context, snapshot_id: str) -> Snapshot:
 
 def _manifest(ctx: Context, snapshot: Snapshot):
     try:
-        return BlockStore(ctx.settings.blocks_dir).read_manifest(snapshot.id)
+        return ctx.blocks.read_manifest(snapshot.id)
     except BlockStoreError as exc:
         raise ApiError(INTERNAL, str(exc), 500) from None
 
 
 def _cipher(ctx: Context, snapshot: Snapshot, manifest):
     """The data-key cipher of an encrypted snapshot (None for a plaintext one)."""
-    enc = manifest.encryption
-    if enc is None:
-        return None
-    with ctx.db.read() as session:
-        try:
-            plaintext, _key = kms.decrypt_blob(session, ctx.settings, ctx.account_id,
-                                               ctx.region, enc.wrapped_key,
-                                               {"aws:ebs:id": enc.snapshot_id})
-        except kms.KeyUnusable as exc:
-            raise ApiError("AccessDeniedException", f"The snapshot {snapshot.id} is encrypted "
-                           f"with {enc.key_arn}, which cannot be used: {exc.reason}",
-                           403) from None
-    return BlockCipher(plaintext, enc.snapshot_id)
+    try:
+        return snapshot_keys.snapshot_cipher(ctx.db, ctx.settings, manifest, ctx.account_id)
+    except snapshot_keys.SnapshotUnreadable as exc:
+        raise ApiError("AccessDeniedException", f"The snapshot {snapshot.id} is encrypted "
+                       f"with {exc.key_arn}, which cannot be used: {exc.reason}",
+                       403) from None
 
 
 def list_snapshot_blocks(ctx: Context, params: dict) -> dict:
@@ -93,7 +86,7 @@ def get_snapshot_block(ctx: Context, params: dict) -> dict:
                        "valid (list the blocks with ListSnapshotBlocks to get tokens)")
     cipher = _cipher(ctx, snapshot, manifest)
     try:
-        data = BlockStore(ctx.settings.blocks_dir).read_block(manifest, index, cipher)
+        data = ctx.blocks.read_block(manifest, index, cipher)
     except BlockStoreError as exc:
         raise ApiError(INTERNAL, f"block {index} of {snapshot.id} cannot be returned: {exc}",
                        500) from None

@@ -1,5 +1,7 @@
 """Errors a request can end with: an EC2 error code, a message for a person, an HTTP status."""
 
+from vmimport.messages import shorten
+
 # EC2's conventions (botocore only needs >= 300; these match what AWS and moto send).
 _STATUS = {
     "DryRunOperation": 412,
@@ -25,7 +27,8 @@ def missing(name: str) -> ApiError:
 
 
 def invalid_value(name: str, value, why: str) -> ApiError:
-    return ApiError("InvalidParameterValue", f"Value ({value}) for parameter {name} is invalid. {why}")
+    return ApiError("InvalidParameterValue",
+                    f"Value ({shorten(value)}) for parameter {name} is invalid. {why}")
 
 
 def not_found(code: str, ids) -> ApiError:
@@ -33,7 +36,7 @@ def not_found(code: str, ids) -> ApiError:
     ids = [ids] if isinstance(ids, str) else list(ids)
     noun = {"InvalidAMIID.NotFound": "image id", "InvalidSnapshot.NotFound": "snapshot",
             "InvalidConversionTaskId": "import task id"}.get(code, "id")
-    shown = ", ".join(f"'{i}'" for i in ids)
+    shown = ", ".join(f"'{shorten(i)}'" for i in ids)
     plural = "s" if len(ids) > 1 else ""
     return ApiError(code, f"The {noun}{plural} [{shown}] do{'' if plural else 'es'} not exist")
 

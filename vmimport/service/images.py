@@ -9,7 +9,7 @@ from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
 from .context import Context
 from .errors import ApiError, missing, not_found
 from .listing import bool_str, describe_owned
-from .tags import delete_all_tags, tag_list
+from .tag_store import delete_all_tags, tag_list
 
 
 def _owners_match(owners: list[str] | None, ctx: Context) -> bool:
@@ -82,6 +82,7 @@ def deregister_image(ctx: Context, params: dict) -> dict:
     image_id = params.get("ImageId")
     if not image_id:
         raise missing("ImageId")
+    deleted: list[str] = []
     with ctx.db.write() as session:
         image = session.get(Image, image_id)
         if image is None or image.account_id != ctx.account_id:
@@ -103,8 +104,10 @@ def deregister_image(ctx: Context, params: dict) -> dict:
                     outcomes.append({"SnapshotId": sid, "ReturnCode": "skipped"})
                 else:
                     _delete_snapshot_row(session, ctx, snapshot)
+                    deleted.append(sid)
                     outcomes.append({"SnapshotId": sid, "ReturnCode": "success"})
             result["DeleteSnapshotResults"] = outcomes
+    _delete_manifests(ctx, deleted)
     return result
 
 
@@ -159,14 +162,18 @@ def delete_snapshot(ctx: Context, params: dict) -> dict:
             raise ApiError("InvalidSnapshot.InUse",
                            f"The snapshot {snapshot_id} is currently in use by {user}")
         _delete_snapshot_row(session, ctx, snapshot)
+    _delete_manifests(ctx, [snapshot_id])
     return {}
 
 
 def _delete_snapshot_row(session, ctx: Context, snapshot: Snapshot) -> None:
-    """The row goes now; the manifest file goes with it (blocks stay until garbage
-    collection, since other snapshots may share them)."""
-    from vmimport.blockstore.store import BlockStore
-
+    """The row and its tags; the manifest goes once this is committed (``_delete_manifests``)."""
     session.delete(snapshot)
     delete_all_tags(session, ctx.account_id, snapshot.id)
-    BlockStore(ctx.settings.blocks_dir).delete_manifest(snapshot.id)
+
+
+def _delete_manifests(ctx: Context, snapshot_ids: list[str]) -> None:
+    """After the commit that deleted their rows: a commit that fails leaves the snapshots
+    whole. (Blocks stay until garbage collection: other snapshots may share them.)"""
+    for snapshot_id in snapshot_ids:
+        ctx.blocks.delete_manifest(snapshot_id)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import re
 
+from vmimport.messages import shorten
+
+from . import s3_names
 from .errors import ApiError, invalid_value, missing
-from .tags import validate_tags
+from .tag_store import validate_tags
 
 MAX_VOLUMES = 21
 IMAGE_FORMATS = {"OVA", "VHD", "VHDX", "VMDK", "RAW", "QCOW2"}
@@ -94,14 +97,19 @@ def check_disk_container(disk: dict, where: str, formats: set[str]) -> dict:
         for part in ("S3Bucket", "S3Key"):
             if not disk["UserBucket"].get(part):
                 raise missing(f"{where}.UserBucket.{part}")
+        _check_s3_names(f"{where}.UserBucket", disk["UserBucket"]["S3Bucket"],
+                        disk["UserBucket"]["S3Key"])
     if disk.get("Url"):
         url = disk["Url"]
         if not re.match(r"^(s3|https?)://", url):
             raise invalid_value(f"{where}.Url", "<url>",
                                 "The URL must be s3://bucket/key or an https:// URL.")
+        if url[:5].lower() == "s3://":
+            bucket, _, key = url[5:].partition("/")
+            _check_s3_names(f"{where}.Url", bucket, key)
     if disk.get("SnapshotId") and not _SNAPSHOT_ID.match(disk["SnapshotId"]):
         raise ApiError("InvalidSnapshotID.Malformed",
-                       f"Invalid id: \"{disk['SnapshotId']}\" (expecting \"snap-...\")")
+                       f"Invalid id: \"{shorten(disk['SnapshotId'])}\" (expecting \"snap-...\")")
     fmt = disk.get("Format")
     if fmt is not None:
         if fmt.upper() not in formats:
@@ -113,6 +121,17 @@ def check_disk_container(disk: dict, where: str, formats: set[str]) -> dict:
         raise invalid_value(f"{where}.DeviceName", device,
                             "Use a name like /dev/sda1, /dev/sdb or /dev/xvdb.")
     return out
+
+
+def _check_s3_names(where: str, bucket: str, key: str) -> None:
+    problem = s3_names.bucket_problem(bucket)
+    if problem:
+        raise invalid_value(f"{where}.S3Bucket" if where.endswith("UserBucket") else where,
+                            bucket, problem)
+    problem = s3_names.key_problem(key)
+    if problem:
+        raise invalid_value(f"{where}.S3Key" if where.endswith("UserBucket") else where,
+                            key, problem)
 
 
 def check_import_image(params: dict) -> list[dict]:

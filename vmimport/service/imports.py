@@ -3,11 +3,8 @@ idempotency (ClientToken), the task state machine as the API shows it, and cance
 
 from __future__ import annotations
 
-import hashlib
-import json
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from vmimport.db.models import ImportTask, TaskDisk
@@ -17,38 +14,23 @@ from vmimport.jobs import queue
 from . import iam, import_rules
 from .context import Context
 from .errors import ApiError
+from .idempotency import existing_for_token, request_digest
 from vmimport.db.ids import new_id
 from .listing import describe_owned
-from .tags import set_tags, tag_list, tags_for
+from .tag_store import set_tags, tag_list, tags_for
 
 IMAGE_TASK, SNAPSHOT_TASK = "image", "snapshot"
 _RESOURCE_TYPE = {IMAGE_TASK: "import-image-task", SNAPSHOT_TASK: "import-snapshot-task"}
 
 
-def _digest(params: dict) -> str:
-    """Fingerprint of a request for ClientToken idempotency (token and DryRun excluded)."""
-    relevant = {k: v for k, v in params.items() if k not in ("ClientToken", "DryRun")}
-    blob = json.dumps(relevant, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def _existing_for_token(session, ctx: Context, token: str | None, digest: str, kind: str):
-    if token is None:
-        return None
-    task = session.scalar(select(ImportTask).where(ImportTask.account_id == ctx.account_id,
-                                                   ImportTask.client_token == token))
-    if task is None:
-        return None
-    if task.request_digest != digest or task.kind != kind:
-        raise ApiError("IdempotentParameterMismatch",
-                       f"The client token '{token}' was already used with different "
-                       f"parameters (by task {task.id}); use a new token for a new request")
-    return task
+    return existing_for_token(session, ImportTask, ctx.account_id, token, digest,
+                              lambda task: task.kind == kind)
 
 
 def _create_task(ctx: Context, params: dict, kind: str, disks: list[dict], tags: list[dict],
                  fields: dict) -> dict:
-    digest = _digest(params)
+    digest = request_digest(params)
     token = params.get("ClientToken")
     try:
         with ctx.db.write() as session:

@@ -4,66 +4,78 @@ filters, ``tag:<key>`` and ``tag-key``) and MaxResults/NextToken paging."""
 from __future__ import annotations
 
 import base64
-import re
-from functools import lru_cache
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 from sqlalchemy import select
 
 from .errors import ApiError
+from .globs import FilterValues
+from .tag_store import tags_for
 
 T = TypeVar("T")
 
-
-@lru_cache(maxsize=512)
-def _wildcard(pattern: str) -> re.Pattern:
-    # EC2 wildcards are '*' and '?'; '\' escapes them. fnmatch's [...] sets are not EC2 syntax.
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\" and i + 1 < len(pattern):
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-            continue
-        out.append(".*" if c == "*" else "." if c == "?" else re.escape(c))
-        i += 1
-    return re.compile("".join(out) + r"\Z", re.S)
+# EC2's bounds on filters, checked before any work. EC2 answers FilterLimitExceeded with these
+# texts; the 200 counts every value of the call, not of each filter (clients that split their
+# ids in 200s still met it with one more filter of one value).
+MAX_FILTER_VALUES = 200
+MAX_FILTER_VALUE_LENGTH = 255
+# Id lists (ImageIds, Owners, ...): EC2 documents no bound; this one is generous for a client
+# and keeps one call's database work small.
+MAX_LIST_ITEMS = 1000
 
 
-def value_matches(patterns: Sequence[str], values: Iterable[str | None]) -> bool:
-    vals = [v for v in values if v is not None]
-    return any(_wildcard(p).match(v) for p in patterns for v in vals)
-
-
-def apply_filters(items: Iterable[T], filters: list[dict] | None,
-                  attributes: Callable[[T, str], list[str | None] | None],
-                  tags: Callable[[T], dict[str, str]] | None = None) -> list[T]:
-    """Keep the items that match every filter. ``attributes(item, name)`` returns the item's
-    values for a filter name, or None if the name is not a filter this call knows."""
-    items = list(items)
-    for flt in filters or []:
+def check_bounds(params: dict) -> list[tuple[str, FilterValues]]:
+    """Refuse a Describe* call whose lists are larger than EC2 allows, and prepare its
+    filters: (name, values) pairs, each compiled once for the whole call."""
+    for key, value in params.items():
+        if key != "Filters" and isinstance(value, list) and len(value) > MAX_LIST_ITEMS:
+            raise ApiError("InvalidParameterValue",
+                           f"The parameter {key} has {len(value)} items; at most "
+                           f"{MAX_LIST_ITEMS} are allowed")
+    filters = params.get("Filters") or []
+    if sum(len(f.get("Values") or []) for f in filters) > MAX_FILTER_VALUES:
+        raise ApiError("FilterLimitExceeded", "The maximum number of filter values specified "
+                       f"on a single call is {MAX_FILTER_VALUES}")
+    prepared = []
+    for flt in filters:
         name = flt.get("Name")
         values = flt.get("Values") or []
         if not name:
             raise ApiError("InvalidParameterValue", "A filter must have a Name")
         if not values:
             raise ApiError("InvalidParameterValue", f"The filter '{name}' has no Value")
+        if any(len(v) > MAX_FILTER_VALUE_LENGTH for v in values):
+            raise ApiError("FilterLimitExceeded", "The maximum length for a filter value is "
+                           f"{MAX_FILTER_VALUE_LENGTH} characters")
+        prepared.append((name, FilterValues(values)))
+    return prepared
+
+
+def filter_items(items: Iterable[T], filters: list[tuple[str, FilterValues]],
+                 attributes: Callable[[T, str], list[str | None] | None],
+                 tags: Callable[[T], dict[str, str]] | None = None) -> list[T]:
+    """Keep the items that match every filter (as prepared by ``check_bounds``).
+    ``attributes(item, name)`` returns the item's values for a filter name, or None if the
+    name is not a filter this call knows. An item costs one set lookup or one pass of the
+    wildcard automaton per value it has, however many values the filter lists."""
+    items = list(items)
+    for name, wanted in filters:
         kept = []
         for item in items:
             if name.startswith("tag:") and tags is not None:
                 own = tags(item)
                 key = name[4:]
-                ok = key in own and value_matches(values, [own[key]])
+                ok = key in own and wanted.matches([own[key]])
             elif name == "tag-key" and tags is not None:
-                ok = value_matches(values, tags(item).keys())
+                ok = wanted.matches(tags(item).keys())
             elif name == "tag-value" and tags is not None:
-                ok = value_matches(values, tags(item).values())
+                ok = wanted.matches(tags(item).values())
             else:
                 have = attributes(item, name)
                 if have is None:
                     raise ApiError("InvalidParameterValue",
                                    f"The filter '{name}' is invalid")
-                ok = value_matches(values, have)
+                ok = wanted.matches(have)
             if ok:
                 kept.append(item)
         items = kept
@@ -105,8 +117,7 @@ def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found
     ``ids``, unknown ones refused with ``not_found(unknown_ids)``), filtered, paged and
     rendered with their tags. ``visible(row)`` hides rows (e.g. old tasks); ``owned=False``
     means an Owner filter excluded this account, so the answer is empty."""
-    from .tags import tags_for  # tags imports this module
-
+    filters = check_bounds(params)
     with ctx.db.read() as session:
         query = select(model).where(model.account_id == ctx.account_id, *where)
         if ids:
@@ -115,14 +126,14 @@ def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found
                 if visible is None or visible(r)]
         rows.sort(key=_creation_order)
         if ids:
-            unknown = [i for i in ids if i not in {r.id for r in rows}]
+            found = {r.id for r in rows}
+            unknown = [i for i in ids if i not in found]
             if unknown:
                 raise not_found(unknown)
         if not owned:
             rows = []
         tags = tags_for(session, ctx.account_id, [r.id for r in rows])
-        rows = apply_filters(rows, params.get("Filters"), attributes,
-                             lambda r: tags.get(r.id, {}))
+        rows = filter_items(rows, filters, attributes, lambda r: tags.get(r.id, {}))
         page, token = paginate(rows, params.get("MaxResults"), params.get("NextToken"),
                                *page_bounds)
         result = {result_key: [render(session, r, tags.get(r.id, {})) for r in page]}

@@ -13,7 +13,7 @@ from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
 from .context import Context
 from .errors import ApiError, invalid_value, missing, not_found
 from .import_rules import check_tag_specifications
-from .tags import set_tags
+from .tag_store import set_tags
 
 _NAME = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
 _DEVICE = re.compile(r"^/dev/(sd[a-z][0-9]*|xvd[a-z]{1,2}[0-9]*|nvme\d+n\d+)$")

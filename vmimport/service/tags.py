@@ -2,82 +2,19 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from vmimport.db.models import Image, ImportTask, Snapshot, Tag
+from vmimport.db.ids import resource_type_of
+from vmimport.db.models import ExportTask, Image, ImportTask, Snapshot, Tag
 
 from .context import Context
 from .errors import ApiError, missing, not_found
-from vmimport.db.ids import resource_type_of
-from .listing import apply_filters, paginate
-
-MAX_TAGS_PER_RESOURCE = 50
-
-
-def validate_tags(tags: list[dict] | None, where: str = "Tag") -> list[dict]:
-    out = []
-    for n, tag in enumerate(tags or [], 1):
-        key, value = tag.get("Key"), tag.get("Value") or ""
-        if key is None:
-            raise missing(f"{where}.{n}.Key")
-        if not 1 <= len(key) <= 127:
-            raise ApiError("InvalidParameterValue",
-                           f"Tag key '{key[:40]}' must be 1 to 127 characters long")
-        if key.lower().startswith("aws:"):
-            raise ApiError("InvalidParameterValue",
-                           f"Tag keys starting with 'aws:' are reserved for internal use: {key}")
-        if len(value) > 256:
-            raise ApiError("InvalidParameterValue",
-                           f"The value of tag '{key}' is longer than 256 characters")
-        out.append({"Key": key, "Value": value})
-    return out
-
-
-def tags_for(session: Session, account_id: str, resource_ids: list[str]) -> dict[str, dict]:
-    """{resource id: {key: value}} for the given resources, in one query."""
-    result: dict[str, dict] = defaultdict(dict)
-    if not resource_ids:
-        return result
-    rows = session.scalars(select(Tag).where(Tag.account_id == account_id,
-                                             Tag.resource_id.in_(resource_ids)))
-    for tag in rows:
-        result[tag.resource_id][tag.key] = tag.value
-    return result
-
-
-def tag_list(tags: dict[str, str]) -> list[dict]:
-    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
-
-
-def set_tags(session: Session, account_id: str, resource_id: str, resource_type: str,
-             tags: list[dict]) -> None:
-    """Create or overwrite tags on one resource (CreateTags semantics)."""
-    existing = {t.key: t for t in session.scalars(
-        select(Tag).where(Tag.account_id == account_id, Tag.resource_id == resource_id))}
-    new_keys = {t["Key"] for t in tags} - existing.keys()
-    if len(existing) + len(new_keys) > MAX_TAGS_PER_RESOURCE:
-        raise ApiError("TagLimitExceeded",
-                       f"The maximum number of tags ({MAX_TAGS_PER_RESOURCE}) for resource "
-                       f"{resource_id} has been reached")
-    for tag in tags:
-        row = existing.get(tag["Key"])
-        if row is None:
-            session.add(Tag(account_id=account_id, resource_id=resource_id,
-                            resource_type=resource_type, key=tag["Key"], value=tag["Value"]))
-        else:
-            row.value = tag["Value"]
-
-
-def delete_all_tags(session: Session, account_id: str, resource_id: str) -> None:
-    session.execute(delete(Tag).where(Tag.account_id == account_id,
-                                      Tag.resource_id == resource_id))
-
+from .listing import check_bounds, filter_items, paginate
+from .tag_store import set_tags, validate_tags
 
 _MODELS = {"import-image-task": ImportTask, "import-snapshot-task": ImportTask,
-           "image": Image, "snapshot": Snapshot}
+           "export-image-task": ExportTask, "image": Image, "snapshot": Snapshot}
 
 
 def _check_resources(session: Session, ctx: Context, resource_ids: list[str]) -> dict[str, str]:
@@ -144,6 +81,7 @@ _TAG_FILTERS = {
 
 
 def describe_tags(ctx: Context, params: dict) -> dict:
+    filters = check_bounds(params)
     with ctx.db.read() as session:
         rows = session.scalars(select(Tag).where(Tag.account_id == ctx.account_id)
                                .order_by(Tag.resource_id, Tag.key)).all()
@@ -155,7 +93,7 @@ def describe_tags(ctx: Context, params: dict) -> dict:
     def own_tags(tag):  # tag:<key> on DescribeTags filters the resources carrying that tag
         return {tag.key: tag.value}
 
-    rows = apply_filters(rows, params.get("Filters"), attributes, own_tags)
+    rows = filter_items(rows, filters, attributes, own_tags)
     page, token = paginate(rows, params.get("MaxResults"), params.get("NextToken"),
                            min_results=5, max_allowed=1000)
     result = {"Tags": [{"Key": t.key, "Value": t.value, "ResourceId": t.resource_id,

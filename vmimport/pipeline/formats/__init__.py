@@ -92,7 +92,7 @@ def open_guest_disk(source, declared_format: str | None, limits: Limits | None =
     if found.format in _NOT_DISKS:
         raise ImportFailure(
             f"{UNSUPPORTED} the image {source.description} is {found.what} ({found.evidence}), "
-            "which is not a supported disk image format (OVA, VMDK, VHD, VHDX, RAW)"
+            "which is not a supported disk image format (OVA, VMDK, VHD, VHDX, RAW, QCOW2)"
         )
     name = _NAMES.get(found.format, found.format)
     raise ImportFailure(

@@ -6,11 +6,11 @@ clusters and refcount tables. An L2 entry is either 0 (unallocated), a standard 
 offset in bits 9-55, bit 0 = reads as zeros) or a compressed cluster (bit 62; host offset and
 sector count packed by cluster size), whose bytes inflate to exactly one cluster.
 
-What is refused, never followed: a backing file (the image holds only changes to a file named
-inside it), an external data file, encryption, a header qemu marked corrupt and unknown
-incompatible features. Extended L2 entries (32 subclusters per cluster, each allocated, zero or
-unallocated) are read. The dirty bit is accepted: it says only that
-refcounts may be stale, and this reader never uses refcounts. Internal snapshots are ignored;
+What is refused, never followed (the rules are listed in `qcow2_checks`): a backing file (the
+image holds only changes to a file named inside it), an external data file, encryption, a
+header qemu marked corrupt and unknown incompatible features. Extended L2 entries (32
+subclusters per cluster, each allocated, zero or unallocated) are read. The dirty bit is
+accepted: it says only that refcounts may be stale, and this reader never uses refcounts. Internal snapshots are ignored;
 only the active L1 table is read.
 
 Only the active L1/L2 tables are walked, so unallocated and zero clusters cost nothing. Every
@@ -23,15 +23,17 @@ both release the GIL), in order, each bounded to one cluster of output.
 
 from __future__ import annotations
 
-import struct
 import threading
 import zlib
 from typing import Iterator
 
 from ..errors import ImportFailure
-from .base import BAD_LENGTH, CORRUPTED, SECTOR, UNSUPPORTED, GuestDisk, Limits, too_large
+from .base import BAD_LENGTH, CORRUPTED, SECTOR, GuestDisk, Limits
 from .ordered import inflate_in_order
+from .qcow2_checks import HEADER_CHECKS, IMAGE_CHECKS, Qcow2Image
+from .qcow2_structs import L1_OFFSET, L2_COMPRESSED, L2_ZERO, ZSTD, Qcow2Header
 from .ranges import join_runs, read_pieces, table, without_holes
+from .structs import run_checks
 
 try:  # libdeflate: ~3x stdlib zlib
     import deflate as _libdeflate
@@ -42,19 +44,6 @@ try:
 except ImportError:  # pragma: no cover - declared dependency
     _zstd = None
 
-_HEADER = struct.Struct(">4sIQIIQIIQQIIQ")  # v2 fields, 72 bytes
-_HEADER_V3 = struct.Struct(">QQQII")  # incompatible, compatible, autoclear, refcount order, length
-
-INCOMPAT_DIRTY, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE = 1, 2, 4
-INCOMPAT_COMPRESSION, INCOMPAT_EXTENDED_L2 = 8, 16
-KNOWN_INCOMPAT = 31
-EXT_END, EXT_BACKING_FORMAT, EXT_FEATURES = 0, 0xE2792ACA, 0x6803F857
-EXT_CRYPTO, EXT_DATA_FILE = 0x0537BE77, 0x44415441
-
-L1_OFFSET = 0x00FFFFFFFFFFFE00
-L2_COMPRESSED, L2_ZERO = 1 << 62, 1
-MAX_L1_BYTES = 32 << 20  # qemu's QCOW_MAX_L1_SIZE
-ZLIB, ZSTD = 0, 1
 HEAD = 64 << 10  # read first; the rest of a larger first cluster (header extensions) after
 
 
@@ -65,104 +54,25 @@ class Qcow2(GuestDisk):
         super().__init__()
         self._source, self._limits = source, limits
         self._size = size = source.size
-        if size < _HEADER.size:
+        if size < Qcow2Header.SIZE:
             raise ImportFailure(f"{CORRUPTED} qcow2 image is {size} bytes long; its header alone "
-                                f"is {_HEADER.size} bytes")
+                                f"is {Qcow2Header.SIZE} bytes")
         head = source.read_at(0, min(size, HEAD))
         self._consumed = len(head)
-        (_, version, backing_at, backing_len, cluster_bits, vsize, crypt, l1_size, l1_at,
-         _, _, _, _) = _HEADER.unpack_from(head)
-        if version not in (2, 3):
-            raise ImportFailure(f"{UNSUPPORTED} qcow2 header at offset 0 has version {version} "
-                                "(offset 4); only versions 2 and 3 exist")
-        if not 9 <= cluster_bits <= 21:
-            raise ImportFailure(f"{UNSUPPORTED} qcow2 header at offset 0 has cluster_bits "
-                                f"{cluster_bits} (offset 20); qemu allows 9 to 21")
-        self._bits = cluster_bits
-        cluster = self._cluster = 1 << cluster_bits
+        header = Qcow2Header.unpack(head)
+        run_checks(HEADER_CHECKS, Qcow2Image(header, head, size), limits)
+        self._bits = header.cluster_bits
+        cluster = self._cluster = 1 << header.cluster_bits
         if cluster > len(head) and size > len(head):  # header extensions may use the whole cluster
             head += source.read_at(len(head), cluster - len(head))
             self._consumed = len(head)
-        head = head[:cluster]
-        incompat, header_length, self._compression = 0, 72, ZLIB
-        if version == 3:
-            if len(head) < 104:
-                raise ImportFailure(f"{CORRUPTED} qcow2 version 3 header ends at byte {len(head)}")
-            incompat, _, _, _, header_length = _HEADER_V3.unpack_from(head, 72)
-            if not (104 <= header_length <= cluster and header_length % 8 == 0):
-                raise ImportFailure(
-                    f"{CORRUPTED} qcow2 header at offset 0 has header_length {header_length} "
-                    f"(offset 100); expected a multiple of 8 from 104 to the cluster size")
-            if header_length > len(head):
-                raise ImportFailure(
-                    f"{CORRUPTED} qcow2 header at offset 0 has header_length {header_length} "
-                    f"(offset 100), but the file ends at byte {len(head)}")
-            if header_length > 104:
-                self._compression = head[104]
-        extensions = self._extensions(head, header_length)
-        if backing_at:
-            name = bytes(head[backing_at : backing_at + min(backing_len, 1023)]) if backing_at < len(head) else b""
-            raise ImportFailure(
-                f"{UNSUPPORTED} qcow2 header at offset 0 names a backing file "
-                f"{name.decode('utf-8', 'replace')[:200]!r} (backing_file_offset {backing_at}, at "
-                "offset 8): the image holds only the changes to that file, which this server "
-                "never opens. Flatten it first (`qemu-img convert -O qcow2 image.qcow2 "
-                "flat.qcow2`) and import the result")
-        if incompat & INCOMPAT_DATA_FILE or EXT_DATA_FILE in extensions:
-            name = extensions.get(EXT_DATA_FILE, (b"", 0))[0]
-            raise ImportFailure(
-                f"{UNSUPPORTED} qcow2 header at offset 0 declares an external data file "
-                f"{bytes(name).decode('utf-8', 'replace')[:200]!r} (incompatible feature bit 2 / "
-                "data-file extension): the guest data lives in another file, which this server "
-                "never opens. Convert to a self-contained image (`qemu-img convert -O qcow2`)")
-        if crypt or EXT_CRYPTO in extensions:
-            raise ImportFailure(
-                f"{UNSUPPORTED} qcow2 header at offset 0 says the image is encrypted "
-                f"(crypt_method {crypt} at offset 32): encrypted images cannot be imported; "
-                "decrypt it with `qemu-img convert --object secret,... -O qcow2` first")
-        if incompat & INCOMPAT_CORRUPT:
-            raise ImportFailure(f"{CORRUPTED} qcow2 header at offset 0 has the corrupt bit set "
-                                "(incompatible feature bit 1): qemu found its metadata damaged; "
-                                "run `qemu-img check -r all` on it first")
-        if incompat & ~KNOWN_INCOMPAT:
-            raise ImportFailure(
-                f"{UNSUPPORTED} qcow2 header at offset 0 has unknown incompatible feature bits "
-                f"0x{incompat & ~KNOWN_INCOMPAT:x} (offset 72); this reader cannot read it safely")
-        self._extended = bool(incompat & INCOMPAT_EXTENDED_L2)
-        if self._extended and cluster_bits < 14:
-            raise ImportFailure(
-                f"{CORRUPTED} qcow2 header at offset 0 uses extended L2 entries (incompatible "
-                f"feature bit 4) with {cluster}-byte clusters; subclusters need at least 16 KiB")
-        if not incompat & INCOMPAT_COMPRESSION and self._compression != ZLIB:
-            raise ImportFailure(f"{CORRUPTED} qcow2 header at offset 0 names compression type "
-                                f"{self._compression} without incompatible feature bit 3")
-        if self._compression not in (ZLIB, ZSTD):
-            raise ImportFailure(f"File uses unsupported compression algorithm "
-                                f"{self._compression}: qcow2 header at offset 0 (offset 104) "
-                                "must name 0 = zlib or 1 = zstd")
-        if vsize > limits.max_virtual_size:
-            raise ImportFailure(too_large("the qcow2 header (size at offset 24)", vsize, limits))
-        if vsize == 0 or vsize % SECTOR:
-            raise ImportFailure(f"{CORRUPTED} qcow2 header at offset 0 declares a size of {vsize} "
-                                "bytes (offset 24), not a positive whole number of sectors")
-        self.virtual_size = vsize
-        self._l2_entries = cluster // (16 if self._extended else 8)
-        span = cluster * self._l2_entries
-        needed = -(-vsize // span)
-        if l1_size < needed:
-            raise ImportFailure(
-                f"{CORRUPTED} qcow2 header at offset 0 has an L1 table of {l1_size} entries "
-                f"(offset 36), too few for a {vsize}-byte disk ({needed} needed)")
-        if needed * 8 > MAX_L1_BYTES:
-            raise ImportFailure(
-                f"{UNSUPPORTED} qcow2 header at offset 0 needs an L1 table of {needed * 8} bytes "
-                f"for a {vsize}-byte disk with {cluster}-byte clusters; qemu's limit is "
-                f"{MAX_L1_BYTES} (use larger clusters)")
-        if l1_at % cluster or not cluster <= l1_at or l1_at + needed * 8 > size:
-            raise ImportFailure(
-                f"{CORRUPTED} qcow2 header at offset 0 places the L1 table at offset {l1_at} "
-                f"(offset 40): it must be cluster-aligned, after the header and inside the "
-                f"file's {size} bytes")
+        image = Qcow2Image(header, head[:cluster], size)
+        run_checks(IMAGE_CHECKS, image, limits)
+        self._compression = image.compression_type
+        self._extended = image.extended_l2
+        self.virtual_size = header.size
+        self._l2_entries = image.l2_entries
+        needed, l1_at = image.l1_entries_needed, header.l1_table_offset
         raw = source.read_at(l1_at, needed * 8)
         self._consumed += len(raw)
         self._l1 = table(raw, "Q", big_endian=True)
@@ -172,22 +82,6 @@ class Qcow2(GuestDisk):
         self._claim(0, "the header", 0)
         for n in range(-(-needed * 8 // cluster)):
             self._claim(l1_at + n * cluster, "the L1 table", l1_at)
-
-    # -- header ----------------------------------------------------------------------------
-
-    def _extensions(self, head: bytes, at: int) -> dict[int, tuple[bytes, int]]:
-        found: dict[int, tuple[bytes, int]] = {}
-        while at + 8 <= len(head):
-            kind, length = struct.unpack_from(">II", head, at)
-            if kind == EXT_END:
-                return found
-            if at + 8 + length > len(head):
-                raise ImportFailure(
-                    f"{CORRUPTED} qcow2 header extension 0x{kind:08x} at offset {at} claims "
-                    f"{length} bytes, past the end of the first cluster ({len(head)} bytes)")
-            found[kind] = (head[at + 8 : at + 8 + length], at)
-            at += 8 + (length + 7) // 8 * 8
-        return found  # no end marker inside the first cluster: qemu stops there too
 
     # -- walking the tables ----------------------------------------------------------------
 

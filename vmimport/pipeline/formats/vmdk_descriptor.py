@@ -1,10 +1,10 @@
 """The text descriptor embedded in a VMDK sparse extent, parsed for what can hurt us.
 
 A descriptor can point anywhere: extent lines name files and `parentFileNameHint` names a
-parent disk (CVE-2022-47951 and friends). This parser never opens a path; it only checks that
-the descriptor describes a self-contained streamOptimized disk: createType streamOptimized, no
-parent, exactly one SPARSE extent (the file itself) of the header's capacity. Every line must be
-a comment, a `key = value` pair or an extent line, as in OpenStack's format_inspector.
+parent disk (CVE-2022-47951 and friends). This parser never opens a path; `vmdk_checks` then
+requires a self-contained disk: the expected createType, no parent, exactly one SPARSE extent
+(the file itself) of the header's capacity. Every line must be a comment, a `key = value` pair or
+an extent line, as in OpenStack's format_inspector.
 """
 
 from __future__ import annotations
@@ -46,47 +46,3 @@ def parse_descriptor(raw: bytes, file_offset: int) -> Descriptor:
                 f"{number}: {line[:80]!r} is neither a setting nor an extent line"
             )
     return desc
-
-
-def check_stream_optimized(desc: Descriptor, capacity: int, file_offset: int) -> None:
-    """Refuse anything but a self-contained streamOptimized disk of `capacity` sectors."""
-    where = f"VMDK embedded descriptor (at file offset {file_offset})"
-    create_type = desc.keys.get("createtype")
-    if create_type is None or create_type.lower() != "streamoptimized":
-        raise ImportFailure(
-            f"{UNSUPPORTED} {where} has createType={create_type!r}; a VMDK with a sparse header "
-            "and compressed grains must be createType=\"streamOptimized\""
-        )
-    parent = desc.keys.get("parentcid", "ffffffff")
-    if parent.lower() != "ffffffff":
-        raise ImportFailure(
-            f"{UNSUPPORTED} {where} names a parent disk (parentCID={parent}): this is a delta "
-            "(child) disk; import the consolidated disk instead"
-        )
-    if "parentfilenamehint" in desc.keys:
-        hint = desc.keys["parentfilenamehint"]
-        raise ImportFailure(
-            f"{UNSUPPORTED} {where} names a parent disk (parentFileNameHint={hint[:200]!r}): "
-            "this is a delta (child) disk; import the consolidated disk instead"
-        )
-    if len(desc.extents) != 1:
-        raise ImportFailure(
-            f"{UNSUPPORTED} {where} lists {len(desc.extents)} extents; a streamOptimized VMDK "
-            "has exactly one, the file itself"
-        )
-    access, sectors, kind, name, offset = desc.extents[0]
-    if kind.upper() != "SPARSE" or access == "NOACCESS":
-        raise ImportFailure(
-            f"{UNSUPPORTED} {where} has a {access} {kind} extent; a streamOptimized VMDK has one "
-            "RW SPARSE extent"
-        )
-    if name is not None and ("/" in name or "\\" in name):
-        raise ImportFailure(
-            f"{UNSUPPORTED} {where} names an extent in another location ({name[:200]!r}); only "
-            "the file itself may be its extent"
-        )
-    if sectors != capacity or offset:
-        raise ImportFailure(
-            f"{UNSUPPORTED} {where} declares an extent of {sectors} sectors at offset {offset}, "
-            f"but the header's capacity is {capacity} sectors"
-        )

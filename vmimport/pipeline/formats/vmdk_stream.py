@@ -2,9 +2,8 @@
 
 Why a reader of our own: a streamOptimized VMDK is a sequence of independently deflated
 grains, each behind a marker that names its LBA, so it can be read strictly front to back
-(from S3 or a pipe, no temporary file) and the grains inflated in parallel. That is ~3x faster
-than `qemu-img convert` here (see reference/disk-formats.md), and lets every structure be
-checked before it is trusted.
+(from S3 or a pipe, no temporary file) and the grains inflated in parallel (BENCHMARKS.md has
+the figures against `qemu-img convert`), and every structure is checked before it is trusted.
 
 Layout: a 512-byte SparseExtentHeader at 0 (`KDMV`), an embedded text descriptor, then from
 sector `overHead` on a sequence of sector-aligned markers:
@@ -17,13 +16,13 @@ and tables in the metadata area before the first grain (header gdOffset is real)
 EOS marker at all: the stream just ends. Such a stream is accepted only if its grain tables
 account for exactly the grains that were read, none of them past the end of the file — so a
 truncation at a grain boundary is still caught. Grain-table markers inside a stream are not
-needed to read it, so they are skipped; the footer is checked against the header.
+needed to read it, so they are skipped; the footer is checked against the header. The header
+rules are listed in `vmdk_checks`.
 """
 
 from __future__ import annotations
 
 import array
-import struct
 import sys
 import zlib
 from collections import deque
@@ -31,25 +30,23 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from ..errors import ImportFailure
-from .base import BAD_LENGTH, CORRUPTED, SECTOR, UNSUPPORTED, GuestDisk, Limits, too_large
+from .base import BAD_LENGTH, CORRUPTED, SECTOR, GuestDisk, Limits
 from .cursor import ByteCursor
-from .vmdk_descriptor import check_stream_optimized, parse_descriptor
+from .structs import run_checks
+from .vmdk_checks import (DESCRIPTOR_CHECKS, FOOTER_CHECKS, STREAM_HEADER_CHECKS,
+                          STREAM_LAYOUT_CHECKS, STREAM_TABLE_CHECKS, EmbeddedDescriptor, Extent,
+                          check_footer_matches)
+from .vmdk_descriptor import parse_descriptor
+from .vmdk_structs import (GD_AT_END, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT,
+                           MARKER_PROGRESS, GrainMarker, MetadataMarker, SparseExtentHeader)
 
 try:  # libdeflate: ~3x stdlib zlib; both release the GIL.
     import deflate as _libdeflate
 except ImportError:  # pragma: no cover - the dependency is declared; keep working without it
     _libdeflate = None
 
-# SparseExtentHeader (VMware "Virtual Disk Format 5.0"; dissect's c_vmdk VMDKSparseExtentHeader)
-_HEADER = struct.Struct("<4sIIQQQQIQQQB4sH")
-FLAG_COMPRESSED = 0x10000
-FLAG_MARKERS = 0x20000
-COMPRESS_DEFLATE = 1
-GD_AT_END = 0xFFFFFFFFFFFFFFFF
-MARKER_EOS, MARKER_GT, MARKER_GD, MARKER_FOOTER, MARKER_PROGRESS = 0, 1, 2, 3, 4
-
-MAX_GRAIN_SECTORS = 2048  # 1 MiB grains; VMware and qemu write 64 KiB
-MAX_DESCRIPTOR_SECTORS = 2048  # 1 MiB, as OpenStack's format_inspector
+# Unpacked without building objects: there is one marker per grain.
+_GRAIN_MARKER = GrainMarker.FORMAT
 CHUNK = 4 << 20  # source read size
 BATCH_GRAINS = 32  # grains per inflate task: amortises the thread hand-off
 BATCH_BYTES = 1 << 20  # ... or this much compressed data, whichever comes first
@@ -70,21 +67,13 @@ class StreamOptimizedVmdk(GuestDisk):
                 f"{CORRUPTED} VMDK header ends at byte {len(head)}: the file is only "
                 f"{source.size} bytes long and a sparse extent header is {SECTOR} bytes"
             )
-        self._header = self._check_header(head, "header at offset 0")
-        (_, _, _, capacity, grain, desc_off, desc_size, *_rest) = self._header
-        overhead = self._header[10]
-        self.capacity, self.grain_sectors, self.overhead = capacity, grain, overhead
-        self.virtual_size = capacity * SECTOR
-        if self.virtual_size > limits.max_virtual_size:
-            raise ImportFailure(too_large("the VMDK header (capacity at offset 12)",
-                                          self.virtual_size, limits))
-        if not (1 <= desc_off and 1 <= desc_size <= MAX_DESCRIPTOR_SECTORS
-                and desc_off + desc_size <= overhead):
-            raise ImportFailure(
-                f"{UNSUPPORTED} VMDK header at offset 0 places the embedded descriptor at sector "
-                f"{desc_off} ({desc_size} sectors), outside the {overhead}-sector metadata area "
-                f"(or larger than {MAX_DESCRIPTOR_SECTORS} sectors)"
-            )
+        header = self.header = SparseExtentHeader.unpack(head)
+        extent = Extent(header, "VMDK header at offset 0", source.size)
+        run_checks(STREAM_HEADER_CHECKS, extent, limits)
+        self.capacity, self.grain_sectors = header.capacity, header.grain_size
+        self.overhead = header.overhead
+        self.virtual_size = header.capacity * SECTOR
+        desc_off, desc_size = header.descriptor_offset, header.descriptor_size
         raw = source.read_at(desc_off * SECTOR, desc_size * SECTOR)
         if len(raw) < desc_size * SECTOR:
             raise ImportFailure(
@@ -92,45 +81,11 @@ class StreamOptimizedVmdk(GuestDisk):
                 f"{(desc_off + desc_size) * SECTOR}) runs past the end of the file at byte "
                 f"{desc_off * SECTOR + len(raw)}"
             )
-        if overhead * SECTOR > source.size:
-            raise ImportFailure(
-                f"{CORRUPTED} VMDK header at offset 0 says grains start at byte "
-                f"{overhead * SECTOR} (overHead {overhead} sectors) but the file ends at byte "
-                f"{source.size}"
-            )
-        check_stream_optimized(parse_descriptor(raw, desc_off * SECTOR), capacity,
-                               desc_off * SECTOR)
+        run_checks(STREAM_LAYOUT_CHECKS, extent, limits)
+        run_checks(DESCRIPTOR_CHECKS, EmbeddedDescriptor(
+            parse_descriptor(raw, desc_off * SECTOR), "streamOptimized", header.capacity,
+            desc_off * SECTOR))
         self._consumed = SECTOR + desc_size * SECTOR
-
-    @staticmethod
-    def _check_header(head: bytes | memoryview, where: str) -> tuple:
-        fields = _HEADER.unpack_from(head)
-        magic, version, flags, capacity, grain = fields[:5]
-        compress = fields[13]
-        if magic != b"KDMV":
-            raise ImportFailure(f"{CORRUPTED} VMDK {where} lacks the 'KDMV' magic "
-                                f"(found {bytes(magic)!r})")
-        if not 1 <= version <= 3:
-            raise ImportFailure(f"{UNSUPPORTED} VMDK {where} has version {version}; "
-                                "sparse extents are versions 1 to 3")
-        if flags & (FLAG_COMPRESSED | FLAG_MARKERS) != FLAG_COMPRESSED | FLAG_MARKERS:
-            raise ImportFailure(
-                f"{UNSUPPORTED} VMDK {where} has flags 0x{flags:08x}, without the "
-                "compressed-grains (0x10000) and markers (0x20000) bits of a streamOptimized VMDK"
-            )
-        if compress != COMPRESS_DEFLATE:
-            raise ImportFailure(
-                f"File uses unsupported compression algorithm {compress}: VMDK {where} "
-                "(offset 77) must name 1 = deflate in a streamOptimized VMDK"
-            )
-        if not (1 <= grain <= MAX_GRAIN_SECTORS and grain & (grain - 1) == 0):
-            raise ImportFailure(
-                f"{UNSUPPORTED} VMDK {where} has a grain size of {grain} sectors (offset 20); "
-                f"it must be a power of two of at most {MAX_GRAIN_SECTORS} sectors"
-            )
-        if capacity == 0:
-            raise ImportFailure(f"{UNSUPPORTED} VMDK {where} declares a capacity of 0 sectors")
-        return fields
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -192,7 +147,7 @@ class StreamOptimizedVmdk(GuestDisk):
             at = cursor.offset
             self._consumed = cursor.received
             head = cursor.take(12)
-            if not head and self._header[9] != GD_AT_END:
+            if not head and self.header.gd_offset != GD_AT_END:
                 self._check_tables(grains, at)  # qemu's end: no EOS marker
                 if batch:
                     yield batch[:]
@@ -200,12 +155,12 @@ class StreamOptimizedVmdk(GuestDisk):
                 return
             if len(head) < 12:
                 raise self._truncated(cursor, at, "a marker" if head else None)
-            lba, size = struct.unpack_from("<QI", head)
+            lba, size = _GRAIN_MARKER.unpack_from(head)
             if size == 0:
                 rest = cursor.take(SECTOR - 12)
                 if len(rest) < SECTOR - 12:
                     raise self._truncated(cursor, at, "a metadata marker")
-                kind = struct.unpack_from("<I", rest)[0]
+                kind = MetadataMarker.unpack(bytes(head) + bytes(rest)).kind
                 if kind == MARKER_EOS:
                     if batch:
                         yield batch[:]
@@ -241,11 +196,10 @@ class StreamOptimizedVmdk(GuestDisk):
         """A stream that ends without EOS is complete only if the grain directory and tables
         (in the metadata area, where qemu keeps them) list exactly ``grains`` grains, all of
         them before ``end``. Memory: one grain table at a time."""
-        gd_offset, gtes_per_gt = self._header[9], self._header[7]
-        if not 1 <= gtes_per_gt <= 4096:
-            raise ImportFailure(f"{UNSUPPORTED} VMDK header at offset 0 has {gtes_per_gt} "
-                                "entries per grain table (offset 44); expected 1 to 4096")
-        tables = -(-self.capacity // (self.grain_sectors * gtes_per_gt))
+        gd_offset, gtes_per_gt = self.header.gd_offset, self.header.gtes_per_gt
+        extent = Extent(self.header, "VMDK header at offset 0", self._source.size)
+        run_checks(STREAM_TABLE_CHECKS, extent, self._limits)
+        tables = extent.grain_tables
         gd = self._source.read_at(gd_offset * SECTOR, tables * 4)
         if len(gd) < tables * 4:
             raise self._truncated_tables("grain directory", gd_offset * SECTOR, end)
@@ -315,13 +269,10 @@ class StreamOptimizedVmdk(GuestDisk):
         footer = cursor.take(SECTOR)
         if len(footer) < SECTOR:
             raise self._truncated(cursor, at, "the footer")
-        fields = self._check_header(footer, f"footer at offset {at + SECTOR}")
-        if fields[3] != self.capacity or fields[4] != self.grain_sectors:
-            raise ImportFailure(
-                f"{CORRUPTED} VMDK footer at offset {at + SECTOR} disagrees with the header: "
-                f"capacity {fields[3]} vs {self.capacity} sectors, grain {fields[4]} vs "
-                f"{self.grain_sectors} sectors"
-            )
+        extent = Extent(SparseExtentHeader.unpack(footer), f"VMDK footer at offset {at + SECTOR}",
+                        self._source.size)
+        run_checks(FOOTER_CHECKS, extent, self._limits)
+        check_footer_matches(extent, self.header)
 
     def _bad_lba(self, lba: int, at: int, previous: int) -> str:
         where = f"{CORRUPTED} VMDK grain marker at file offset {at} names LBA {lba}"

@@ -1,14 +1,19 @@
-"""Snapshots as manifests of 512 KiB blocks (EBS's block size), each non-zero block stored once
-by content hash. A snapshot's manifest (``manifest.py``) maps block index -> where the block is;
-a block that is not in the manifest reads as zeros. Blocks are shared between snapshots (dedup),
-so deleting a snapshot only deletes its manifest (see ``BlockStore.collect_garbage``).
+"""The block store's file backend (``interface.BlockStore`` in a local directory): snapshots as
+manifests of 512 KiB blocks (EBS's block size), each non-zero block stored once by content
+hash. A snapshot's manifest (``manifest.py``) maps block index -> where the block is; a block
+that is not in the manifest reads as zeros. Blocks are shared between snapshots (dedup),
+so deleting a snapshot only deletes its manifest (see ``FileBlockStore.collect_garbage``).
 
 On-disk layout under ``root``::
 
     packs/<name>              blocks back to back, a pack per writing thread (``packs.py``)
-    packs/.partial-<name>     a pack being written (nothing refers to it yet)
+    packs/.partial-<name>-<pid>@<host>
+                              a pack being written (nothing refers to it yet)
     index.sqlite              digest -> place, for dedup (``index.py``)
     manifests/<snapshot-id>   binary manifest
+    manifests/.tmp-*          a manifest being written
+
+Files of writes that never finished (a killed import) are reclaimed by ``leftovers``.
 
 Encrypted snapshots use the same files, but what is stored is the *sealed* block
 (``crypto.BlockCipher``: AES-256-GCM under the snapshot's own data key, block index and snapshot
@@ -23,28 +28,23 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
+from . import leftovers
 from .index import DedupIndex
+from .interface import GarbageReport, LeftoverReport
 from .manifest import (BLOCK_SIZE, BlockRef, BlockStoreError, Manifest,  # noqa: F401 (re-exported)
                        ManifestEncryption)
 from .packs import (ZERO_BLOCK, PackWriter, block_digest,  # noqa: F401 (re-exported)
-                    digest_matches, wait_for_index)
+                    digest_matches, out_of_space_is_full, wait_for_index)
 
 
-@dataclass(frozen=True)
-class GarbageReport:
-    packs_removed: int
-    bytes_removed: int
-    unreferenced_bytes_kept: int  # blocks no manifest uses, inside packs that others still use
-
-
-class BlockStore:
+class FileBlockStore:
     """Pack files, their dedup index and snapshot manifests in a local directory."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.location = str(self.root)
         self.packs_dir = self.root / "packs"
         self.manifests_dir = self.root / "manifests"
         self.packs_dir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ class BlockStore:
     def pack_writer(self, dedup: bool = True) -> PackWriter:
         """A new pack to write blocks into (see ``PackWriter``). ``dedup=False`` for sealed
         blocks, which are never equal to a stored block."""
-        return PackWriter(self.packs_dir, self.index_path if dedup else None)
+        return PackWriter(self.packs_dir, self.index_path if dedup else None, self.location)
 
     @property
     def index_path(self) -> Path:
@@ -79,7 +79,8 @@ class BlockStore:
         return data
 
     def write_manifest(self, snapshot_id: str, manifest: Manifest) -> None:
-        _atomic_write(self.manifests_dir / snapshot_id, manifest.to_bytes())
+        with out_of_space_is_full(self.location):
+            _atomic_write(self.manifests_dir / snapshot_id, manifest.to_bytes())
 
     def read_manifest(self, snapshot_id: str) -> Manifest:
         try:
@@ -119,10 +120,16 @@ class BlockStore:
         except FileNotFoundError:
             pass
 
-    def collect_garbage(self) -> GarbageReport:
-        """Delete the packs that no manifest refers to (and their index entries). Call it while
-        no import is writing: a pack just finished is not in a manifest yet. A pack that some
-        manifest still uses is kept whole; its unused bytes are reported, not reclaimed."""
+    def reclaim_own_leftovers(self) -> LeftoverReport:
+        return leftovers.reclaim([self.packs_dir, self.manifests_dir], grace_seconds=None)
+
+    def collect_garbage(self, leftover_grace_seconds: float) -> GarbageReport:
+        """Delete the packs that no manifest refers to (and their index entries), and the crash
+        leftovers that are abandoned (see ``leftovers``). Call it while no import is writing: a
+        pack just finished is not in a manifest yet. A pack that some manifest still uses is
+        kept whole; its unused bytes are reported, not reclaimed."""
+        reclaimed = leftovers.reclaim([self.packs_dir, self.manifests_dir],
+                                      leftover_grace_seconds)
         wait_for_index()  # this process's recordings; another's are checked at lookup
         live: set[str] = set()
         used: dict[str, set[tuple[int, int]]] = {}
@@ -148,12 +155,13 @@ class BlockStore:
             path.unlink(missing_ok=True)
             removed += 1
             freed += size
-        return GarbageReport(removed, freed, kept_unused)
+        return GarbageReport(removed, freed, kept_unused, reclaimed)
 
 
 def _atomic_write(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=leftovers.TEMP_PREFIX,
+                               suffix=leftovers.owner_tag())
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -1,0 +1,83 @@
+"""What the pipeline and the services ask of a block store, whichever backend holds the bytes.
+
+One backend exists today, ``file_store.FileBlockStore`` (a local directory); an object-store
+backend (packs and manifests as objects in an S3-compatible bucket) is to plug in beside it.
+``backends.open_block_store`` picks one from the settings; nothing else constructs a store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .manifest import BlockRef, BlockStoreError, Manifest
+
+
+class BlockStoreFull(BlockStoreError):
+    """The store ran out of space (or quota) while blocks or a manifest were written."""
+
+    def __init__(self, location: str):
+        super().__init__(f"no space left in the block store ({location})")
+        self.location = location
+
+
+@dataclass(frozen=True)
+class LeftoverReport:
+    """Crash leftovers (packs of writes that never finished, half-written manifests) removed."""
+
+    removed: int = 0
+    bytes_removed: int = 0
+
+
+@dataclass(frozen=True)
+class GarbageReport:
+    packs_removed: int
+    bytes_removed: int
+    unreferenced_bytes_kept: int  # blocks no manifest uses, inside packs that others still use
+    leftovers: LeftoverReport = LeftoverReport()
+
+
+class PackSink(Protocol):
+    """Where one write (a volume, a re-sealed copy) stores its blocks. A context manager: on
+    success the blocks become readable by the refs returned; on an exception all are dropped."""
+
+    def put_blocks(self, blocks: list[list[tuple[int, memoryview]]]) -> list[BlockRef]:
+        """Store 512 KiB blocks given as pieces [(offset within the block, data)], zeros
+        elsewhere; a block stored already (same bytes) may be shared instead of written."""
+
+    def put(self, data) -> BlockRef:
+        """Store one sealed block as it is (never shared)."""
+
+    def __enter__(self) -> "PackSink": ...
+
+    def __exit__(self, exc_type, exc, tb) -> None: ...
+
+
+class BlockStore(Protocol):
+    """Snapshots as manifests of blocks (see ``manifest.py``), blocks shared between them."""
+
+    location: str  # where the store is, for messages and logs (never credentials)
+
+    def pack_writer(self, dedup: bool = True) -> PackSink:
+        """A new write; ``dedup=False`` for sealed blocks, which never equal a stored one."""
+
+    def read_block(self, manifest: Manifest, index: int, cipher=None) -> bytes:
+        """The plaintext of block ``index`` (zeros if not stored), checked against its digest
+        and, for an encrypted manifest, opened with its ``crypto.BlockCipher``."""
+
+    def write_manifest(self, snapshot_id: str, manifest: Manifest) -> None: ...
+
+    def read_manifest(self, snapshot_id: str) -> Manifest: ...
+
+    def has_manifest(self, snapshot_id: str) -> bool: ...
+
+    def delete_manifest(self, snapshot_id: str) -> None:
+        """Gone, or never there; the blocks stay until ``collect_garbage``."""
+
+    def collect_garbage(self, leftover_grace_seconds: float) -> GarbageReport:
+        """Delete the packs no manifest uses, and crash leftovers that are not in use and are
+        either this host's with their process gone or older than ``leftover_grace_seconds``.
+        Call it while no import is writing (a pack just finished is in no manifest yet)."""
+
+    def reclaim_own_leftovers(self) -> LeftoverReport:
+        """Delete the crash leftovers of this host's processes that are gone (worker start)."""
