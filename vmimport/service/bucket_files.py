@@ -12,10 +12,11 @@ import os
 import stat
 from pathlib import Path
 
+from .s3_names import MAX_KEY_BYTES
+
 # The hidden area inside each bucket where uploads are written before they become visible
 # (a rename within one filesystem is atomic); no key may start with it.
 UPLOAD_AREA = ".vmimport-uploads"
-MAX_KEY_BYTES = 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 

@@ -7,9 +7,7 @@ which vmimport does not serve).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
-import re
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -18,35 +16,14 @@ from vmimport.config import Settings
 from vmimport.db.models import S3Bucket
 from vmimport.db.session import Database
 
+from . import s3_names
 from .bucket_files import UPLOAD_AREA, IsLink, bucket_exists, open_bucket, open_buckets_root
 from .errors import S3Error
 
-_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
-_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
-_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
-
-
-def bucket_name_problem(name: str) -> str | None:
-    """Why ``name`` breaks S3's general-purpose bucket naming rules, or None."""
-    if not 3 <= len(name) <= 63:
-        return "a bucket name is 3 to 63 characters long"
-    if not _BUCKET_NAME.match(name):
-        return ("a bucket name has only lowercase letters, digits, '.' and '-', and begins "
-                "and ends with a letter or digit")
-    if ".." in name:
-        return "a bucket name has no two adjacent periods"
-    with contextlib.suppress(ValueError):
-        ipaddress.IPv4Address(name)
-        return "a bucket name is not formatted as an IP address"
-    if name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
-        return "the bucket name uses a prefix or suffix S3 reserves"
-    return None
-
-
 def check_name(name: str) -> None:
-    why = bucket_name_problem(name)
+    why = s3_names.bucket_problem(name)
     if why:
-        raise S3Error("InvalidBucketName", f"The specified bucket is not valid: {why}.", name)
+        raise S3Error("InvalidBucketName", f"The specified bucket is not valid. {why}", name)
 
 
 def owner_of(db: Database, settings: Settings, name: str) -> str | None:
