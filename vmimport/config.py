@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # Threads that stream S3 request bodies to disk (and so wait on the network), apart from
     # the api_threads that run database work.
     s3_transfer_threads: int = Field(default=16, ge=1)
+    # `vmimport gc` removes multipart uploads (and PUTs cut off mid-body) untouched this long.
+    s3_abandoned_upload_days: float = Field(default=7.0, ge=0)
 
     # Url=https://... sources: the hosts that may be fetched (shell patterns; empty = none),
     # and whether plain http is allowed too. Redirects are never followed.

@@ -36,7 +36,7 @@ from vmimport.service.context import Context
 from vmimport.service.errors import ApiError
 
 from .models import load_models
-from .s3_body import RequestBody
+from .s3_body import ConnectionBody, RequestBody
 from .protocols import (AUTH, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN,
                         UNAVAILABLE, ApiRequest, Protocol, Refusal, Reply, served_protocols)
 from .sigv4 import AuthError, Caller, QueryEncodingError, decode_query, verify_request
@@ -57,8 +57,6 @@ _QUERY_SCOPE_SERVICE = re.compile(r"(?:^|&)X-Amz-Credential=[^&/]+(?:/|%2F)\d{8}
                                   r"[^&/%]+(?:/|%2F)([^&/%]+)(?:/|%2F)aws4_request", re.I)
 # IAM is a global service: clients sign it for us-east-1 whatever region they use.
 _GLOBAL_SERVICES = {"iam": "us-east-1"}
-# A streamed (S3) body is handed to its handler in pieces of about this size.
-STREAM_PIECE = 1024 * 1024
 
 
 class RateLimiter:
@@ -187,7 +185,7 @@ class Api:
         request_id = str(uuid.uuid4())
         started = time.monotonic()
         protocol = self.protocol_for(request)
-        streamed = _StreamedBody(request) if protocol.streams_body else None
+        streamed = ConnectionBody(request) if protocol.streams_body else None
         label = [protocol.service, "?"]
         access_key = "-"
         try:
@@ -235,7 +233,7 @@ class Api:
         headers = {"x-amzn-RequestId": request_id, "Server": "vmimport", **reply.headers}
         if protocol.service == "s3":
             headers["x-amz-request-id"] = request_id
-        if streamed is not None and not await streamed.drain():
+        if streamed is not None and not await streamed.drain(MAX_BODY):
             # The rest of a refused body is still on the connection: it cannot be reused.
             headers["Connection"] = "close"
         if not isinstance(reply.body, bytes):
@@ -245,7 +243,7 @@ class Api:
             return StreamingResponse(reply.body, reply.status, headers=headers)
         return Response(reply.body, reply.status, headers=headers)
 
-    async def _serve_streamed(self, body: "_StreamedBody", protocol: Protocol,
+    async def _serve_streamed(self, body: ConnectionBody, protocol: Protocol,
                               api_request: ApiRequest, caller: Caller, label: list[str]) -> Reply:
         """``_serve`` on a transfer thread, the handler reading the body from the connection
         a piece at a time (``anyio.from_thread``): never the whole body in memory."""
@@ -293,31 +291,6 @@ class Api:
                           db=self.db, settings=self.settings, blocks=self.blocks)
         result = handler(context, params)
         return protocol.reply(operation, result, request.request_id)
-
-
-class _StreamedBody:
-    """The connection's request body as its handler pulls it (``next_piece``), and what is
-    left of it once the handler is done or refused it early (``drain``)."""
-
-    def __init__(self, request: Request):
-        self._chunks = request.stream()
-        self.finished = False
-
-    async def next_piece(self) -> bytes:
-        piece = bytearray()
-        async for chunk in self._chunks:
-            piece += chunk
-            if len(piece) >= STREAM_PIECE:
-                return bytes(piece)
-        self.finished = True
-        return bytes(piece)
-
-    async def drain(self, limit: int = MAX_BODY) -> bool:
-        """Read and drop up to ``limit`` unread bytes; whether the body is now all read."""
-        dropped = 0
-        while not self.finished and dropped <= limit:
-            dropped += len(await self.next_piece())
-        return self.finished
 
 
 def _check_request_size(request: Request) -> None:

@@ -1,6 +1,7 @@
-"""An S3 request body, read on the handler's thread straight from the connection and checked
-as it passes: the signed SHA-256, aws-chunked framing and chunk signatures, ``Content-MD5``
-and ``x-amz-checksum-*`` (header or trailer). Only a chunk at a time is in memory.
+"""An S3 request body, pulled from the connection on the event loop (``ConnectionBody``) by
+the handler's thread (``RequestBody``) and checked as it passes: the signed SHA-256,
+aws-chunked framing and chunk signatures, ``Content-MD5`` and ``x-amz-checksum-*`` (header or
+trailer). Only a piece (about 1 MiB) at a time is in memory.
 
 Iterating a ``RequestBody`` yields the payload; the checks that need the whole body run after
 the last chunk, before the iteration ends, so a handler that writes the chunks to a temp file
@@ -23,6 +24,8 @@ from vmimport.service.errors import S3Error
 from .aws_chunked import AwsChunkedDecoder, ChunkedError
 from .sigv4 import SIGNED_STREAMING, UNSIGNED_TRAILER, Caller
 
+# A streamed body is handed to its handler in pieces of about this size.
+STREAM_PIECE = 1024 * 1024
 CHECKSUM_ALGORITHMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
 _MISSING_IMPLEMENTATION = {"crc32c", "crc64nvme"}
 
@@ -158,3 +161,33 @@ class RequestBody:
                 raise S3Error("BadDigest", f"The {algorithm.upper()} you specified did not "
                               "match the calculated checksum.")
         self.md5_hex = digest.hex()
+
+
+class ConnectionBody:
+    """The connection's request body as its handler pulls it (``next_piece``), and what is
+    left of it once the handler is done or refused it early (``drain``)."""
+
+    def __init__(self, request):
+        self._chunks = request.stream()
+        self.finished = False
+        self.started = False
+        self._expects_continue = request.headers.get("expect", "").lower() == "100-continue"
+
+    async def next_piece(self) -> bytes:
+        self.started = True
+        piece = bytearray()
+        async for chunk in self._chunks:
+            piece += chunk
+            if len(piece) >= STREAM_PIECE:
+                return bytes(piece)
+        self.finished = True
+        return bytes(piece)
+
+    async def drain(self, limit: int) -> bool:
+        """Read and drop up to ``limit`` unread bytes; whether the body is now all read."""
+        if self._expects_continue and not self.started:
+            return False  # the client waits for "100 Continue": better close than ask for it
+        dropped = 0
+        while not self.finished and dropped <= limit:
+            dropped += len(await self.next_piece())
+        return self.finished

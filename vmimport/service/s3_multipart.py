@@ -12,6 +12,8 @@ import json
 import os
 import re
 import secrets
+import stat
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable
@@ -19,7 +21,7 @@ from typing import Iterable
 from vmimport.db.session import Database
 
 from . import s3_objects
-from .bucket_files import IsLink, open_dir
+from .bucket_files import UPLOAD_AREA, IsLink, open_bucket, open_dir
 from .errors import S3Error
 
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -238,3 +240,49 @@ def list_uploads(bucket_fd: int, prefix: str = "") -> list[Upload]:
         return sorted(uploads, key=lambda u: (u.key, u.initiated))
     finally:
         os.close(area)
+
+
+def remove_abandoned(buckets_dir, older_than_seconds: float) -> tuple[int, int]:
+    """Remove the multipart uploads and unfinished PUT temp files of every local bucket that
+    nothing has touched for ``older_than_seconds`` (``vmimport gc``); (how many, bytes)."""
+    removed = freed = 0
+    cutoff = time.time() - older_than_seconds
+    names = os.listdir(buckets_dir) if os.path.isdir(buckets_dir) else []
+    for bucket in names:
+        try:
+            bucket_fd = open_bucket(buckets_dir, bucket)
+        except (OSError, IsLink):
+            continue  # a link or a file: not a bucket
+        try:
+            area = open_dir(bucket_fd, UPLOAD_AREA)
+        except (OSError, IsLink):
+            os.close(bucket_fd)
+            continue
+        try:
+            for name in os.listdir(area):
+                st = os.stat(name, dir_fd=area, follow_symlinks=False)
+                if _UPLOAD_ID.match(name) and stat.S_ISDIR(st.st_mode):
+                    newest, size = _age_and_size(area, name, st)
+                    if newest < cutoff:
+                        _remove(area, name)
+                        removed, freed = removed + 1, freed + size
+                elif name.startswith("tmp-") and stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                    os.unlink(name, dir_fd=area)
+                    removed, freed = removed + 1, freed + st.st_size
+        finally:
+            os.close(area)
+            os.close(bucket_fd)
+    return removed, freed
+
+
+def _age_and_size(area: int, upload_id: str, st: os.stat_result) -> tuple[float, int]:
+    """The last change to an upload (its directory or any part) and its bytes."""
+    fd = open_dir(area, upload_id)
+    try:
+        newest, size = st.st_mtime, 0
+        for name in os.listdir(fd):
+            part = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            newest, size = max(newest, part.st_mtime), size + part.st_size
+        return newest, size
+    finally:
+        os.close(fd)
