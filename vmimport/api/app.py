@@ -55,6 +55,7 @@ MAX_WAITING_PER_KEY = 64
 _SCOPE_SERVICE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _QUERY_SCOPE_SERVICE = re.compile(r"(?:^|&)X-Amz-Credential=[^&/]+(?:/|%2F)\d{8}(?:/|%2F)"
                                   r"[^&/%]+(?:/|%2F)([^&/%]+)(?:/|%2F)aws4_request", re.I)
+_SIGV2_QUERY = re.compile(r"(?:^|&)AWSAccessKeyId=")
 # IAM is a global service: clients sign it for us-east-1 whatever region they use.
 _GLOBAL_SERVICES = {"iam": "us-east-1"}
 
@@ -155,9 +156,14 @@ class Api:
     @staticmethod
     def signed_for(request: Request) -> str | None:
         """The service a request's credential scope names (unverified), if it is signed."""
-        match = (_SCOPE_SERVICE.search(request.headers.get("authorization", ""))
-                 or _QUERY_SCOPE_SERVICE.search(request.scope.get("query_string", b"").decode("latin-1")))
-        return match.group(1) if match else None
+        authorization = request.headers.get("authorization", "")
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        match = _SCOPE_SERVICE.search(authorization) or _QUERY_SCOPE_SERVICE.search(query)
+        if match:
+            return match.group(1)
+        if authorization.startswith("AWS ") or _SIGV2_QUERY.search(query):
+            return "s3"  # only S3 has SigV2: refused, but in S3's words (SigV4 is required)
+        return None
 
     def protocol_for(self, request: Request) -> Protocol:
         service = self.signed_for(request)
