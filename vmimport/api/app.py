@@ -247,8 +247,24 @@ class Api:
             if request.method == "HEAD":
                 reply.body.close()
                 return Response(b"", reply.status, headers=headers)
-            return StreamingResponse(reply.body, reply.status, headers=headers)
+            return StreamingResponse(self._streamed(reply.body), reply.status, headers=headers)
         return Response(reply.body, reply.status, headers=headers)
+
+    async def _streamed(self, chunks):
+        """A streamed reply's chunks read on the transfer threads (S3 GetObject), not on the
+        four API handler threads, which a download's every chunk would otherwise queue for."""
+        done = object()
+        try:
+            while (chunk := await anyio.to_thread.run_sync(
+                    next, chunks, done, limiter=self._transfers())) is not done:
+                yield chunk
+        finally:
+            chunks.close()
+
+    def _transfers(self) -> anyio.CapacityLimiter:
+        if self.transfer_limiter is None:
+            self.transfer_limiter = anyio.CapacityLimiter(self.settings.s3_transfer_threads)
+        return self.transfer_limiter
 
     async def _serve_streamed(self, body: ConnectionBody, protocol: Protocol,
                               api_request: ApiRequest, caller: Caller, label: list[str]) -> Reply:
@@ -259,9 +275,7 @@ class Api:
                                              caller, api_request.headers)
             return self._serve(protocol, api_request, caller, label)
 
-        if self.transfer_limiter is None:
-            self.transfer_limiter = anyio.CapacityLimiter(self.settings.s3_transfer_threads)
-        return await anyio.to_thread.run_sync(serve, limiter=self.transfer_limiter)
+        return await anyio.to_thread.run_sync(serve, limiter=self._transfers())
 
     def _authenticate(self, request: Request, query, body: bytes | None,
                       protocol: Protocol) -> Caller:
