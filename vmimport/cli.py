@@ -241,8 +241,13 @@ def gc_command(args) -> None:
     from .blockstore.backends import open_block_store
     from .db.models import Job
 
+    from .service.s3_multipart import remove_abandoned
+
     settings = _settings(args)
     db = _prepare(settings)
+    count, size = remove_abandoned(settings.buckets_dir, settings.s3_abandoned_upload_days * 86400)
+    print(f"removed {count} abandoned S3 upload(s) older than "
+          f"{settings.s3_abandoned_upload_days:g} days, {size / 2**20:.1f} MiB")
     with db.read() as session:
         busy = session.scalar(select(func.count()).select_from(Job)
                               .where(Job.state.in_(["queued", "running"])))
@@ -280,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(p)
     p.set_defaults(func=migrate)
-    p = sub.add_parser("gc", help="delete blocks that no snapshot uses any more")
+    p = sub.add_parser("gc", help="delete blocks that no snapshot uses any more, and "
+                       "abandoned S3 uploads")
     _common(p)
     p.set_defaults(func=gc_command)
     args = parser.parse_args(argv)

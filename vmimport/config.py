@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     s3_secret_key: str = ""
     s3_region: str = "us-east-1"
 
+    # S3 on this endpoint. A bucket directory made by hand under DIR/buckets (not by
+    # CreateBucket) belongs to this account.
+    s3_local_bucket_owner: str = Field(default=DEFAULT_ACCOUNT_ID, pattern=r"^\d{12}$")
+    # Virtual-hosted-style addressing: a Host of <bucket>.<suffix>[:port] names the bucket,
+    # for each of these suffixes (the host this server is reached by).
+    s3_virtual_host_suffixes: list[str] = Field(default_factory=lambda: ["localhost"])
+    # Threads that stream S3 request bodies to disk (and so wait on the network), apart from
+    # the api_threads that run database work.
+    s3_transfer_threads: int = Field(default=16, ge=1)
+    # `vmimport gc` removes multipart uploads (and PUTs cut off mid-body) untouched this long.
+    s3_abandoned_upload_days: float = Field(default=7.0, ge=0)
+
     # Url=https://... sources: the hosts that may be fetched (shell patterns; empty = none),
     # and whether plain http is allowed too. Redirects are never followed.
     url_allowed_hosts: list[str] = Field(default_factory=list)

@@ -138,10 +138,11 @@ def test_iam_signed_for_us_east_1_is_its_global_region(server):
     assert "Roles" in server.client("iam", region="us-east-1").list_roles()
 
 
-@pytest.mark.parametrize("service,code", [("s3", "UnsupportedOperation"),
+@pytest.mark.parametrize("service,code", [("s3", "AccessDenied"),
                                           ("sts", "UnsupportedOperation"), ("iam", "MissingAction")])
 def test_ebs_paths_need_an_ebs_scope(server, service, code):
-    # Served as the service it was signed for (IAM has no such action), never as EBS.
+    # Served as the service it was signed for (IAM has no such action; S3 wants
+    # x-amz-content-sha256), never as EBS.
     request = signed(server, method="GET", path="/snapshots/snap-0123456789abcdef0/blocks",
                      service=service)
     status, payload = send(server, request)

@@ -30,9 +30,11 @@ FORBIDDEN = ("ClientError: Disk validation failed [We do not have access to the 
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
-    """A server of its own: account 222222222222 starts with no roles."""
+    """A server of its own: account 222222222222 starts with no roles, and owns the bucket
+    directories the tests make by hand."""
     srv = Server(tmp_path_factory.mktemp("iam") / "data",
-                 env={"VMIMPORT_CREDENTIALS": json.dumps(CREDENTIALS)}).start()
+                 env={"VMIMPORT_CREDENTIALS": json.dumps(CREDENTIALS),
+                      "VMIMPORT_S3_LOCAL_BUCKET_OWNER": ACCOUNT}).start()
     yield srv
     srv.stop()
 

@@ -6,6 +6,7 @@ filled, lists of two, enums, ranges), so a new action is covered the day it is s
 from __future__ import annotations
 
 import io
+from xml.etree import ElementTree
 from datetime import datetime, timezone
 from urllib.parse import urlencode, urlsplit
 
@@ -70,7 +71,8 @@ def as_api_request(wire: dict, protocol_name: str) -> ApiRequest:
                            for item in (v if isinstance(v, list) else [v])])
     url = urlsplit(wire["url_path"])
     headers = Headers({k: str(v) for k, v in wire["headers"].items()})
-    return ApiRequest(wire["method"], url.path, decode_query(query or url.query),
+    # rest-xml keeps literal query parts (S3's "?uploads", "?list-type=2") in the path
+    return ApiRequest(wire["method"], url.path, decode_query(url.query) + decode_query(query),
                       headers, body or b"", "req-1")
 
 
@@ -115,6 +117,9 @@ def test_output_parses_back(service, name):
            (operation.output_shape.members.values() if operation.output_shape else ())):
         http["body"] = StreamingBody(io.BytesIO(reply.body), len(reply.body))
     parsed = parser.parse(http, operation.output_shape)
+    if (service, name) == ("s3", "GetBucketLocation"):  # botocore parses it by hand too
+        root = ElementTree.fromstring(reply.body)
+        parsed["LocationConstraint"] = root.text
     assert "Error" not in parsed, parsed
     assert normalized(parsed) == normalized(result)
 

@@ -2,7 +2,7 @@
 function; parsing and serializing come from botocore's models."""
 
 from vmimport.service import (copy_image, ebs_direct, exports, iam, images, imports, kms_api,
-                              register_image, tags)
+                              register_image, s3_api, tags)
 
 EC2_ACTIONS = {
     "ImportImage": imports.import_image,
@@ -56,4 +56,27 @@ KMS_ACTIONS = {
     "GenerateDataKey": kms_api.generate_data_key_api,
     "Encrypt": kms_api.encrypt,
     "Decrypt": kms_api.decrypt,
+}
+
+S3_ACTIONS = {
+    "ListBuckets": s3_api.list_buckets,
+    "CreateBucket": s3_api.create_bucket,
+    "HeadBucket": s3_api.head_bucket,
+    "DeleteBucket": s3_api.delete_bucket,
+    "GetBucketLocation": s3_api.get_bucket_location,
+    "ListObjects": s3_api.list_objects,
+    "ListObjectsV2": s3_api.list_objects_v2,
+    "PutObject": s3_api.put_object,
+    "GetObject": s3_api.get_object,
+    "HeadObject": s3_api.head_object,
+    "DeleteObject": s3_api.delete_object,
+    "DeleteObjects": s3_api.delete_objects,
+    "CopyObject": s3_api.not_served("CopyObject"),
+    "UploadPartCopy": s3_api.not_served("UploadPartCopy"),
+    "CreateMultipartUpload": s3_api.create_multipart_upload,
+    "UploadPart": s3_api.upload_part,
+    "CompleteMultipartUpload": s3_api.complete_multipart_upload,
+    "AbortMultipartUpload": s3_api.abort_multipart_upload,
+    "ListParts": s3_api.list_parts,
+    "ListMultipartUploads": s3_api.list_multipart_uploads,
 }

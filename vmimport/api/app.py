@@ -21,11 +21,12 @@ import threading
 import time
 import uuid
 
+import anyio.from_thread
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from vmimport.blockstore.backends import open_block_store
@@ -35,6 +36,7 @@ from vmimport.service.context import Context
 from vmimport.service.errors import ApiError
 
 from .models import load_models
+from .s3_body import ConnectionBody, RequestBody
 from .protocols import (AUTH, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN,
                         UNAVAILABLE, ApiRequest, Protocol, Refusal, Reply, served_protocols)
 from .sigv4 import AuthError, Caller, QueryEncodingError, decode_query, verify_request
@@ -53,6 +55,7 @@ MAX_WAITING_PER_KEY = 64
 _SCOPE_SERVICE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 _QUERY_SCOPE_SERVICE = re.compile(r"(?:^|&)X-Amz-Credential=[^&/]+(?:/|%2F)\d{8}(?:/|%2F)"
                                   r"[^&/%]+(?:/|%2F)([^&/%]+)(?:/|%2F)aws4_request", re.I)
+_SIGV2_QUERY = re.compile(r"(?:^|&)AWSAccessKeyId=")
 # IAM is a global service: clients sign it for us-east-1 whatever region they use.
 _GLOBAL_SERVICES = {"iam": "us-east-1"}
 
@@ -145,20 +148,30 @@ class Api:
         self.credentials: dict[str, Credential] = {c.access_key: c for c in settings.credentials}
         self.limiter = RateLimiter(settings.rate_limit_per_second)
         self.slots = KeySlots(settings.api_threads_per_key or max(1, settings.api_threads - 1))
-        self.protocols = served_protocols()
+        self.protocols = served_protocols(settings.s3_virtual_host_suffixes)
+        self.transfer_limiter: anyio.CapacityLimiter | None = None  # made on the event loop
         self.blocks = open_block_store(settings)  # one for every request
 
     # --- routing --------------------------------------------------------------------------
-    def protocol_for(self, request: Request) -> Protocol:
-        match = (_SCOPE_SERVICE.search(request.headers.get("authorization", ""))
-                 or _QUERY_SCOPE_SERVICE.search(request.scope.get("query_string", b"").decode("latin-1")))
+    @staticmethod
+    def signed_for(request: Request) -> str | None:
+        """The service a request's credential scope names (unverified), if it is signed."""
+        authorization = request.headers.get("authorization", "")
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        match = _SCOPE_SERVICE.search(authorization) or _QUERY_SCOPE_SERVICE.search(query)
         if match:
-            service = match.group(1)
-        elif request.url.path.startswith("/snapshots/"):
+            return match.group(1)
+        if authorization.startswith("AWS ") or _SIGV2_QUERY.search(query):
+            return "s3"  # only S3 has SigV2: refused, but in S3's words (SigV4 is required)
+        return None
+
+    def protocol_for(self, request: Request) -> Protocol:
+        service = self.signed_for(request)
+        if service is None and request.url.path.startswith("/snapshots/"):
             service = "ebs"
-        elif request.headers.get("x-amz-target", "").startswith("TrentService."):
+        elif service is None and request.headers.get("x-amz-target", "").startswith("TrentService."):
             service = "kms"
-        else:
+        elif service is None:
             service = "ec2"
         # A service not served is refused (once the scope is read) in EC2's envelope.
         return self.protocols.get(service) or self.protocols["ec2"]
@@ -178,11 +191,13 @@ class Api:
         request_id = str(uuid.uuid4())
         started = time.monotonic()
         protocol = self.protocol_for(request)
+        streamed = ConnectionBody(request) if protocol.streams_body else None
         label = [protocol.service, "?"]
         access_key = "-"
         try:
             _check_request_size(request)
-            body = await _read_body(request)
+            # A streamed body is read by its handler (S3 objects can be any size); others whole.
+            body = None if protocol.streams_body else await _read_body(request)
             try:
                 query = decode_query(request.scope.get("query_string", b"").decode("latin-1"))
             except QueryEncodingError as exc:
@@ -193,9 +208,14 @@ class Api:
                 raise Refusal(THROTTLED, "Request limit exceeded.")
             raw_path = request.scope.get("raw_path", request.scope["path"].encode())
             api_request = ApiRequest(request.method, raw_path.decode("latin-1").split("?", 1)[0],
-                                     query, request.headers, body, request_id)
+                                     query, request.headers, body or b"", request_id)
             async with self.slots.hold(caller.access_key):
-                reply = await run_in_threadpool(self._serve, protocol, api_request, caller, label)
+                if body is None:
+                    reply = await self._serve_streamed(streamed, protocol, api_request, caller,
+                                                       label)
+                else:
+                    reply = await run_in_threadpool(self._serve, protocol, api_request, caller,
+                                                    label)
         except Refusal as refusal:
             reply = protocol.refusal(refusal, request_id)
         except AuthError as exc:
@@ -217,9 +237,33 @@ class Api:
         log.info("%s:%s %s %s %d %.1fms", label[0], label[1], request_id, access_key,
                  reply.status, (time.monotonic() - started) * 1000)
         headers = {"x-amzn-RequestId": request_id, "Server": "vmimport", **reply.headers}
+        if protocol.service == "s3":
+            headers["x-amz-request-id"] = request_id
+        if streamed is not None and not await streamed.drain(MAX_BODY):
+            # The rest of a refused body is still on the connection: it cannot be reused.
+            headers["Connection"] = "close"
+        if not isinstance(reply.body, bytes):
+            if request.method == "HEAD":
+                reply.body.close()
+                return Response(b"", reply.status, headers=headers)
+            return StreamingResponse(reply.body, reply.status, headers=headers)
         return Response(reply.body, reply.status, headers=headers)
 
-    def _authenticate(self, request: Request, query, body: bytes, protocol: Protocol) -> Caller:
+    async def _serve_streamed(self, body: ConnectionBody, protocol: Protocol,
+                              api_request: ApiRequest, caller: Caller, label: list[str]) -> Reply:
+        """``_serve`` on a transfer thread, the handler reading the body from the connection
+        a piece at a time (``anyio.from_thread``): never the whole body in memory."""
+        def serve() -> Reply:
+            api_request.stream = RequestBody(lambda: anyio.from_thread.run(body.next_piece),
+                                             caller, api_request.headers)
+            return self._serve(protocol, api_request, caller, label)
+
+        if self.transfer_limiter is None:
+            self.transfer_limiter = anyio.CapacityLimiter(self.settings.s3_transfer_threads)
+        return await anyio.to_thread.run_sync(serve, limiter=self.transfer_limiter)
+
+    def _authenticate(self, request: Request, query, body: bytes | None,
+                      protocol: Protocol) -> Caller:
         """Signature, scope and token: on the event loop, linear in the request's size (bounded
         above), so that a bad request costs no handler thread."""
         scope = request.scope
@@ -301,9 +345,26 @@ def _disk_full(exc: BaseException) -> bool:
 def create_app(settings: Settings, db: Database) -> Starlette:
     load_models()
     api = Api(settings, db)
+
+    def door(methods: set[str] | None):
+        """Requests signed for S3 may use any path and method; the others keep the routes
+        of their own protocols (``methods``; None: no route, 404)."""
+        async def endpoint(request: Request) -> Response:
+            if api.signed_for(request) == "s3":
+                return await api.handle(request)
+            if methods is None:
+                return PlainTextResponse("Not Found", 404)
+            if request.method not in methods:
+                return PlainTextResponse("Method Not Allowed", 405,
+                                         headers={"Allow": ", ".join(sorted(methods))})
+            return await api.handle(request)
+        return endpoint
+
+    every_method = ["GET", "HEAD", "POST", "PUT", "DELETE"]
     routes = [
-        Route("/", api.handle, methods=["GET", "POST"]),
-        Route("/snapshots/{rest:path}", api.handle, methods=["GET", "POST", "PUT"]),
+        Route("/", door({"GET", "POST"}), methods=every_method),
+        Route("/snapshots/{rest:path}", door({"GET", "POST", "PUT"}), methods=every_method),
+        Route("/{rest:path}", door(None), methods=every_method),
     ]
 
     @contextlib.asynccontextmanager

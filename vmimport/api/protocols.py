@@ -9,7 +9,7 @@ model, its actions table (``actions.py``) and, for a protocol not served yet, a 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import botocore.model
 from starlette.datastructures import Headers
@@ -37,13 +37,14 @@ class ApiRequest:
     body: bytes
     request_id: str
     form: list[tuple[str, str]] | None = field(default=None, repr=False)  # Query protocols
+    stream: object = field(default=None, repr=False)  # S3: the RequestBody, read by handlers
     labels: dict[str, str] = field(default_factory=dict)  # REST protocols: URI labels
 
 
 @dataclass
 class Reply:
     status: int
-    body: bytes
+    body: bytes | Iterator[bytes]  # an iterator is streamed (S3 GetObject)
     headers: dict[str, str]
 
 
@@ -65,6 +66,7 @@ class Refusal(Exception):
 class Protocol:
     service: str
     codes: dict[str, tuple[str, int]]
+    streams_body = False  # True: the handler reads the body (ApiRequest.stream), not the door
 
     def __init__(self, service: str, actions_table: dict[str, Callable]):
         self.service = service
@@ -292,9 +294,13 @@ _BY_MODEL_PROTOCOL = {"ec2": Ec2Protocol, "query": QueryProtocol, "json": JsonPr
                       "rest-json": RestJsonProtocol}
 
 
-def served_protocols() -> dict[str, Protocol]:
+def served_protocols(virtual_host_suffixes=("localhost",)) -> dict[str, Protocol]:
     """Every served service's protocol object, by the service name clients sign for."""
+    from .s3_protocol import S3Protocol  # it builds on this module
+
     tables = {"ec2": actions.EC2_ACTIONS, "iam": actions.IAM_ACTIONS, "kms": actions.KMS_ACTIONS,
               "ebs": actions.EBS_ACTIONS}
-    return {service: _BY_MODEL_PROTOCOL[service_model(service).metadata["protocol"]](service, table)
-            for service, table in tables.items()}
+    served = {service: _BY_MODEL_PROTOCOL[service_model(service).metadata["protocol"]](service, table)
+              for service, table in tables.items()}
+    served["s3"] = S3Protocol("s3", actions.S3_ACTIONS, virtual_host_suffixes)
+    return served

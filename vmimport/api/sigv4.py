@@ -23,7 +23,8 @@ from email.utils import parsedate_to_datetime
 from typing import NamedTuple
 from urllib.parse import unquote_plus
 
-from botocore.auth import SIGV4_TIMESTAMP, UNSIGNED_PAYLOAD, SigV4Auth, SigV4QueryAuth
+from botocore.auth import (SIGV4_TIMESTAMP, UNSIGNED_PAYLOAD, S3SigV4Auth, S3SigV4QueryAuth,
+                           SigV4Auth, SigV4QueryAuth)
 from botocore.awsrequest import AWSRequest
 from botocore.compat import HTTPHeaders
 from botocore.credentials import Credentials
@@ -31,6 +32,11 @@ from botocore.credentials import Credentials
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_PRESIGN_EXPIRES = 604800  # 7 days, the SigV4 limit
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+SIGNED_STREAMING = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+# Payload modes of a streamed (S3) body; the body itself is checked as it is read.
+STREAMED_MODES = (UNSIGNED_PAYLOAD, SIGNED_STREAMING, UNSIGNED_TRAILER)
 _AMZ_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")  # strptime alone accepts 1-digit months etc.
 _NO_AUTH = "The request has no Authorization header or X-Amz-Signature query parameter (SigV4 is required)"
 _MISMATCH = ("The request signature we calculated does not match the signature you provided. "
@@ -49,6 +55,34 @@ class Caller:
     # X-Amz-Security-Token (header or presigned query), signed like the rest; whether the server
     # issued it is the front door's question.
     session_token: str | None = None
+    # Streamed bodies (S3): the X-Amz-Content-SHA256 the signature covers (a hex SHA-256 the
+    # body must match, or one of STREAMED_MODES), and for signed aws-chunked bodies the key
+    # that verifies each chunk's signature.
+    content_sha256: str | None = None
+    chunk_signing: "ChunkSigning | None" = None
+
+
+@dataclass(frozen=True, repr=False)
+class ChunkSigning:
+    """What verifies the signature of each aws-chunked chunk: each one signs its bytes and the
+    signature before it, seeded by the request's own signature."""
+
+    signing_key: bytes
+    timestamp: str
+    scope: str
+    seed_signature: str
+
+    def chunk_signature(self, previous: str, chunk_sha256: str) -> str:
+        to_sign = "\n".join(("AWS4-HMAC-SHA256-PAYLOAD", self.timestamp, self.scope, previous,
+                             EMPTY_SHA256, chunk_sha256))
+        return hmac.new(self.signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
+    key = ("AWS4" + secret_key).encode()
+    for part in (date, region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
 
 
 class AuthError(Exception):
@@ -95,6 +129,14 @@ class _HeaderVerifier(_Verifier, SigV4Auth):
 
 
 class _QueryVerifier(_Verifier, SigV4QueryAuth):
+    pass
+
+
+class _S3HeaderVerifier(_Verifier, S3SigV4Auth):
+    """S3 signs the path as sent (no normalisation, no double encoding)."""
+
+
+class _S3QueryVerifier(_Verifier, S3SigV4QueryAuth):
     pass
 
 
@@ -245,6 +287,20 @@ def _check_time(auth: _Auth, now: datetime, skew: timedelta) -> None:
                     f"({fmt(now)} + {minutes})")
 
 
+def _streamed_payload_hash(received: dict[str, list[str]], presigned: bool) -> str:
+    """The X-Amz-Content-SHA256 of a body that is checked later, as it is read (S3)."""
+    declared = received.get("x-amz-content-sha256", [None])[0]
+    if declared is None:
+        if presigned:
+            return UNSIGNED_PAYLOAD  # what presigned S3 URLs sign
+        raise AuthError("InvalidRequest", "Missing required header for this request: "
+                        "x-amz-content-sha256")
+    if declared in STREAMED_MODES or _HEX64.fullmatch(declared):
+        return declared
+    raise AuthError("InvalidArgument", f"x-amz-content-sha256 '{declared[:70]}' is not a "
+                    f"hex SHA-256 nor one of the payload modes served: {', '.join(STREAMED_MODES)}")
+
+
 def _payload_hash(received: dict[str, list[str]], body: bytes, unsigned_ok: bool) -> tuple[str, bool]:
     """The hash that goes into the canonical request, and whether it covers the body.
 
@@ -270,7 +326,7 @@ def _payload_hash(received: dict[str, list[str]], body: bytes, unsigned_ok: bool
     return declared, True
 
 
-def verify_request(method: str, path: str, query_string: str, headers: Mapping[str, str], body: bytes,
+def verify_request(method: str, path: str, query_string: str, headers: Mapping[str, str], body: bytes | None,
                    lookup_secret: Callable[[str], tuple[str, str] | None], now: datetime | None = None,
                    max_skew: timedelta = timedelta(minutes=15),
                    unsigned_payload_services: frozenset[str] = frozenset({"s3"}),
@@ -280,7 +336,8 @@ def verify_request(method: str, path: str, query_string: str, headers: Mapping[s
 
     Linear in the request's size. ``pairs`` is ``decode_query(query_string)`` when the caller has
     it already; ``check_scope(region, service)`` raises ``AuthError`` for a credential scope the
-    server does not answer for, before any key is looked up."""
+    server does not answer for, before any key is looked up. ``body`` None means the body is
+    streamed (S3): the caller checks it against ``Caller.content_sha256`` as it reads it."""
     now = now or datetime.now(timezone.utc)
     if now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
@@ -312,7 +369,11 @@ def verify_request(method: str, path: str, query_string: str, headers: Mapping[s
         raise _fail("AWS was not able to validate the provided access credentials "
                     f"(unknown access key id '{access_key[:128]}')")
     secret_key, account_id = found
-    payload_hash, payload_signed = _payload_hash(received, body, service in unsigned_payload_services)
+    if body is None:
+        payload_hash = _streamed_payload_hash(received, presigned)
+        payload_signed = payload_hash != UNSIGNED_PAYLOAD
+    else:
+        payload_hash, payload_signed = _payload_hash(received, body, service in unsigned_payload_services)
 
     # Rebuild the request as the client signed it: only the listed headers, values as received.
     # The URL's host is never used ("host" comes from the received header like any signed header);
@@ -328,10 +389,20 @@ def verify_request(method: str, path: str, query_string: str, headers: Mapping[s
     request.params = [(k, v) for k, v in pairs if not (presigned and k == "X-Amz-Signature")]
     request.context["timestamp"] = auth.timestamp
 
-    signer = (_QueryVerifier if presigned else _HeaderVerifier)(Credentials(access_key, secret_key), service, region)
+    if service == "s3":
+        verifier = _S3QueryVerifier if presigned else _S3HeaderVerifier
+    else:
+        verifier = _QueryVerifier if presigned else _HeaderVerifier
+    signer = verifier(Credentials(access_key, secret_key), service, region)
     signer.payload_hash = payload_hash
     expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
     if not hmac.compare_digest(expected, signature):
         raise AuthError("SignatureDoesNotMatch", _MISMATCH)
     token = query.get("X-Amz-Security-Token") if presigned else received.get("x-amz-security-token", [None])[0]
-    return Caller(access_key, account_id, region, service, payload_signed, token)
+    chunk_signing = None
+    if payload_hash == SIGNED_STREAMING:
+        chunk_signing = ChunkSigning(signing_key(secret_key, auth.timestamp[:8], region, service),
+                                     auth.timestamp, "/".join(auth.credential.split("/")[1:]),
+                                     signature)
+    return Caller(access_key, account_id, region, service, payload_signed, token,
+                  payload_hash if body is None else None, chunk_signing)

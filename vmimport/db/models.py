@@ -300,3 +300,31 @@ class IamRolePolicy(Base):
     document: Mapped[str] = mapped_column(Text)
 
     role: Mapped[IamRole] = relationship(back_populates="policies")
+
+
+class S3Bucket(Base):
+    """A bucket made by CreateBucket, and the account that owns it. A directory made by hand
+    under ``buckets/`` has no row: it belongs to ``Settings.s3_local_bucket_owner``."""
+
+    __tablename__ = "s3_buckets"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(12), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class S3Object(Base):
+    """What S3 knows of an object beyond its file: the ETag (an MD5 is costly to recompute)
+    and the stored headers. Valid only while the file's inode, size and mtime still match
+    (a file replaced by hand, or by a concurrent PUT, no longer does)."""
+
+    __tablename__ = "s3_objects"
+
+    bucket: Mapped[str] = mapped_column(String(63), primary_key=True)
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    etag: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    inode: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    content_type: Mapped[str | None] = mapped_column(String(255))
+    user_metadata: Mapped[dict | None] = mapped_column(JSON)

@@ -3,6 +3,9 @@ for a task, the task's role (``RoleName``, default ``vmimport``) must allow it u
 (``service.policy``). A refusal fails the task with AWS's text and then exactly which action on
 which ARN was not allowed, and why.
 
+A local bucket must also belong to the task's account (``service.buckets``): a role policy
+cannot grant another account's bucket (AWS would need that bucket's policy).
+
 Checked: ``s3:GetBucketLocation`` and ``s3:ListBucket`` on ``arn:aws:s3:::<bucket>``,
 ``s3:GetObject`` on ``arn:aws:s3:::<bucket>/<key>``; for a customer managed KMS key
 ``kms:DescribeKey``, ``kms:GenerateDataKey`` (writing) and ``kms:Decrypt`` (reading) on the key
@@ -11,9 +14,10 @@ ARN. (The account's AWS managed ``alias/aws/ebs`` key is usable without a role g
 
 from __future__ import annotations
 
+from vmimport.config import Settings
 from vmimport.db.models import ImportTask, TaskDisk
 from vmimport.db.session import Database
-from vmimport.service import iam, policy
+from vmimport.service import buckets, iam, policy
 from vmimport.service.snapshot_keys import Authorize
 
 from .errors import ImportFailure
@@ -44,9 +48,11 @@ def require(db: Database, task: ImportTask, checks: list[tuple[str, str]]) -> No
                                 f"{action} on {resource}: {decision.reason}")
 
 
-def check_source(db: Database, task: ImportTask, disk: TaskDisk) -> None:
-    """The role may read the disk's bucket object (UserBucket or s3:// Url). A presigned
-    http(s) URL carries its own authorization, as on AWS: nothing to check here."""
+def check_source(db: Database, task: ImportTask, disk: TaskDisk,
+                 settings: Settings | None = None) -> None:
+    """The role may read the disk's bucket object (UserBucket or s3:// Url), and a local
+    bucket is the task's account's. A presigned http(s) URL carries its own authorization, as
+    on AWS: nothing to check here."""
     if disk.s3_bucket is not None:
         bucket, key = disk.s3_bucket, disk.s3_key or ""
     elif disk.url and disk.url.split("://", 1)[0].lower() in ("http", "https"):
@@ -55,9 +61,24 @@ def check_source(db: Database, task: ImportTask, disk: TaskDisk) -> None:
         bucket, key = parse_s3_url(disk.url)  # https:// and bad URLs fail here as they would
     else:
         return
+    if settings is not None:
+        check_bucket_owner(db, settings, task, bucket)
     bucket_arn = f"arn:aws:s3:::{bucket}"
     require(db, task, [(a, bucket_arn) for a in S3_BUCKET_ACTIONS]
             + [("s3:GetObject", f"{bucket_arn}/{key}")])
+
+
+def check_bucket_owner(db: Database, settings: Settings, task, bucket: str) -> None:
+    """A local bucket (or a link in its place, never followed) must be the task's account's
+    (an import's source, an export's destination)."""
+    if (settings.buckets_dir / bucket).is_symlink():
+        raise ImportFailure(f"{FORBIDDEN} bucket {bucket} is a symbolic link on the server, "
+                            "which vmimport never follows")
+    owner = buckets.owner_of(db, settings, bucket)
+    if owner is not None and owner != task.account_id:
+        raise ImportFailure(f"{FORBIDDEN} Access Denied: bucket {bucket} belongs to another "
+                            f"account than {task.account_id}, and a role policy cannot grant "
+                            "another account's bucket")
 
 
 def role_authorizer(db: Database, task: ImportTask) -> Authorize:

@@ -51,6 +51,7 @@ def run_export_job(control: JobControl) -> None:
         progress = ExportProgress(control, task)
         blocks = _boot_volume(control, store, task)
         progress.size = blocks.size
+        access.check_bucket_owner(db, settings, task, task.s3_bucket)
         bucket_arn = f"arn:aws:s3:::{task.s3_bucket}"
         access.require(db, task, [("s3:GetBucketLocation", bucket_arn),
                                   ("s3:GetBucketAcl", bucket_arn),

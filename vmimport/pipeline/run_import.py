@@ -203,7 +203,7 @@ def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, key: 
         manifest, size, fmt = _copy_snapshot_source(control, store, task, disk, sealing)
         disk_image_size = size
     else:
-        access.check_source(control.db, task, disk)
+        access.check_source(control.db, task, disk, settings)
         source = open_source(settings, bucket=disk.s3_bucket, key=disk.s3_key, url=disk.url)
         try:
             limits = Limits(max_virtual_size=settings.max_virtual_size,

@@ -6,8 +6,8 @@ both resolve the same way, first match wins:
 
 1. ``<data_dir>/buckets/<bucket>`` is a directory: the object is the file
    ``<data_dir>/buckets/<bucket>/<key>`` (the key may contain ``/`` for sub-directories). The
-   bucket and key come from users, so the resolved path (symlinks followed) must stay inside
-   the bucket directory; ``..``, absolute keys, NUL and escaping symlinks are refused.
+   bucket and key come from users, so no symlink is ever followed (not even one inside the
+   bucket, nor a bucket directory that is a link); ``..``, absolute keys and NUL are refused.
 2. ``VMIMPORT_S3_ENDPOINT_URL`` is set: the object is read from that S3-compatible endpoint with
    ``VMIMPORT_S3_ACCESS_KEY``/``VMIMPORT_S3_SECRET_KEY`` (anonymous if both are empty),
    path-style addressing, region ``VMIMPORT_S3_REGION``, by ranged GETs pinned to the ETag seen
@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from collections import deque
 from pathlib import Path
 from typing import Iterator
 
 from vmimport.config import Settings
 from vmimport.pipeline.errors import ImportFailure
+from vmimport.service import bucket_files
 from vmimport.vectored import preadv_all
 
 from .source_base import (DEFAULT_CHUNK, FORBIDDEN, INVALID_LOCATION,  # noqa: F401 (re-exported)
@@ -54,6 +54,9 @@ def open_source(settings: Settings, *, bucket: str | None = None, key: str | Non
         raise ImportFailure(f"{INVALID_LOCATION} bucket name {quote(bucket)} is not valid")
 
     bucket_dir = settings.buckets_dir / bucket
+    if bucket_dir.is_symlink():
+        raise ImportFailure(f"{FORBIDDEN} bucket {quote(bucket)} is a symbolic link on the "
+                            "server, which vmimport never follows")
     if bucket_dir.is_dir():
         return LocalSource.open(bucket_dir, bucket, key)
     if settings.s3_endpoint_url:
@@ -102,37 +105,32 @@ class LocalSource:
 
     @classmethod
     def open(cls, bucket_dir: Path, bucket: str, key: str) -> "LocalSource":
+        """Every path component opened without following links (``bucket_files``)."""
         desc = describe_object(bucket, key)
-        escape = ImportFailure(f"{INVALID_LOCATION} the key {quote(key)} is not allowed: it must "
-                               f"name a file inside bucket {quote(bucket)}")
-        if "\0" in key or key.startswith("/") or ".." in key.split("/"):
-            raise escape
-        root = bucket_dir.resolve(strict=True)
-        target = (root / key).resolve()  # follows every symlink, so the check below sees the truth
-        if target != root and not target.is_relative_to(root):
-            raise escape
         try:
-            st = os.stat(target)
-            if stat.S_ISDIR(st.st_mode):
-                raise ImportFailure(f"{INVALID_LOCATION} {desc}: is a directory, not an object")
-            if not stat.S_ISREG(st.st_mode):
-                raise ImportFailure(f"{INVALID_LOCATION} {desc}: is not a regular file")
-            # target has no symlinks left; O_NOFOLLOW catches one swapped in since, O_NONBLOCK
-            # keeps a FIFO swapped in from blocking the worker.
-            fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+            parts = bucket_files.key_parts(key)
+        except bucket_files.UnsafePath as bad:
+            raise ImportFailure(f"{INVALID_LOCATION} the key {quote(key)} is not allowed: "
+                                f"{bad.why}") from None
+        try:
+            bucket_fd = bucket_files.open_bucket(bucket_dir.parent, bucket)
+            try:
+                fd, st = bucket_files.open_file(bucket_fd, parts)
+            finally:
+                os.close(bucket_fd)
+        except bucket_files.IsLink:
+            raise ImportFailure(f"{INVALID_LOCATION} {desc}: a symbolic link is in the way, "
+                                "and links under buckets/ are never followed") from None
         except (FileNotFoundError, NotADirectoryError):
             raise ImportFailure(f"{INVALID_LOCATION} {desc}: no such key") from None
+        except bucket_files.NotAFile as bad:
+            what = "is a directory, not an object" if bad.what == "a directory" else \
+                "is not a regular file"
+            raise ImportFailure(f"{INVALID_LOCATION} {desc}: {what}") from None
         except PermissionError:
-            raise ImportFailure(f"{FORBIDDEN} {desc}: permission denied on {target}") from None
-        except OSError as e:  # ELOOP from O_NOFOLLOW: the path changed under us
+            raise ImportFailure(f"{FORBIDDEN} {desc}: permission denied") from None
+        except OSError as e:
             raise ImportFailure(f"{INVALID_LOCATION} {desc}: cannot open: {e.strerror}") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or not _fd_inside(fd, root):
-                raise escape
-        except BaseException:
-            os.close(fd)
-            raise
         return cls(fd, st.st_size, desc)
 
     def read_at(self, offset: int, length: int) -> bytes:
@@ -241,11 +239,3 @@ class LocalSource:
         self.close()
 
 
-def _fd_inside(fd: int, root: Path) -> bool:
-    """Where the kernel says the open file is (defeats a directory swapped for a symlink
-    between resolve() and open()). Without /proc, the resolve() check is what we have."""
-    try:
-        real = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return True
-    return Path(real).is_relative_to(root)

@@ -39,3 +39,25 @@ def not_found(code: str, ids) -> ApiError:
     shown = ", ".join(f"'{shorten(i)}'" for i in ids)
     plural = "s" if len(ids) > 1 else ""
     return ApiError(code, f"The {noun}{plural} [{shown}] do{'' if plural else 'es'} not exist")
+
+
+# S3's codes and their HTTP statuses (S3 error responses, "List of error codes").
+_S3_STATUS = {
+    "AccessDenied": 403, "BadDigest": 400, "BucketAlreadyExists": 409,
+    "BucketAlreadyOwnedByYou": 409, "BucketNotEmpty": 409, "EntityTooSmall": 400,
+    "EntityTooLarge": 400, "IncompleteBody": 400, "InvalidArgument": 400,
+    "InvalidBucketName": 400, "InvalidDigest": 400, "InvalidPart": 400,
+    "InvalidPartOrder": 400, "InvalidRange": 416, "InvalidRequest": 400, "KeyTooLongError": 400,
+    "MalformedXML": 400, "MethodNotAllowed": 405, "NoSuchBucket": 404, "NoSuchKey": 404,
+    "NoSuchUpload": 404, "NotImplemented": 501, "NotModified": 304, "PreconditionFailed": 412,
+    "SignatureDoesNotMatch": 403, "XAmzContentSHA256Mismatch": 400,
+}
+
+
+class S3Error(ApiError):
+    """An S3 error; ``resource`` (the bucket or key it is about) goes into its XML."""
+
+    def __init__(self, code: str, message: str, resource: str | None = None,
+                 status: int | None = None):
+        super().__init__(code, message, status or _S3_STATUS.get(code, 400))
+        self.resource = resource

@@ -10,6 +10,8 @@ import re
 
 MAX_KEY_BYTES = 1024  # S3: a key is at most 1,024 bytes of UTF-8
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
 
 def bucket_problem(name: str) -> str | None:
@@ -21,6 +23,8 @@ def bucket_problem(name: str) -> str | None:
                 "starts and ends with a letter or digit.")
     if ".." in name:
         return "A bucket name has no two adjacent dots."
+    if name.startswith(_RESERVED_PREFIXES) or name.endswith(_RESERVED_SUFFIXES):
+        return "A bucket name does not use a prefix or suffix S3 reserves (xn--, -s3alias...)."
     try:
         ipaddress.IPv4Address(name)
     except ValueError:

@@ -1,0 +1,158 @@
+"""S3 payload modes on the wire, built by hand from the SigV4 spec: signed aws-chunked
+(every chunk signature checked), unsigned aws-chunked with a checksum trailer, a signed body
+whose SHA-256 does not match, checksum headers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import uuid
+import zlib
+
+import pytest
+from botocore.auth import S3SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from vmimport.api.sigv4 import ChunkSigning, signing_key
+
+CHUNK = 64 * 1024
+
+
+class _Signer(S3SigV4Auth):
+    """botocore's S3 signer, told which X-Amz-Content-SHA256 to sign."""
+
+    content_sha256 = ""
+
+    def payload(self, request):
+        return self.content_sha256
+
+
+def signed_put(server, bucket: str, key: str, content_sha256: str, headers: dict):
+    request = AWSRequest(method="PUT", url=f"{server.endpoint}/{bucket}/{key}",
+                         headers=dict(headers))
+    signer = _Signer(Credentials("test", "test"), "s3", "us-east-1")
+    signer.content_sha256 = content_sha256
+    signer.add_auth(request)
+    return request
+
+
+def send(server, request, body: bytes) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    try:
+        path = request.url.split(str(server.port), 1)[1]
+        conn.putrequest(request.method, path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", f"127.0.0.1:{server.port}")  # as botocore signed it
+        for name, value in request.headers.items():
+            conn.putheader(name, value)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def chunk_signing(request) -> ChunkSigning:
+    auth = request.headers["Authorization"]
+    seed = auth.rsplit("Signature=", 1)[1]
+    timestamp = request.context["timestamp"]
+    return ChunkSigning(signing_key("test", timestamp[:8], "us-east-1", "s3"), timestamp,
+                        f"{timestamp[:8]}/us-east-1/s3/aws4_request", seed)
+
+
+def signed_chunks(data: bytes, signing: ChunkSigning, tamper: int | None = None) -> bytes:
+    out, previous = [], signing.seed_signature
+    pieces = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)] + [b""]
+    for n, piece in enumerate(pieces):
+        signature = signing.chunk_signature(previous, hashlib.sha256(piece).hexdigest())
+        previous = signature
+        sent = piece
+        if n == tamper:
+            sent = bytes([piece[0] ^ 1]) + piece[1:]
+        out.append(f"{len(piece):x};chunk-signature={signature}\r\n".encode() + sent + b"\r\n")
+    return b"".join(out)
+
+
+@pytest.fixture(scope="module")
+def bucket(server):
+    name = f"payload-{uuid.uuid4().hex[:8]}"
+    server.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def test_signed_aws_chunked(server, bucket):
+    data = bytes(range(256)) * 1000  # 256000 bytes: several chunks and a short last one
+    request = signed_put(server, bucket, "chunked", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", {
+        "Content-Encoding": "aws-chunked", "X-Amz-Decoded-Content-Length": str(len(data))})
+    status, payload = send(server, request, signed_chunks(data, chunk_signing(request)))
+    assert status == 200, payload
+    assert (server.buckets / bucket / "chunked").read_bytes() == data
+
+
+def test_wrong_chunk_signature_refused(server, bucket):
+    data = b"z" * (CHUNK * 2 + 5)
+    request = signed_put(server, bucket, "tampered", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", {
+        "Content-Encoding": "aws-chunked", "X-Amz-Decoded-Content-Length": str(len(data))})
+    status, payload = send(server, request, signed_chunks(data, chunk_signing(request), tamper=1))
+    assert status == 403 and b"<Code>SignatureDoesNotMatch</Code>" in payload
+    assert not (server.buckets / bucket / "tampered").exists()
+
+
+def trailer_body(data: bytes, name: str, value: str) -> bytes:
+    pieces = [data[i:i + CHUNK] for i in range(0, len(data), CHUNK)]
+    return (b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in pieces)
+            + f"0\r\n{name}:{value}\r\n\r\n".encode())
+
+
+@pytest.mark.parametrize("algorithm", ["crc32", "sha1", "sha256"])
+def test_unsigned_trailer(server, bucket, algorithm):
+    data = b"trailer " * 20000
+    digest = (zlib.crc32(data).to_bytes(4, "big") if algorithm == "crc32"
+              else hashlib.new(algorithm, data).digest())
+    value = base64.b64encode(digest).decode()
+    headers = {"Content-Encoding": "aws-chunked", "X-Amz-Trailer": f"x-amz-checksum-{algorithm}",
+               "X-Amz-Decoded-Content-Length": str(len(data))}
+    request = signed_put(server, bucket, f"t-{algorithm}", "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+                         headers)
+    status, payload = send(server, request, trailer_body(data, f"x-amz-checksum-{algorithm}",
+                                                         value))
+    assert status == 200, payload
+    assert (server.buckets / bucket / f"t-{algorithm}").read_bytes() == data
+    wrong = base64.b64encode(bytes(len(digest))).decode()
+    request = signed_put(server, bucket, f"bad-{algorithm}", "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+                         headers)
+    status, payload = send(server, request, trailer_body(data, f"x-amz-checksum-{algorithm}",
+                                                         wrong))
+    assert status == 400 and b"<Code>BadDigest</Code>" in payload
+    assert not (server.buckets / bucket / f"bad-{algorithm}").exists()
+
+
+def test_signed_body_with_wrong_sha256(server, bucket):
+    request = signed_put(server, bucket, "liar", hashlib.sha256(b"declared").hexdigest(), {})
+    status, payload = send(server, request, b"actually sent")
+    assert status == 400 and b"<Code>XAmzContentSHA256Mismatch</Code>" in payload
+    assert not (server.buckets / bucket / "liar").exists()
+
+
+def test_unsigned_payload(server, bucket):
+    request = signed_put(server, bucket, "unsigned", "UNSIGNED-PAYLOAD", {})
+    status, payload = send(server, request, b"no hash")
+    assert status == 200, payload
+    assert (server.buckets / bucket / "unsigned").read_bytes() == b"no hash"
+
+
+def test_checksum_headers(server, bucket):
+    s3 = server.client("s3")
+    s3.put_object(Bucket=bucket, Key="sha", Body=b"abc", ChecksumAlgorithm="SHA256")
+    data = b"checked"
+    wrong = base64.b64encode(hashlib.sha1(b"other").digest()).decode()
+    request = signed_put(server, bucket, "badsha1", hashlib.sha256(data).hexdigest(),
+                         {"x-amz-checksum-sha1": wrong})
+    status, payload = send(server, request, data)
+    assert status == 400 and b"<Code>BadDigest</Code>" in payload
+    request = signed_put(server, bucket, "crc32c", hashlib.sha256(data).hexdigest(),
+                         {"x-amz-checksum-crc32c": "AAAAAA=="})
+    status, payload = send(server, request, data)
+    assert status == 501 and b"crc32c is not supported" in payload
