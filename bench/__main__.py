@@ -8,7 +8,8 @@ Sections (issue 6): conversion (ImportImage end to end vs ``qemu-img convert -O 
 (4 GiB -> 64 GiB -> 1 TiB virtual with the same data), api (signed Describe* under 32
 connections with wrk vs moto's server; ImportImage latency while 4 imports convert), api_abuse
 (a well-behaved client's DescribeImages latency while another key sends the worst requests the
-limits allow, against the same client alone), inspection
+limits allow, against the same client alone), s3 (``aws s3 cp`` up and down through vmimport
+against SeaweedFS on this machine), inspection
 (``vmimport.inspect.inspect_disk`` on the test fixtures). Disks are cached in --cache-dir.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from . import disks, report
 from .disks import FORMATS, GiB, MiB, TiB
 
-SECTIONS = ("conversion", "growth", "api", "api_abuse", "inspection")
+SECTIONS = ("conversion", "growth", "api", "api_abuse", "inspection", "s3")
 DEFAULT_CACHE = Path(os.environ.get("VMIMPORT_BENCH_CACHE",
                                     Path(tempfile.gettempdir()) / "vmimport-bench-cache"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "the server's API threads)")
     p.add_argument("--abuse-rounds", type=int,
                    help="api_abuse: rounds of (polls alone, polls under abuse) (default 3)")
+    p.add_argument("--s3-size", type=int, help="s3: MiB copied up and down (default 1024, "
+                   "--quick 256)")
     p.add_argument("--inspection-fixtures", help="comma-separated tests/guest_disks.py fixtures "
                    "(default all)")
     p.add_argument("--profile", default="",
@@ -91,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          else 5 if args.tiny else 30 if quick else 100)
     args.abuse_rounds = args.abuse_rounds or (1 if args.tiny else 2 if quick else 3)
     args.abuse_polls = 20 if args.tiny else 100
+    args.s3_bytes = (args.s3_size or (8 if args.tiny else 256 if quick else 1024)) * MiB
     args.abuse_images = 2 if args.tiny else 5
     if args.tiny:
         args.spec = disks.DiskSpec(virtual_size=64 * MiB, data_size=8 * MiB, fs_size=8 * MiB)
@@ -188,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
                     args.abuse_rounds, args.abuse_polls, args.abuse_connections, log)]
             finally:
                 server.stop()
+        if "s3" in args.sections:
+            from .s3_transfer import run_s3
+
+            log("s3:")
+            results["s3"] = run_s3(work, cache, args.s3_bytes, args.runs, log)
         if "inspection" in args.sections:
             from .inspection import run_inspection
 

@@ -49,7 +49,7 @@ def floor_copy(image: Path, out: Path) -> None:
     the store's threads write packs of their own): the window's non-zero 64 KiB stretches at
     their offsets in the image, through the store's own write function (calls inside 256 KiB
     windows)."""
-    source = LocalSource.open(image.parent, "floor", image.name)
+    source = LocalSource.open(image.parent, image.parent.name, image.name)
     out.mkdir()
     local = threading.local()
     files: list[int] = []
@@ -89,7 +89,7 @@ def store_copy(image: Path, out: Path) -> None:
     from vmimport.pipeline.formats import Limits, open_guest_disks
     from vmimport.pipeline.source import LocalSource
 
-    source = LocalSource.open(image.parent, "floor", image.name)
+    source = LocalSource.open(image.parent, image.parent.name, image.name)
     try:
         disk = open_guest_disks(source, "raw", Limits())[0]
         write_snapshot(FileBlockStore(out), disk.virtual_size, disk.extents())

@@ -143,6 +143,11 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
                      f"alone p50 {r['quiet_p50_ms']:.1f} ms, p99 {r['quiet_p99_ms']:.1f} ms",
                      f"x{r['p99_ratio']:.2f} p99", f"p99 < {r['target_p99_ms']} ms",
                      _verdict(r["p99_pass"])))
+    for r in results.get("s3", []):
+        rows.append(("s3", f"aws s3 cp {r['direction']} {r['size'] // MiB} MiB",
+                     f"{r['vmimport_median']:.2f} s, PSS {_mib(r['vmimport_peak_pss'])}",
+                     f"SeaweedFS {r['seaweedfs_median']:.2f} s", f"x{r['ratio']:.2f} speed",
+                     f">= {r['target']:.1f}x, <= 256 MiB", _verdict(r["pass_"])))
     for r in results.get("inspection", []):
         if r.get("status") != "measured":
             rows.append(("inspection", r.get("disk", "inspect_disk"), r.get("status", ""), "",

@@ -17,7 +17,8 @@ from botocore.awsrequest import HeadersDict
 from botocore.response import StreamingBody
 from starlette.datastructures import Headers
 
-from vmimport.api.protocols import ApiRequest, served_protocols
+from vmimport.api.protocol_base import ApiRequest
+from vmimport.api.protocols import served_protocols
 from vmimport.api.sigv4 import decode_query
 
 PROTOCOLS = served_protocols()

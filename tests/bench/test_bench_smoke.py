@@ -97,3 +97,20 @@ def test_the_floor_loop_writes_every_byte(tmp_path):
     for part in parts:
         combined |= int.from_bytes(part, "big")
     assert combined.to_bytes(len(data), "big") == bytes(data)
+
+
+def test_s3_runs_on_a_tiny_input(tmp_path):
+    """The s3 section copies the same file up and down through both servers, the download
+    compared byte for byte with the upload, and reports both directions."""
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--only", "s3",
+         "--cache-dir", str(tmp_path / "cache"), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["s3"]
+    assert [r["direction"] for r in rows] == ["upload", "download"]
+    for row in rows:
+        assert len(row["vmimport_seconds"]) == len(row["seaweedfs_seconds"]) == 1
+        assert row["ratio"] > 0 and row["vmimport_peak_pss"] > 0
+    assert "aws s3 cp upload 8 MiB" in proc.stdout

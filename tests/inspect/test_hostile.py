@@ -23,6 +23,7 @@ class SlowReader(io.RawIOBase):
 
     def __init__(self, fh, delay: float):
         self.fh, self.delay = fh, delay
+        self.reads = 0
 
     def seek(self, offset, whence=0):
         return self.fh.seek(offset, whence)
@@ -31,7 +32,9 @@ class SlowReader(io.RawIOBase):
         return self.fh.tell()
 
     def read(self, n=-1):
-        time.sleep(self.delay)
+        self.reads += 1
+        if self.delay:
+            time.sleep(self.delay)
         return self.fh.read(n)
 
 
@@ -70,10 +73,14 @@ class FailingReader(io.RawIOBase):
 def test_slow_disk_stops_at_the_deadline(guest_disks_built):
     path = guest_disks_built["win2019-ntfs-mbr-bios"]
     with open(path, "rb") as f:
-        started = time.monotonic()
-        insp = inspect_disk(SlowReader(f, 0.02), path.stat().st_size, deadline_seconds=0.3)
-        elapsed = time.monotonic() - started
-    assert elapsed < 2.0, elapsed  # unbounded, the 20 ms reads would take several seconds
+        everything = SlowReader(f, 0)
+        inspect_disk(everything, path.stat().st_size, deadline_seconds=60)
+    with open(path, "rb") as f:
+        reader = SlowReader(f, 0.1)
+        insp = inspect_disk(reader, path.stat().st_size, deadline_seconds=0.3)
+    # 0.3 s of 100 ms reads is 3 or 4 of them (fewer on a busy machine, never more), where the
+    # whole inspection reads this disk ``everything.reads`` times (21 here).
+    assert reader.reads <= 5 < everything.reads, (reader.reads, everything.reads)
     assert insp.incomplete and any("deadline" in f for f in insp.findings), insp.findings
     with pytest.raises(ImportFailure, match="^Unknown OS / Missing OS files. Inspection stopped"):
         decide(insp, {})
@@ -86,11 +93,8 @@ def test_failing_reader_is_reported_not_raised():
 
 @pytest.mark.parametrize("name", ["hostile-symlink-loops", "hostile-corrupt-superblock", "hostile-corrupt-metadata"])
 def test_hostile_fixtures_finish_fast(name, guest_disks_built):
-    started = time.monotonic()
     insp = run_inspection(guest_disks_built[name], deadline=2.0)
-    elapsed = time.monotonic() - started
-    print(f"{name}: {elapsed * 1000:.1f} ms, findings: {insp.findings}")
-    assert elapsed < 6.0  # generous: CI machines are shared
+    print(f"{name}: findings: {insp.findings}")
     with pytest.raises(ImportFailure, match=r"^Unknown OS / Missing OS files\."):
         decide(insp, {})
 
@@ -110,10 +114,8 @@ def test_fuzzed_metadata_never_raises(seed, guest_disks_built):
         region = rng.choice([(0, 512), (1 << 20, (1 << 20) + 8192), ((1 << 20) + 8192, 3 << 20)])
         off = rng.randrange(*region)
         patches[off] = rng.randbytes(rng.choice([1, 2, 4, 16, 64]))
-    with open(path, "rb") as f:
-        started = time.monotonic()
+    with open(path, "rb") as f:  # bounded by the deadline (and a hang by the suite's timeout)
         insp = inspect_disk(PatchedReader(f, patches), path.stat().st_size, deadline_seconds=2.0)
-    assert time.monotonic() - started < 3.0
     try:
         decide(insp, {})
     except ImportFailure:

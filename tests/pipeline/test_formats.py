@@ -18,7 +18,6 @@ import shutil
 import struct
 import subprocess
 import tarfile
-import time
 import tracemalloc
 import zipfile
 import zlib
@@ -41,18 +40,24 @@ MiB = 1 << 20
 # -- sources -----------------------------------------------------------------------------------
 
 class FileSource:
+    """A file as a Source; ``bytes_read`` counts what readers asked for."""
+
     def __init__(self, path):
         self.path, self.description, self.size = str(path), f"file://{path}", os.path.getsize(path)
+        self.bytes_read = 0
 
     def read_at(self, offset: int, length: int) -> bytes:
         with open(self.path, "rb") as f:
             f.seek(offset)
-            return f.read(length)
+            data = f.read(length)
+        self.bytes_read += len(data)
+        return data
 
     def stream(self, offset: int = 0, chunk_size: int = 8 << 20):
         with open(self.path, "rb") as f:
             f.seek(offset)
             while chunk := f.read(chunk_size):
+                self.bytes_read += len(chunk)
                 yield chunk
 
 
@@ -145,14 +150,13 @@ def images(tmp_path_factory):
     return {"tmp": tmp, "raw": raw, "vmdk": to_vmdk(tmp, raw)}
 
 
-def fails(source, match: str, declared=None, limits=None, seconds: float = 3.0) -> str:
-    """Open and drain `source`, expecting ImportFailure containing `match`, quickly."""
-    started = time.monotonic()
+def fails(source, match: str, declared=None, limits=None) -> str:
+    """Open and drain `source`, expecting ImportFailure containing `match` (a hang is caught
+    by the suite's timeout, not by a clock here)."""
     with pytest.raises(ImportFailure) as info:
         disk = open_guest_disk(source, declared, limits or Limits())
         for _ in disk.extents():
             pass
-    assert time.monotonic() - started < seconds
     assert info.value.kind == "ClientError"
     assert match in info.value.message, info.value.message
     return info.value.message
@@ -247,8 +251,8 @@ def test_large_virtual_small_data(tmp_path, name):
         f.seek(at)
         f.write(data)
     qemu("convert", "-f", "raw", *options, str(path), str(tmp_path / "big.img"))
-    started = time.monotonic()
-    disk = open_guest_disk(FileSource(tmp_path / "big.img"), declared, Limits())
+    source = FileSource(tmp_path / "big.img")
+    disk = open_guest_disk(source, declared, Limits())
     assert 64 << 30 <= disk.virtual_size < (64 << 30) + 16 * MiB  # VHD: up to its geometry
     yielded = 0
     with open(path, "rb") as f:
@@ -259,7 +263,7 @@ def test_large_virtual_small_data(tmp_path, name):
             assert f.read(len(chunk)) == chunk
             yielded += len(chunk)
     assert len(data) <= yielded <= len(data) + slack
-    assert time.monotonic() - started < 5
+    assert source.bytes_read < 64 * MiB  # the data and the tables that lead to it, not 64 GiB
 
 
 def test_vmdk_vmware_layout_with_footer(images):

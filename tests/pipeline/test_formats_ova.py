@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
-import time
 
 import pytest
 
@@ -47,13 +46,11 @@ def padded(raw: bytes) -> bytes:
     return raw + bytes(-len(raw) % 512)
 
 
-def fails(data: bytes, match: str, declared="ova", seconds: float = 5.0, limits=None) -> str:
-    started = time.monotonic()
+def fails(data: bytes, match: str, declared="ova", limits=None) -> str:
     with pytest.raises(ImportFailure) as info:
         for disk in open_guest_disks(BytesSource(data), declared, limits or Limits()):
             for _ in disk.extents():
                 pass
-    assert time.monotonic() - started < seconds
     assert info.value.kind == "ClientError"
     assert match in info.value.message, info.value.message
     return info.value.message

@@ -192,7 +192,7 @@ def test_fixed_vhd_on_a_sparse_local_file(tmp_path):
     (tmp_path / "bucket").mkdir()
     qemu("convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed", str(path),
          str(tmp_path / "bucket" / "f.vhd"))
-    with LocalSource.open(tmp_path / "bucket", "b", "f.vhd") as source:
+    with LocalSource.open(tmp_path / "bucket", "bucket", "f.vhd") as source:
         disk = open_guest_disk(source, "vhd", Limits())
         chunks = [(offset, chunk.tobytes()) for offset, chunk in disk.extents()]
         got = [(offset, chunk) for offset, chunk in chunks if any(chunk)]

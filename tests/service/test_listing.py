@@ -124,3 +124,11 @@ def test_matching_work_does_not_grow_with_the_number_of_values():
         one = run(one_value)
         many = run(others + one_value)
         assert many < one + 199 * 50, (one, many)
+
+
+def test_a_thousand_unknown_ids_are_named_ten_and_counted():
+    from vmimport.service.errors import not_found
+    error = not_found("InvalidAMIID.NotFound", [f"ami-{i:017x}" for i in range(1000)])
+    assert error.message.count("'ami-") == 10 and "and 990 more" in error.message
+    assert len(error.message) < 400
+    assert "'ami-00000000000000000'" in not_found("InvalidAMIID.NotFound", "ami-00000000000000000").message

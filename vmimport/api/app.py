@@ -39,8 +39,9 @@ from vmimport.service.errors import ApiError
 from .health import health
 from .models import load_models
 from .s3_body import ConnectionBody, RequestBody
-from .protocols import (AUTH, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN,
-                        UNAVAILABLE, ApiRequest, Protocol, Refusal, Reply, served_protocols)
+from .protocol_base import (AUTH, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN, UNAVAILABLE,
+                            ApiRequest, Protocol, Refusal, Reply)
+from .protocols import served_protocols
 from .sigv4 import AuthError, Caller, QueryEncodingError, decode_query, verify_request
 
 log = logging.getLogger("vmimport.api")

@@ -8,110 +8,19 @@ model, its actions table (``actions.py``) and, for a protocol not served yet, a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Iterator
-
-import botocore.model
-from starlette.datastructures import Headers
-
 from vmimport.service.errors import ApiError
 
 from . import actions, ec2_protocol, json_protocol, query_protocol, rest_json
 from .models import service_model
+from .protocol_base import (AUTH, DENIED, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN,
+                            UNAVAILABLE, ApiRequest, Protocol, Refusal, Reply)
+from .s3_protocol import S3Protocol
 from .sigv4 import QueryEncodingError, decode_query
 
 XML = "text/xml;charset=UTF-8"
 # Parameters of one Query request (form body plus query string), counted before any is decoded:
 # EC2's largest legitimate requests (200 filter values, 1,000 ids, their names) stay well under.
 MAX_PARAMETERS = 3_000
-
-
-@dataclass
-class ApiRequest:
-    """What the front door knows of a request once its body is read."""
-
-    method: str
-    path: str                      # as sent, percent-encoding kept (ASGI ``raw_path``)
-    query: list[tuple[str, str]]   # decoded pairs, auth parameters included
-    headers: Headers
-    body: bytes
-    request_id: str
-    form: list[tuple[str, str]] | None = field(default=None, repr=False)  # Query protocols
-    stream: object = field(default=None, repr=False)  # S3: the RequestBody, read by handlers
-    labels: dict[str, str] = field(default_factory=dict)  # REST protocols: URI labels
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes | Iterator[bytes]  # an iterator is streamed (S3 GetObject)
-    headers: dict[str, str]
-
-
-# The failures every request can meet, named once; each protocol says how it spells them.
-AUTH, SIGNATURE, TOKEN, DENIED, THROTTLED, INVALID, UNAVAILABLE, INTERNAL = (
-    "auth", "signature", "token", "denied", "throttled", "invalid", "unavailable", "internal")
-
-
-class Refusal(Exception):
-    """A failure of the front door's own, worded per protocol through ``Protocol.codes``."""
-
-    def __init__(self, kind: str, message: str, status: int | None = None):
-        super().__init__(f"{kind}: {message}")
-        self.kind = kind
-        self.message = message
-        self.status = status
-
-
-class Protocol:
-    service: str
-    codes: dict[str, tuple[str, int]]
-    streams_body = False  # True: the handler reads the body (ApiRequest.stream), not the door
-
-    def __init__(self, service: str, actions_table: dict[str, Callable]):
-        self.service = service
-        self.model = service_model(service)
-        self.actions = actions_table  # read at each call: tests replace handlers in it
-
-    def operation(self, request: ApiRequest) -> botocore.model.OperationModel:
-        raise NotImplementedError
-
-    def handler(self, operation: botocore.model.OperationModel) -> Callable:
-        handler = self.actions.get(operation.name)
-        if handler is None:
-            raise self.not_served(operation.name)
-        return handler
-
-    def not_served(self, name: str) -> ApiError:
-        """The answer to an operation of the model that vmimport does not serve."""
-        return ApiError("NotImplemented", f"{name} is not served by vmimport")
-
-    def parse(self, operation: botocore.model.OperationModel, request: ApiRequest) -> dict:
-        raise NotImplementedError
-
-    def reply(self, operation, result: dict, request_id: str) -> Reply:
-        raise NotImplementedError
-
-    def error(self, code: str, message: str, status: int, request_id: str) -> Reply:
-        raise NotImplementedError
-
-    def denied(self, action: str, access_key: str) -> ApiError:
-        code, status = self.codes[DENIED]
-        return ApiError(code, f"access key {access_key} is not authorized to perform: "
-                        f"{self.service}:{action}", status)
-
-    def before_handler(self, params: dict) -> None:
-        """A protocol's last word before the handler runs (EC2: DryRun)."""
-
-    def status_of(self, error: ApiError) -> int:
-        return error.status
-
-    def refusal(self, refusal: Refusal, request_id: str) -> Reply:
-        code, status = self.codes[refusal.kind]
-        return self.error(code, refusal.message, refusal.status or status, request_id)
-
-    def api_error(self, error: ApiError, request_id: str) -> Reply:
-        return self.error(error.code, error.message, self.status_of(error), request_id)
 
 
 def _form_pairs(request: ApiRequest) -> list[tuple[str, str]]:
@@ -296,8 +205,6 @@ _BY_MODEL_PROTOCOL = {"ec2": Ec2Protocol, "query": QueryProtocol, "json": JsonPr
 
 def served_protocols(virtual_host_suffixes=("localhost",)) -> dict[str, Protocol]:
     """Every served service's protocol object, by the service name clients sign for."""
-    from .s3_protocol import S3Protocol  # it builds on this module
-
     tables = {"ec2": actions.EC2_ACTIONS, "iam": actions.IAM_ACTIONS, "kms": actions.KMS_ACTIONS,
               "ebs": actions.EBS_ACTIONS}
     served = {service: _BY_MODEL_PROTOCOL[service_model(service).metadata["protocol"]](service, table)

@@ -16,8 +16,8 @@ from vmimport.service.errors import ApiError, S3Error
 
 from . import s3_xml
 from .models import service_model
-from .protocols import (AUTH, DENIED, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN,
-                        UNAVAILABLE, Protocol, Reply)
+from .protocol_base import (AUTH, DENIED, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN,
+                            UNAVAILABLE, Protocol, Reply)
 
 MAX_XML_BODY = 1024 * 1024
 _NO_CONTENT = {"DeleteObject", "DeleteBucket", "AbortMultipartUpload"}

@@ -31,12 +31,17 @@ def invalid_value(name: str, value, why: str) -> ApiError:
                     f"Value ({shorten(value)}) for parameter {name} is invalid. {why}")
 
 
+SHOWN_IDS = 10  # a message names at most this many unknown ids, then counts the rest
+
+
 def not_found(code: str, ids) -> ApiError:
     """``InvalidAMIID.NotFound`` and friends; ``ids`` is one id or several."""
     ids = [ids] if isinstance(ids, str) else list(ids)
     noun = {"InvalidAMIID.NotFound": "image id", "InvalidSnapshot.NotFound": "snapshot",
             "InvalidConversionTaskId": "import task id"}.get(code, "id")
-    shown = ", ".join(f"'{shorten(i)}'" for i in ids)
+    shown = ", ".join(f"'{shorten(i)}'" for i in ids[:SHOWN_IDS])
+    if len(ids) > SHOWN_IDS:
+        shown += f" and {len(ids) - SHOWN_IDS} more"
     plural = "s" if len(ids) > 1 else ""
     return ApiError(code, f"The {noun}{plural} [{shown}] do{'' if plural else 'es'} not exist")
 
