@@ -141,8 +141,8 @@ def follow(ec2, task_id: str, snapshot: bool, quiet: bool) -> dict:
         while True:
             task, status = describe(ec2, task_id, snapshot)
             if status.get("Status") in ("completed", "deleted"):
-                if status["Status"] == "completed":
-                    progress.update(bar, completed=100, phase="completed")
+                progress.update(bar, completed=100 if status["Status"] == "completed" else None,
+                                phase="completed" if status["Status"] == "completed" else "failed")
                 return task
             progress.update(bar, completed=float(status.get("Progress") or 0),
                             phase=status.get("StatusMessage") or status.get("Status", ""))
