@@ -1,5 +1,5 @@
-"""``vmimport serve`` (API + workers), ``vmimport worker`` (workers only), ``vmimport migrate``,
-``vmimport gc`` (delete unreferenced packs and crash leftovers)."""
+"""The vmimport command: the server's commands (serve, worker, migrate, gc) and the client's
+(import, export, tasks, images, snapshots; see ``vmimport.client``)."""
 
 from __future__ import annotations
 
@@ -17,32 +17,58 @@ from .config import Settings, load_settings
 from .db.session import Database
 
 
-def _common(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    """The options every command takes; returns them (serve hands them on to its worker)."""
-    return [
+DESCRIPTION = """\
+vmimport: a self-hosted, EC2-compatible VM Import/Export service.
+
+server commands:  serve (API and workers), worker (workers only), migrate, gc
+client commands:  import, export, tasks, images, snapshots (they talk to any endpoint,
+                  this server's or AWS's, through the public API)
+
+Run 'vmimport COMMAND --help' for a command's options."""
+
+
+def _common(parser: argparse.ArgumentParser, workers: bool = True) -> list[argparse.Action]:
+    """The options the server commands take; returns them (serve hands them on to its worker).
+    ``workers``: whether the command runs workers (migrate and gc do not)."""
+    options = [
         parser.add_argument("--config", help="TOML configuration file (also VMIMPORT_CONFIG)"),
         parser.add_argument("--data-dir", help="database, block store and local buckets "
                             "(default ./data; VMIMPORT_DATA_DIR)"),
         parser.add_argument("--database-url", help="SQLAlchemy URL, e.g. "
                             "postgresql+psycopg://user@host/db (default: SQLite in the data "
                             "dir)"),
-        parser.add_argument("--workers", type=int, help="worker threads (default 2; serve "
-                            "runs them in a child process, 0: none)"),
         parser.add_argument("--log-level", help="debug, info, warning (default info)"),
     ]
+    if workers:
+        options.append(parser.add_argument("--workers", type=int, help="worker threads "
+                                           "(default 2; serve runs them in a child process, "
+                                           "0: none)"))
+    return options
 
 
 def _settings(args) -> Settings:
     return load_settings(args.config, data_dir=args.data_dir, database_url=args.database_url,
-                         workers=args.workers, log_level=args.log_level,
+                         workers=getattr(args, "workers", None), log_level=args.log_level,
                          host=getattr(args, "host", None), port=getattr(args, "port", None))
 
 
-def _prepare(settings: Settings, migrate: bool = True) -> Database:
+class _OnlyUpgrades(logging.Filter):
+    """Alembic says at INFO which plugins it set up and which dialect it uses, on every start;
+    only its "Running upgrade ..." lines tell something (the schema changed)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (not record.name.startswith("alembic") or record.levelno > logging.INFO
+                or record.getMessage().startswith("Running upgrade"))
+
+
+def _prepare(settings: Settings, migrate: bool = True, verbose: bool = False) -> Database:
     from .blockstore.backends import BlockStoreUnavailable, open_block_store
 
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        for handler in logging.getLogger().handlers:  # a logger's filter misses its children
+            handler.addFilter(_OnlyUpgrades())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.buckets_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -229,7 +255,7 @@ def worker(args) -> None:
 
 
 def migrate(args) -> None:
-    _prepare(_settings(args)).dispose()
+    _prepare(_settings(args), verbose=args.verbose).dispose()
 
 
 def gc_command(args) -> None:
@@ -271,8 +297,13 @@ def gc_command(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="vmimport", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    from . import __version__
+    from .client.commands import add_client_commands
+
+    parser = argparse.ArgumentParser(prog="vmimport", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"vmimport {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("serve", help="run the API and a worker process")
     _common(p)
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
@@ -283,14 +314,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--wake-fd", type=int, help=argparse.SUPPRESS)  # serve's child: see WorkerProcess
     p.set_defaults(func=worker)
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
-    _common(p)
+    _common(p, workers=False)
+    p.add_argument("--verbose", action="store_true", help="show every step of the migration")
     p.set_defaults(func=migrate)
-    p = sub.add_parser("gc", help="delete blocks that no snapshot uses any more, and "
-                       "abandoned S3 uploads")
-    _common(p)
+    p = sub.add_parser("gc", help="delete blocks that no snapshot uses any more")
+    _common(p, workers=False)
+    p.add_argument("--verbose", action="store_true", help="show the migration's every step")
     p.set_defaults(func=gc_command)
+    add_client_commands(sub)
     args = parser.parse_args(argv)
-    args.func(args)
+    status = args.func(args)
+    if isinstance(status, int):
+        raise SystemExit(status)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,13 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from vmimport.blockstore.backends import open_block_store
+from vmimport.console import console_file, to_console, wants_console
 from vmimport.config import Credential, Settings
 from vmimport.db.session import Database
 from vmimport.service.context import Context
 from vmimport.service.errors import ApiError
 
+from .health import health
 from .models import load_models
 from .s3_body import ConnectionBody, RequestBody
 from .protocol_base import (AUTH, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN, UNAVAILABLE,
@@ -375,9 +377,42 @@ def create_app(settings: Settings, db: Database) -> Starlette:
             return await api.handle(request)
         return endpoint
 
+    api_door = door({"GET", "POST"})
+
+    async def root(request: Request) -> Response:
+        if api.signed_for(request) is None and wants_console(request):
+            return to_console()  # a browser; API clients never ask for text/html
+        return await api_door(request)
+
+    def unsigned_page(page):
+        """A page that needs no signature, on a path that S3 requests may also use (a
+        bucket named ``console``): those still go to the API."""
+        async def endpoint(request: Request) -> Response:
+            service = api.signed_for(request)
+            if service == "s3":
+                return await api.handle(request)
+            if service is not None:
+                return PlainTextResponse("Not Found", 404)
+            if request.method not in ("GET", "HEAD"):
+                return PlainTextResponse("Method Not Allowed", 405, headers={"Allow": "GET"})
+            return await page(request)
+        return endpoint
+
+    async def health_page(request: Request) -> Response:
+        return await health(request, db)
+
+    async def console_page(request: Request) -> Response:
+        return console_file(request.path_params.get("name", ""))
+
+    async def console_root(request: Request) -> Response:
+        return to_console()
+
     every_method = ["GET", "HEAD", "POST", "PUT", "DELETE"]
     routes = [
-        Route("/", door({"GET", "POST"}), methods=every_method),
+        Route("/", root, methods=every_method),
+        Route("/health", unsigned_page(health_page), methods=every_method),
+        Route("/console", unsigned_page(console_root), methods=every_method),
+        Route("/console/{name:path}", unsigned_page(console_page), methods=every_method),
         Route("/snapshots/{rest:path}", door({"GET", "POST", "PUT"}), methods=every_method),
         Route("/{rest:path}", door(None), methods=every_method),
     ]

@@ -283,13 +283,23 @@ def _inspect_boot_volume(control: JobControl, store: BlockStore, task: ImportTas
                                     manifest) as disk:
         inspection = inspect_disk(disk, manifest.size_bytes,
                                   deadline_seconds=control.settings.inspect_deadline_seconds)
-    log.info("task %s: boot volume %s inspected in %.3fs: %s %s %s, boot modes %s", task.id,
-             snapshot_id, inspection.seconds, inspection.os_family, inspection.os_name,
-             inspection.architecture, sorted(inspection.boot_modes))
+    log.info("task %s: boot volume %s inspected in %.3fs: %s", task.id, snapshot_id,
+             inspection.seconds, _inspection_summary(inspection))
     return decide(inspection, {
         "Platform": task.platform, "Architecture": task.architecture,
         "BootMode": task.boot_mode, "LicenseType": task.license_type,
         "UsageOperation": task.usage_operation, "Hypervisor": task.hypervisor})
+
+
+def _inspection_summary(inspection) -> str:
+    """What inspection found, or why it found no operating system (its findings say why)."""
+    if inspection.os_family is None:
+        why = "; ".join(inspection.findings[-3:]) or "no partition or filesystem held one"
+        return f"no operating system found ({why})"
+    modes = ", ".join(sorted(inspection.boot_modes)) or "none found"
+    name = inspection.os_name or inspection.os_family
+    architecture = inspection.architecture or "architecture unknown"
+    return f"{name} ({architecture}), kernel {inspection.kernel or 'unknown'}, boot modes {modes}"
 
 
 def _complete(control: JobControl, task: ImportTask, decision: Decision | None) -> None:

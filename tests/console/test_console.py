@@ -1,0 +1,77 @@
+"""The console in a real browser (Debian's headless Chromium) against a live server: sign in
+with a key, see an imported AMI, its snapshot and task listed; a wrong secret is refused;
+signing out forgets the key. Screenshots are kept in the test's tmp dir (and copied to
+$VMIMPORT_TEST_SCREENSHOTS if set) for a person to look at."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ..helpers import wait_task
+from .browser import CHROMIUM, Browser
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
+                                "(scripts/test-packages lists it; scripts/setup --test installs it)")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    opened = Browser(tmp_path / "profile")
+    yield opened
+    opened.close()
+
+
+def _keep(path: Path) -> None:
+    target = os.environ.get("VMIMPORT_TEST_SCREENSHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+
+
+def _sign_in(browser, secret: str) -> None:
+    browser.wait_for("!document.getElementById('sign-in').hidden")
+    browser.evaluate(f"""
+        document.getElementById('access-key').value = 'test';
+        document.getElementById('secret-key').value = {json.dumps(secret)};
+        document.getElementById('sign-in').requestSubmit();""")
+
+
+def test_signed_in_console_lists_an_imported_ami(server, ec2, disks, browser, tmp_path):
+    server.put_object("console-test", "disk.vmdk", disks["vmdk"])
+    task_id = ec2.import_image(DiskContainers=[{"Format": "vmdk", "UserBucket": {
+        "S3Bucket": "console-test", "S3Key": "disk.vmdk"}}])["ImportTaskId"]
+    image_id = wait_task(ec2, task_id)["ImageId"]
+    browser.goto(server.endpoint + "/console/")
+    _sign_in(browser, "test")
+    browser.wait_for(f"document.getElementById('images').textContent.includes('{image_id}')")
+    images = browser.evaluate("document.getElementById('images').textContent")
+    tasks = browser.evaluate("document.getElementById('tasks').textContent")
+    assert "x86_64" in images and task_id in tasks and "[object" not in tasks
+    # What is shown: the tables, not the sign-in form (hidden is not overridden by CSS).
+    assert browser.evaluate("document.getElementById('sign-in').offsetParent") is None
+    assert browser.evaluate("document.getElementById('images').offsetParent !== null")
+    assert browser.evaluate("document.getElementById('error').textContent") == ""
+    # The secret stays in this tab's session storage: not in the page, not in a cookie.
+    assert "test" not in browser.evaluate("document.cookie")
+    assert browser.evaluate("document.getElementById('secret-key').value") == ""
+    shot = tmp_path / "console-images.png"
+    browser.screenshot(shot)
+    _keep(shot)
+    browser.evaluate("document.getElementById('sign-out').click()")
+    browser.wait_for("!document.getElementById('sign-in').hidden")
+    assert browser.evaluate("sessionStorage.length") == 0
+
+
+def test_wrong_secret_is_refused_and_forgotten(server, browser):
+    browser.goto(server.endpoint + "/console/")
+    _sign_in(browser, "not-the-secret")
+    browser.wait_for("document.getElementById('sign-in-error').textContent !== ''")
+    error = browser.evaluate("document.getElementById('sign-in-error').textContent")
+    assert "SignatureDoesNotMatch" in error or "AuthFailure" in error
+    assert browser.evaluate("sessionStorage.length") == 0
+    assert browser.evaluate("document.getElementById('views').hidden") is True
