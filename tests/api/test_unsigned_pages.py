@@ -56,3 +56,29 @@ def test_a_bucket_named_console_is_still_s3s(server):
     assert s3.get_object(Bucket="console", Key="index.html")["Body"].read() == b"mine"
     s3.delete_object(Bucket="console", Key="index.html")
     s3.delete_bucket(Bucket="console")
+
+
+def test_underscore_health_and_readiness(server):
+    status, _, body = _get(server.endpoint + "/_health")
+    assert status == 200 and json.loads(body)["database"] == "reachable"
+    status, headers, body = _get(server.endpoint + "/_ready")
+    document = json.loads(body)
+    assert status == 200 and headers["Cache-Control"] == "no-store"
+    assert document == {"status": "ready", "version": document["version"],
+                        "database": "reachable", "block_store": "reachable"}
+
+
+def test_readiness_fails_when_the_block_store_is_gone(tmp_path):
+    import shutil
+
+    from ..helpers import Server
+    srv = Server(tmp_path / "data", workers=0).start()
+    try:
+        assert _get(srv.endpoint + "/_ready")[0] == 200
+        shutil.rmtree(srv.data_dir / "blocks")
+        (srv.data_dir / "blocks").write_text("not a directory")  # reads now fail
+        status, _, body = _get(srv.endpoint + "/_ready")
+        assert status == 503 and json.loads(body)["block_store"] == "unreachable"
+        assert _get(srv.endpoint + "/_health")[0] == 200  # alive, only not ready
+    finally:
+        srv.stop()

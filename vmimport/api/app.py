@@ -36,7 +36,7 @@ from vmimport.db.session import Database
 from vmimport.service.context import Context
 from vmimport.service.errors import ApiError
 
-from .health import health
+from .health import health, ready
 from .models import load_models
 from .s3_body import ConnectionBody, RequestBody
 from .protocol_base import (AUTH, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN, UNAVAILABLE,
@@ -401,6 +401,9 @@ def create_app(settings: Settings, db: Database) -> Starlette:
     async def health_page(request: Request) -> Response:
         return await health(request, db)
 
+    async def ready_page(request: Request) -> Response:
+        return await ready(request, db, api.blocks)
+
     async def console_page(request: Request) -> Response:
         return console_file(request.path_params.get("name", ""))
 
@@ -411,6 +414,8 @@ def create_app(settings: Settings, db: Database) -> Starlette:
     routes = [
         Route("/", root, methods=every_method),
         Route("/health", unsigned_page(health_page), methods=every_method),
+        Route("/_health", unsigned_page(health_page), methods=every_method),
+        Route("/_ready", unsigned_page(ready_page), methods=every_method),
         Route("/console", unsigned_page(console_root), methods=every_method),
         Route("/console/{name:path}", unsigned_page(console_page), methods=every_method),
         Route("/snapshots/{rest:path}", door({"GET", "POST", "PUT"}), methods=every_method),

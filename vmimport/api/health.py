@@ -1,10 +1,11 @@
-"""``GET /health``: whether this server answers and can reach its database — for load
-balancers, monitors and people. No signature is needed, so it says nothing secret: no paths,
-URLs, counts or account data."""
+"""``GET /health`` (also ``/_health``): whether this server answers and can reach its database;
+``GET /_ready``: and its block store too — for load balancers, monitors and people. No
+signature is needed, so they say nothing secret: no paths, URLs, counts or account data."""
 
 from __future__ import annotations
 
 import logging
+import os
 
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +26,30 @@ def _database_reachable(db: Database) -> bool:
     except Exception:  # noqa: BLE001 - any failure means "not reachable"; the log says which
         log.warning("health check: the database is not reachable", exc_info=True)
         return False
+
+
+def _block_store_reachable(blocks) -> bool:
+    try:
+        location = getattr(blocks, "location", "")
+        if location and "://" not in location:  # a directory: it must be one, and writable
+            return os.path.isdir(location) and os.access(location, os.W_OK)
+        # An object store: asking for a manifest no snapshot has reaches it (or raises).
+        blocks.has_manifest("snap-00000000000000000")
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not reachable"; the log says which
+        log.warning("readiness check: the block store is not reachable", exc_info=True)
+        return False
+
+
+async def ready(request: Request, db: Database, blocks) -> JSONResponse:
+    database = await run_in_threadpool(_database_reachable, db)
+    store = await run_in_threadpool(_block_store_reachable, blocks)
+    return JSONResponse({"status": "ready" if database and store else "unavailable",
+                         "version": __version__,
+                         "database": "reachable" if database else "unreachable",
+                         "block_store": "reachable" if store else "unreachable"},
+                        200 if database and store else 503,
+                        headers={"Server": "vmimport", "Cache-Control": "no-store"})
 
 
 async def health(request: Request, db: Database) -> JSONResponse:
