@@ -1,11 +1,12 @@
 """vmimport's benchmark: one command, every figure against a baseline measured in the same run.
 
-    python -m bench [--quick] [--only conversion,growth,api,api_abuse,inspection]
+    python -m bench [--quick] [--only conversion,growth,export,api,api_abuse,inspection]
                     [--formats raw,vmdk-stream]
                     [--runs N] [--out bench/results/latest.json] [--markdown BENCHMARKS.md]
 
 Sections (issue 6): conversion (ImportImage end to end vs ``qemu-img convert -O raw``), growth
-(4 GiB -> 64 GiB -> 1 TiB virtual with the same data), api (signed Describe* under 32
+(4 GiB -> 64 GiB -> 1 TiB virtual with the same data), export (ExportImage as VMDK, VHD, RAW
+vs ``qemu-img convert -f raw -O vmdk/vpc/raw``), api (signed Describe* under 32
 connections with wrk vs moto's server; ImportImage latency while 4 imports convert), api_abuse
 (a well-behaved client's DescribeImages latency while another key sends the worst requests the
 limits allow, against the same client alone), s3 (``aws s3 cp`` up and down through vmimport
@@ -27,7 +28,7 @@ from pathlib import Path
 from . import disks, report
 from .disks import FORMATS, GiB, MiB, TiB
 
-SECTIONS = ("conversion", "growth", "api", "api_abuse", "inspection", "s3")
+SECTIONS = ("conversion", "growth", "export", "api", "api_abuse", "inspection", "s3")
 DEFAULT_CACHE = Path(os.environ.get("VMIMPORT_BENCH_CACHE",
                                     Path(tempfile.gettempdir()) / "vmimport-bench-cache"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
                             args.growth_sizes, args.runs, cache, work, log, args.growth_timeout)
             finally:
                 server.stop()
+        if "export" in args.sections:
+            from .export import run_export
+
+            log(f"export ({args.runs} run(s), median):")
+            with VmimportServer(work / "export-data") as server, \
+                    MemorySampler(server.pid) as sampler:
+                results["export"] = run_export(server, client(server.endpoint), sampler, base,
+                                               args.runs, work, log)
         if "api" in args.sections:
             from .api_load import run_api
 

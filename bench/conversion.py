@@ -9,6 +9,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from . import disks
 from .disks import FORMATS, Format, MiB
@@ -16,6 +17,7 @@ from .server import MemorySampler, Timed, VmimportServer, cpu_seconds, timed_com
 
 BUCKET = "bench"
 RSS_LIMIT = 256 * MiB
+T, R = TypeVar("T"), TypeVar("R")
 POLL = 0.5  # DescribeImportImageTasks poll interval: only tells when to look (see import_once)
 
 
@@ -89,10 +91,26 @@ SERIES = 3  # timed runs of one tool in a row (after an untimed one), before the
 def timed_runs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str, runs: int,
                work: Path, timeout: float, sampler: MemorySampler
                ) -> tuple[list[Timed], list[ImportResult]]:
-    """``runs`` timed ``qemu-img convert``s and ``runs`` timed imports of one image, in short
-    series of each tool (``SERIES`` runs after an untimed one), the tools taking turns and
-    the first one alternating (qemu-img, vmimport, vmimport, qemu-img, ...); each run's output
-    (qemu-img's raw file, the imported blocks) is deleted right after it.
+    """``runs`` timed ``qemu-img convert``s and ``runs`` timed imports of one image, taking
+    turns as ``take_turns`` says; each run's output (qemu-img's raw file, the imported blocks)
+    is deleted right after it."""
+    server.clear_blocks()
+
+    def import_and_clear() -> ImportResult:
+        result = import_once(server, ec2, key, fmt.declared, timeout, sampler)
+        server.clear_blocks()
+        return result
+
+    return take_turns(lambda: qemu_once(fmt, image, work / "qemu-out.raw"), import_and_clear,
+                      runs, completed=lambda result: result.status == "completed")
+
+
+def take_turns(baseline: Callable[[], T], ours: Callable[[], R], runs: int,
+               completed: Callable[[R], bool] = lambda result: True
+               ) -> tuple[list[T], list[R]]:
+    """``runs`` timed runs of each tool, in short series (``SERIES`` runs after an untimed
+    one), the tools taking turns and the first one alternating (qemu-img, vmimport, vmimport,
+    qemu-img, ...), after ``settle``. Stops at the first of our runs not ``completed``.
 
     Each run after one of its own tool: on this VM (see bench/README.md) a run's cost depends
     on what ran just before it, and not alike for both tools. With single runs interleaved (as
@@ -103,35 +121,32 @@ def timed_runs(server: VmimportServer, ec2, fmt: Format, image: Path, key: str, 
     spread both tools over the same stretch of time: with one series each, a full run on
     2026-11-27 caught a slow spell of the machine in the imports' series (fixed VHD: imports
     0.39 -> 0.48 s median from a run ten minutes before, qemu-img 0.44 -> 0.45 s)."""
-    server.clear_blocks()
     settle()
-    qemu: list[Timed] = []
-    ours: list[ImportResult] = []
+    theirs: list[T] = []
+    mine: list[R] = []
 
-    def qemu_series(count: int) -> bool:
-        qemu_once(fmt, image, work / "qemu-out.raw")
-        qemu.extend(qemu_once(fmt, image, work / "qemu-out.raw") for _ in range(count))
+    def baseline_series(count: int) -> bool:
+        baseline()
+        theirs.extend(baseline() for _ in range(count))
         return True
 
-    def import_series(count: int) -> bool:  # False once an import did not complete
-        import_once(server, ec2, key, fmt.declared, timeout)
-        server.clear_blocks()
+    def our_series(count: int) -> bool:  # False once one of our runs did not complete
+        ours()
         for _ in range(count):
-            ours.append(import_once(server, ec2, key, fmt.declared, timeout, sampler))
-            server.clear_blocks()
-            if ours[-1].status != "completed":
+            mine.append(ours())
+            if not completed(mine[-1]):
                 return False
         return True
 
     turn = 0
-    while len(qemu) < runs:
-        count = min(SERIES, runs - len(qemu))
-        first, second = ((qemu_series, import_series) if turn % 2 == 0
-                         else (import_series, qemu_series))
+    while len(theirs) < runs:
+        count = min(SERIES, runs - len(theirs))
+        first, second = ((baseline_series, our_series) if turn % 2 == 0
+                         else (our_series, baseline_series))
         if not (first(count) and second(count)):
             break
         turn += 1
-    return qemu, ours
+    return theirs, mine
 
 
 def _seconds(value: float | None) -> str:

@@ -122,13 +122,14 @@ class VmimportServer(Child):
         except OSError:
             subprocess.run(["cp", "--sparse=always", str(source), str(target)], check=True)
 
-    def finished_at(self, task_id: str) -> float | None:
-        """When the server marked the task finished (epoch seconds), from its SQLite database."""
+    def finished_at(self, task_id: str, table: str = "import_tasks") -> float | None:
+        """When the server marked the task finished (epoch seconds), from its SQLite database
+        (``table``: import_tasks or export_tasks)."""
         import sqlite3
         from datetime import datetime, timezone
 
         with sqlite3.connect(f"file:{self.data_dir / 'vmimport.db'}?mode=ro", uri=True) as db:
-            row = db.execute("SELECT finished_at FROM import_tasks WHERE id = ?",
+            row = db.execute(f"SELECT finished_at FROM {table} WHERE id = ?",
                              (task_id,)).fetchone()
         if not row or not row[0]:
             return None

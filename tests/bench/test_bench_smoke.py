@@ -65,6 +65,28 @@ def test_api_abuse_runs_on_a_tiny_input(tmp_path):
     assert "api_abuse  DescribeImages, another key abusing" in proc.stdout
 
 
+def test_export_runs_on_a_tiny_input(tmp_path):
+    """Each format is exported through the API and timed against qemu-img, and only after
+    `qemu-img compare` found the export the same disk as the raw it was imported from."""
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--tiny", "--only", "export",
+         "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+         "--markdown", str(tmp_path / "BENCHMARKS.md")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["format"]: r for r in json.loads(out.read_text())["export"]}
+    assert sorted(rows) == ["RAW", "VHD", "VMDK"]
+    for name, row in rows.items():
+        assert row["status"] == "measured" and row["identical"], row
+        assert row["speedup"] > 0 and row["vmimport_peak_rss"] > 0, row
+        assert 0 < row["vmimport_write_median"] < row["vmimport_median"], row
+        assert row["vmimport_bytes"] > 0 and row["qemu_bytes"] > 0, row
+    assert rows["RAW"]["vmimport_bytes"] == rows["RAW"]["qemu_bytes"] == 64 << 20
+    assert rows["VMDK"]["vmimport_bytes"] < 64 << 20  # deflated
+    assert "| export | VMDK |" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
 def test_floor_runs_on_a_tiny_input(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bench.floor", "--tiny", "--runs", "1",
                            "--cache-dir", str(tmp_path / "cache")],

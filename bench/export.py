@@ -1,0 +1,193 @@
+"""Export: ExportImage end to end (ExportImage -> task completed, the object in a local bucket)
+of an AMI imported from the bench's base disk, as VMDK, VHD and RAW, against ``qemu-img
+convert`` of the same raw disk into a file, in the same turns as the conversion section
+(``take_turns``). Each format's export is first checked once with ``qemu-img compare``, so a
+fast wrong writer cannot win."""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import disks
+from .conversion import BUCKET, POLL, RSS_LIMIT, import_once, take_turns
+from .disks import MiB
+from .server import MemorySampler, Timed, VmimportServer, cpu_seconds, timed_command
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str  # DiskImageFormat
+    qemu_args: tuple[str, ...]  # qemu-img convert's output options for the same format
+    qemu_fmt: str  # how qemu-img reads the result back (compare)
+    target: float  # speed target vs qemu-img (x), issue 14
+
+
+EXPORT_FORMATS = (
+    ExportFormat("VMDK", ("-O", "vmdk", "-o", "subformat=streamOptimized"), "vmdk", 2.0),
+    ExportFormat("VHD", ("-O", "vpc"), "vpc", 1.0),
+    ExportFormat("RAW", ("-O", "raw"), "raw", 1.0),
+)
+EXPORT_BUCKET = "exports"
+
+
+@dataclass
+class ExportResult:
+    status: str  # completed | deleted | timeout
+    seconds: float  # ExportImage call -> the task's finished_at
+    message: str = ""
+    peak_pss: int = 0  # the server's process tree (see MemorySampler)
+    cpu: float = 0.0
+    write_seconds: float | None = None  # the worker's writer and sink alone (its log)
+    path: Path | None = None  # the object, while it is kept
+
+
+@dataclass
+class OutputCheck:
+    identical: bool
+    message: str
+    vmimport_bytes: int
+    vmimport_allocated: int
+    qemu_bytes: int
+    qemu_allocated: int
+
+
+def export_once(server: VmimportServer, ec2, image_id: str, fmt: ExportFormat,
+                sampler: MemorySampler | None = None, keep: bool = False,
+                timeout: float = 900) -> ExportResult:
+    """One ExportImage into the local bucket, timed to the task's ``finished_at`` (read from
+    the server's database, so the poll interval adds nothing); the object is deleted unless
+    ``keep``."""
+    if sampler is not None:
+        sampler.reset()
+    cpu0 = cpu_seconds(server.pid)
+    t0_wall, t0 = time.time(), time.perf_counter()
+    task_id = ec2.export_image(ImageId=image_id, DiskImageFormat=fmt.name,
+                               S3ExportLocation={"S3Bucket": EXPORT_BUCKET})["ExportImageTaskId"]
+    while True:
+        task = ec2.describe_export_image_tasks(
+            ExportImageTaskIds=[task_id])["ExportImageTasks"][0]
+        elapsed = time.perf_counter() - t0
+        if task["Status"] in ("completed", "deleted"):
+            status = task["Status"]
+            break
+        if elapsed > timeout:
+            ec2.cancel_export_task(ExportTaskId=task_id)
+            status = "timeout"
+            break
+        time.sleep(POLL)
+    finished = server.finished_at(task_id, "export_tasks") if status == "completed" else None
+    path = server.data_dir / "buckets" / EXPORT_BUCKET / f"{task_id}.{fmt.name.lower()}"
+    result = ExportResult(status, finished - t0_wall if finished is not None else elapsed,
+                          task.get("StatusMessage", ""), sampler.peak if sampler else 0,
+                          cpu_seconds(server.pid) - cpu0, _write_seconds(server, task_id),
+                          path if keep else None)
+    if not keep:
+        path.unlink(missing_ok=True)
+    return result
+
+
+def _write_seconds(server: VmimportServer, task_id: str) -> float | None:
+    """The worker's "written to ... in <s>s" line: the writer and sink without the API, the
+    queue and the task's bookkeeping."""
+    found = re.search(rf"export {re.escape(task_id)}: .* written to \S+ in ([0-9.]+)s",
+                      server.log_path.read_text(errors="replace"))
+    return float(found.group(1)) if found else None
+
+
+def qemu_export(fmt: ExportFormat, raw: Path, out: Path, keep: bool = False) -> Timed:
+    try:
+        return timed_command([disks.QEMU_IMG, "convert", "-f", "raw", str(raw),
+                              *fmt.qemu_args, str(out)])
+    finally:
+        if not keep:
+            out.unlink(missing_ok=True)
+
+
+def check_output(server: VmimportServer, ec2, image_id: str, fmt: ExportFormat, raw: Path,
+                 work: Path) -> OutputCheck:
+    """One export and one qemu-img output of the format, kept long enough to compare ours with
+    the raw disk and to measure both tools' sizes."""
+    ours = export_once(server, ec2, image_id, fmt, keep=True)
+    theirs = work / f"qemu-out.{fmt.name.lower()}"
+    try:
+        qemu_export(fmt, raw, theirs, keep=True)
+        if ours.status != "completed":
+            return OutputCheck(False, f"export {ours.status}: {ours.message}", 0, 0,
+                               theirs.stat().st_size, theirs.stat().st_blocks * 512)
+        compared = subprocess.run([disks.QEMU_IMG, "compare", "-f", "raw", "-F", fmt.qemu_fmt,
+                                   str(raw), str(ours.path)], capture_output=True, text=True)
+        return OutputCheck(compared.returncode == 0,
+                           (compared.stdout + compared.stderr).strip()[:300],
+                           ours.path.stat().st_size, ours.path.stat().st_blocks * 512,
+                           theirs.stat().st_size, theirs.stat().st_blocks * 512)
+    finally:
+        ours.path.unlink(missing_ok=True)
+        theirs.unlink(missing_ok=True)
+
+
+def import_base(server: VmimportServer, ec2, raw: Path) -> str:
+    """The AMI every export starts from: the base disk imported once."""
+    key = f"export/{raw.name}"
+    server.put(BUCKET, key, raw)
+    imported = import_once(server, ec2, key, "raw")
+    server.drop(BUCKET, key)
+    if imported.status != "completed":
+        raise RuntimeError(f"importing the base disk for the exports failed: {imported.message}")
+    task = ec2.describe_import_image_tasks(
+        ImportTaskIds=[imported.task_id])["ImportImageTasks"][0]
+    return task["ImageId"]
+
+
+def run_export(server: VmimportServer, ec2, sampler: MemorySampler, raw: Path, runs: int,
+               work: Path, log) -> list[dict]:
+    (server.data_dir / "buckets" / EXPORT_BUCKET).mkdir(parents=True, exist_ok=True)
+    image_id = import_base(server, ec2, raw)
+    rows = []
+    for fmt in EXPORT_FORMATS:
+        row = {"section": "export", "format": fmt.name, "target_speedup": fmt.target,
+               "qemu_command": f"qemu-img convert -f raw {' '.join(fmt.qemu_args)}"}
+        rows.append(row)
+        check = check_output(server, ec2, image_id, fmt, raw, work)
+        row.update(identical=check.identical, compare=check.message,
+                   vmimport_bytes=check.vmimport_bytes,
+                   vmimport_allocated_bytes=check.vmimport_allocated,
+                   qemu_bytes=check.qemu_bytes, qemu_allocated_bytes=check.qemu_allocated)
+        qemu, ours = take_turns(
+            lambda: qemu_export(fmt, raw, work / f"qemu-out.{fmt.name.lower()}"),
+            lambda: export_once(server, ec2, image_id, fmt, sampler), runs,
+            completed=lambda result: result.status == "completed")
+        row["qemu_seconds"] = [round(t.seconds, 3) for t in qemu]
+        row["qemu_cpu_seconds"] = [round(t.cpu, 2) for t in qemu]
+        row["qemu_peak_rss"] = max(t.peak_rss for t in qemu)
+        row["vmimport_seconds"] = [round(r.seconds, 3) for r in ours]
+        row["vmimport_write_seconds"] = [r.write_seconds for r in ours]
+        row["vmimport_cpu_seconds"] = [round(r.cpu, 2) for r in ours]
+        row["vmimport_peak_rss"] = max(r.peak_pss for r in ours)
+        failed = [r for r in ours if r.status != "completed"]
+        if failed:
+            row.update(status="error", message=f"{failed[0].status}: {failed[0].message}")
+            log(f"  {fmt.name:5s} export failed: {row['message'][:200]}")
+            continue
+        q = statistics.median(t.seconds for t in qemu)
+        v = statistics.median(r.seconds for r in ours)
+        written = [r.write_seconds for r in ours if r.write_seconds is not None]
+        row.update(status="measured", qemu_median=round(q, 3), vmimport_median=round(v, 3),
+                   speedup=round(q / v, 3), speed_pass=q / v >= fmt.target,
+                   rss_pass=row["vmimport_peak_rss"] <= RSS_LIMIT,
+                   size_ratio=round(check.vmimport_allocated / max(1, check.qemu_allocated), 3),
+                   qemu_cpu_median=round(statistics.median(t.cpu for t in qemu), 2),
+                   vmimport_cpu_median=round(statistics.median(r.cpu for r in ours), 2),
+                   vmimport_write_median=round(statistics.median(written), 3) if written
+                   else None)
+        log(f"  {fmt.name:5s} vmimport {v:6.2f}s (write {row['vmimport_write_median']}s, "
+            f"{row['vmimport_cpu_median']:.2f} CPU-s, {check.vmimport_bytes / MiB:.0f} MiB)  "
+            f"qemu-img {q:6.2f}s ({row['qemu_cpu_median']:.2f} CPU-s, "
+            f"{check.qemu_bytes / MiB:.0f} MiB)  x{q / v:5.2f} (target {fmt.target}x)  "
+            f"PSS {row['vmimport_peak_rss'] / MiB:.0f} MiB  "
+            + ("identical" if check.identical else f"DIFFERS: {check.message}"))
+    return rows
