@@ -130,7 +130,7 @@ class PackWriter:
         allows. Several blocks at a time, because per-block costs (a lookup, a write call,
         Python itself) add up at 2,000+ blocks a GiB. A block is shared with one stored
         already only once their bytes compare equal (``_same_bytes``)."""
-        digests = [_digest_pieces(pieces) for pieces in blocks]
+        digests = [digest_pieces(pieces) for pieces in blocks]
         refs = self._matches(digests, blocks)
         # A candidate with other bytes is a fingerprint collision: never by chance (2^-128),
         # so a crafted block holds that fingerprint. Such blocks go by their blake3 digest
@@ -381,7 +381,8 @@ def _strong_digest(pieces: list[tuple[int, memoryview]]) -> str:
     return _hexdigest(blake3.blake3(max_threads=1), pieces)
 
 
-def _digest_pieces(pieces: list[tuple[int, memoryview]]) -> str:
+def digest_pieces(pieces: list[tuple[int, memoryview]]) -> str:
+    """The fingerprint of the 512 KiB block the pieces make, zeros included, with no copy."""
     return _hexdigest(xxhash.xxh3_128(), pieces)
 
 
