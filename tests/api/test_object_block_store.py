@@ -1,0 +1,58 @@
+"""A live server whose block store is a bucket on a real S3-compatible server (SeaweedFS): an
+import's snapshot reads back over the EBS direct APIs as qemu-img's raw, nothing of it lands in
+the data dir, and the AMI exports as the same disk."""
+
+from __future__ import annotations
+
+import pytest
+
+from ..helpers import Server, qemu_raw_sha256, snapshot_sha256, wait_task
+from ..s3server import S3Server
+from .test_export_image import same_disk, wait_export
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    server = S3Server(tmp_path_factory.mktemp("s3blocks")).start()
+    server.client().create_bucket(Bucket="vmimport-blocks")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def object_backed(tmp_path_factory, s3):
+    srv = Server(tmp_path_factory.mktemp("objvmimport") / "data", env={
+        "VMIMPORT_BLOCKS_URL": "s3://vmimport-blocks/t/",
+        "VMIMPORT_BLOCKS_S3_ENDPOINT_URL": s3.endpoint_url,
+        "VMIMPORT_BLOCKS_S3_ACCESS_KEY": s3.access_key,
+        "VMIMPORT_BLOCKS_S3_SECRET_KEY": s3.secret_key}).start()
+    yield srv
+    srv.stop()
+
+
+def test_import_and_export_with_blocks_in_the_object_store(s3, object_backed, disks):
+    server = object_backed
+    server.put_object("images", "disk.vmdk", disks["vmdk"])
+    ec2, ebs = server.client(), server.client("ebs")
+    task = wait_task(ec2, ec2.import_image(DiskContainers=[{
+        "Format": "vmdk", "UserBucket": {"S3Bucket": "images", "S3Key": "disk.vmdk"}}])
+        ["ImportTaskId"])
+    assert task["Status"] == "completed", task
+    snapshot_id = task["SnapshotDetails"][0]["SnapshotId"]
+    expected, size = qemu_raw_sha256(disks["vmdk"], "vmdk")
+    assert snapshot_sha256(ebs, snapshot_id, size) == expected
+
+    listed = s3.client().list_objects_v2(Bucket="vmimport-blocks", Prefix="t/")
+    keys = {o["Key"] for o in listed.get("Contents", [])}
+    assert f"t/manifests/{snapshot_id}" in keys
+    assert any(k.startswith("t/packs/") for k in keys)
+    assert not any(k.startswith("t/uploads/") for k in keys)  # every pack upload finished
+    assert not (server.data_dir / "blocks").exists()  # nothing of the store on local disk
+
+    (server.buckets / "exports").mkdir(exist_ok=True)
+    export = ec2.export_image(ImageId=task["ImageId"], DiskImageFormat="RAW",
+                              S3ExportLocation={"S3Bucket": "exports", "S3Prefix": "vms/"})
+    done = wait_export(ec2, export["ExportImageTaskId"])
+    assert done["Status"] == "completed", done
+    same_disk(disks["raw"], server.buckets / "exports" / "vms" /
+              f"{export['ExportImageTaskId']}.raw", "raw")
