@@ -37,6 +37,20 @@ class GarbageReport:
     leftovers: LeftoverReport = LeftoverReport()
 
 
+class FinishedOnSuccess:
+    """A write used as a context manager: ``finish()`` when the block exits normally,
+    ``abort()`` when it raises (a cancelled or failed import leaves nothing behind)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
+
+
 class PackSink(Protocol):
     """Where one write (a volume, a re-sealed copy) stores its blocks. A context manager: on
     success the blocks become readable by the refs returned; on an exception all are dropped."""

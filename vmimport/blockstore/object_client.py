@@ -61,7 +61,9 @@ def make_client(endpoint_url: str, access_key: str, secret_key: str, region: str
     """A thread-safe boto3 S3 client (own session: the default one is not thread-safe),
     path-style (custom endpoints rarely resolve <bucket>.<host>). No keys: botocore's own
     credential chain (environment, instance profile)."""
-    config = Config(s3={"addressing_style": "path"}, connect_timeout=10, read_timeout=60,
+    config = Config(s3={"addressing_style": "path", "payload_signing_enabled": False},
+                    request_checksum_calculation="when_required",
+                    connect_timeout=10, read_timeout=60,
                     retries={"max_attempts": RETRY_ATTEMPTS, "mode": "standard"},
                     max_pool_connections=POOL_CONNECTIONS)
     keys = ({"aws_access_key_id": access_key, "aws_secret_access_key": secret_key}

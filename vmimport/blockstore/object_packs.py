@@ -18,9 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from botocore.exceptions import ClientError
 
+from .interface import FinishedOnSuccess
 from .leftovers import owner_tag
 from .manifest import BLOCK_SIZE, BlockRef
 from .object_client import ObjectLocation, is_missing, store_errors
@@ -33,11 +36,16 @@ PART_SIZE = 8 * 1024 * 1024
 # A pack is completed and a new one begun after this many parts (8 GiB): within S3's 10,000
 # parts, and gc reclaims packs whole, so smaller packs free space sooner.
 PACK_PARTS = 1024
+# Parts of one pack being uploaded at once (by the write's upload threads) while its writer
+# fills the next: one request at a time per writer left SeaweedFS on loopback mostly idle
+# waiting for the next part. Memory per writing thread: (this + 1) parts.
+PARTS_IN_FLIGHT = 2
+UPLOAD_THREADS = 4  # per write
 
 _ZEROS = memoryview(ZERO_BLOCK)  # slices of it are views: padding copies nothing twice
 
 
-class ObjectPackWriter:
+class ObjectPackWriter(FinishedOnSuccess):
     """``interface.PackSink`` on the object store. A context manager: on success every pack's
     upload is completed; on an exception all are aborted and completed packs deleted."""
 
@@ -48,6 +56,7 @@ class ObjectPackWriter:
         self._open = True
         self._uploads: dict[int, _PackUpload] = {}  # by writing thread
         self._completed: list[str] = []  # packs this write finished (rolled over) already
+        self._senders = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="pack-upload")
 
     def put_blocks(self, blocks: list[list[tuple[int, memoryview]]]) -> list[BlockRef]:
         """Store every block (no dedup yet: see the module docstring)."""
@@ -69,7 +78,7 @@ class ObjectPackWriter:
             return upload
         if upload is not None:
             upload.complete()
-        fresh = _PackUpload(self._client, self._location)
+        fresh = _PackUpload(self._client, self._location, self._senders)
         with self._lock:
             if upload is not None:
                 self._completed.append(upload.name)
@@ -79,20 +88,15 @@ class ObjectPackWriter:
                 raise ValueError("the pack is closed")
         return fresh
 
-    def __enter__(self) -> "ObjectPackWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.finish()
-        else:
-            self.abort()
+    def _close(self) -> bool:
+        """Whether this call closed the write (it was open)."""
+        with self._lock:
+            was_open, self._open = self._open, False
+        return was_open
 
     def finish(self) -> None:
-        with self._lock:
-            if not self._open:
-                return
-            self._open = False
+        if not self._close():
+            return
         try:
             for upload in self._uploads.values():
                 upload.complete()
@@ -100,13 +104,16 @@ class ObjectPackWriter:
         except BaseException:
             self._drop()
             raise
+        finally:
+            self._senders.shutdown()
 
     def abort(self) -> None:
-        with self._lock:
-            if not self._open:
-                return
-            self._open = False
-        self._drop()
+        if not self._close():
+            return
+        try:
+            self._drop()
+        finally:
+            self._senders.shutdown()
 
     def _drop(self) -> None:
         """Abort what is open, delete what was completed: best effort, gc finishes the job."""
@@ -127,10 +134,13 @@ class ObjectPackWriter:
 
 
 class _PackUpload:
-    """One pack object being uploaded by one thread: blocks fill a part buffer, each full part
-    is uploaded at once (by this thread: the pool's other thread works meanwhile)."""
+    """One pack object being written by one thread: blocks fill a part buffer, each full part
+    is handed to ``senders`` (``PARTS_IN_FLIGHT`` at most; None: sent by the caller)."""
 
-    def __init__(self, client, location: ObjectLocation):
+    def __init__(self, client, location: ObjectLocation,
+                 senders: ThreadPoolExecutor | None = None):
+        self._senders = senders
+        self._in_flight: deque[Future] = deque()
         self._client = client
         self._location = location
         self.name = uuid.uuid4().hex
@@ -177,20 +187,34 @@ class _PackUpload:
         return ref
 
     def _upload_part(self) -> None:
-        number = len(self._parts) + 1
+        number, body = len(self._parts) + 1, self._buffer
+        self._parts.append({"PartNumber": number})
+        self._start += len(body)
+        self._buffer = bytearray()
+        if self._senders is None:
+            self._send(number, body)
+            return
+        self._in_flight.append(self._senders.submit(self._send, number, body))
+        while len(self._in_flight) > PARTS_IN_FLIGHT:
+            self._in_flight.popleft().result()
+
+    def _send(self, number: int, body: bytearray) -> None:
         with store_errors(self._location, f"uploading part {number} of pack {self.name}"):
             answer = self._client.upload_part(Bucket=self._location.bucket, Key=self.key,
                                               UploadId=self.upload_id, PartNumber=number,
-                                              Body=self._buffer)
-        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-        self._start += len(self._buffer)
-        self._buffer = bytearray()
+                                              Body=body)
+        self._parts[number - 1]["ETag"] = answer["ETag"]
+
+    def _wait_for_parts(self) -> None:
+        while self._in_flight:
+            self._in_flight.popleft().result()
 
     def complete(self) -> None:
         if self._closed:
             return
         if self._buffer or not self._parts:
             self._upload_part()
+        self._wait_for_parts()
         with store_errors(self._location, f"completing pack {self.name}"):
             self._client.complete_multipart_upload(
                 Bucket=self._location.bucket, Key=self.key, UploadId=self.upload_id,
@@ -203,6 +227,13 @@ class _PackUpload:
             return
         self._closed = True
         self._buffer = bytearray()
+        for sending in self._in_flight:  # an abort while they run would leave their parts
+            sending.cancel()
+            try:
+                sending.result()
+            except Exception:  # noqa: BLE001 - aborting anyway
+                pass
+        self._in_flight.clear()
         with store_errors(self._location, f"aborting pack {self.name}"):
             try:
                 self._client.abort_multipart_upload(Bucket=self._location.bucket, Key=self.key,

@@ -57,7 +57,7 @@ import xxhash
 from vmimport.vectored import pwritev_all
 
 from .index import DedupIndex
-from .interface import BlockStoreFull
+from .interface import BlockStoreFull, FinishedOnSuccess
 from .leftovers import PARTIAL_PREFIX, hold, owner_tag
 from .manifest import BLOCK_SIZE, BlockRef
 
@@ -98,7 +98,7 @@ def out_of_space_is_full(location: str):
         raise
 
 
-class PackWriter:
+class PackWriter(FinishedOnSuccess):
     """Appends blocks to new packs in ``packs_dir``, one per thread that stores blocks. Use as
     a context manager: on success the packs get their final names and their blocks enter the
     dedup index; on an exception (a cancelled or failed import) every partial pack is deleted.
@@ -239,15 +239,6 @@ class PackWriter:
         ref = BlockRef(digest, file.name, file.end, length)
         file.end += -(-length // ALIGN) * ALIGN
         return ref
-
-    def __enter__(self) -> "PackWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.finish()
-        else:
-            self.abort()
 
     def finish(self) -> None:
         """Close the pack files, give them their final names and start recording their
