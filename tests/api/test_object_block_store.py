@@ -1,12 +1,15 @@
 """A live server whose block store is a bucket on a real S3-compatible server (SeaweedFS): an
 import's snapshot reads back over the EBS direct APIs as qemu-img's raw, nothing of it lands in
-the data dir, and the AMI exports as the same disk."""
+the data dir, the AMI exports as the same disk, and once it is deregistered `vmimport gc`
+empties the store."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from ..helpers import Server, qemu_raw_sha256, snapshot_sha256, wait_task
+from ..helpers import BIN, Server, qemu_raw_sha256, snapshot_sha256, wait_task
 from ..s3server import S3Server
 from .test_export_image import same_disk, wait_export
 
@@ -56,3 +59,16 @@ def test_import_and_export_with_blocks_in_the_object_store(s3, object_backed, di
     assert done["Status"] == "completed", done
     same_disk(disks["raw"], server.buckets / "exports" / "vms" /
               f"{export['ExportImageTaskId']}.raw", "raw")
+
+    # Deregistered with its snapshot: `vmimport gc` (no grace) deletes its packs.
+    ec2.deregister_image(ImageId=task["ImageId"], DeleteAssociatedSnapshots=True)
+    packs = {k for k in keys if k.startswith("t/packs/")}
+    gc = subprocess.run([str(BIN / "vmimport"), "gc", "--data-dir", str(server.data_dir),
+                         *(["--database-url", server.database_url]
+                           if server.database_url else [])],
+                        env={**server.env, "VMIMPORT_GC_LEFTOVER_GRACE_HOURS": "0"},
+                        capture_output=True, text=True, timeout=120)
+    assert gc.returncode == 0, gc.stderr
+    assert f"removed {len(packs)} unreferenced pack(s)" in gc.stdout
+    listed = s3.client().list_objects_v2(Bucket="vmimport-blocks", Prefix="t/")
+    assert listed.get("Contents", []) == []
