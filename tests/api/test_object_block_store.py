@@ -72,3 +72,35 @@ def test_import_and_export_with_blocks_in_the_object_store(s3, object_backed, di
     assert f"removed {len(packs)} unreferenced pack(s)" in gc.stdout
     listed = s3.client().list_objects_v2(Bucket="vmimport-blocks", Prefix="t/")
     assert listed.get("Contents", []) == []
+
+
+def test_an_import_whose_store_goes_away_fails_naming_it(tmp_path, disks):
+    """The store stops while the server runs (a first import shows the worker had it): the
+    writes are retried (botocore's standard mode), then the import fails as a ServerError that
+    names the bucket and endpoint, and no secret reaches the log."""
+    s3 = S3Server(tmp_path / "s3").start()
+    server = None
+    try:
+        s3.client().create_bucket(Bucket="gone-blocks")
+        server = Server(tmp_path / "data", env={
+            "VMIMPORT_BLOCKS_URL": "s3://gone-blocks/p/",
+            "VMIMPORT_BLOCKS_S3_ENDPOINT_URL": s3.endpoint_url,
+            "VMIMPORT_BLOCKS_S3_ACCESS_KEY": s3.access_key,
+            "VMIMPORT_BLOCKS_S3_SECRET_KEY": s3.secret_key}).start()
+        server.put_object("images", "disk.raw", disks["raw"])
+        ec2 = server.client()
+        container = {"Format": "raw", "UserBucket": {"S3Bucket": "images", "S3Key": "disk.raw"}}
+        first = wait_task(ec2, ec2.import_image(DiskContainers=[container])["ImportTaskId"])
+        assert first["Status"] == "completed", first
+        s3.stop()
+        task = wait_task(ec2, ec2.import_image(DiskContainers=[container])["ImportTaskId"],
+                         timeout=180)
+        assert task["Status"] == "deleted", task
+        assert task["StatusMessage"].startswith(
+            f"ServerError: the block store failed: the block store s3://gone-blocks/p/ at "
+            f"{s3.endpoint_url}: "), task["StatusMessage"]
+        assert s3.secret_key not in server.log_path.read_text(errors="replace")
+    finally:
+        if server is not None:
+            server.stop()
+        s3.stop()

@@ -1,7 +1,7 @@
 """What the pipeline and the services ask of a block store, whichever backend holds the bytes.
 
-One backend exists today, ``file_store.FileBlockStore`` (a local directory); an object-store
-backend (packs and manifests as objects in an S3-compatible bucket) is to plug in beside it.
+Two backends: ``file_store.FileBlockStore`` (a local directory) and
+``object_store.ObjectBlockStore`` (packs and manifests as objects in an S3-compatible bucket).
 ``backends.open_block_store`` picks one from the settings; nothing else constructs a store.
 """
 
