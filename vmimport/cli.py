@@ -72,7 +72,7 @@ def _prepare(settings: Settings, migrate: bool = True, verbose: bool = False) ->
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.buckets_dir.mkdir(parents=True, exist_ok=True)
     try:
-        open_block_store(settings)  # a blocks_url this server cannot open stops it here
+        open_block_store(settings, check=True)  # a store this server cannot open stops it here
     except BlockStoreUnavailable as exc:
         raise SystemExit(f"vmimport: {exc}") from None
     db = Database(settings.sqlalchemy_url)

@@ -43,9 +43,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8787
     data_dir: Path = Path("./data")
-    # The block store (snapshots' blocks and manifests): file:///path; empty = <data_dir>/blocks.
-    # s3://bucket/prefix/ is reserved for the object-store backend (not available yet).
+    # The block store (snapshots' blocks and manifests): file:///path; empty = <data_dir>/blocks;
+    # s3://bucket/prefix/ on the S3-compatible store of the blocks_s3_* settings.
     blocks_url: str = ""
+    # The object store of an s3:// blocks_url (not the source buckets' s3_*): its endpoint
+    # (empty: the SDK's default), keys (empty: the SDK's credential chain) and region.
+    blocks_s3_endpoint_url: str = ""
+    blocks_s3_access_key: str = ""
+    blocks_s3_secret_key: str = ""
+    blocks_s3_region: str = "us-east-1"
     # `vmimport gc` deletes a crash leftover of the block store (a partial pack, a half-written
     # manifest) that no live process holds once it is this old; sooner if its writer was a
     # process of this host that is gone.

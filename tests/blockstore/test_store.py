@@ -452,7 +452,7 @@ def test_garbage_collection_keeps_packs_in_use_and_forgets_the_rest(tmp_path):
 def colliding_fingerprints(monkeypatch) -> None:
     """Every block gets the same fingerprint: what a crafted image could do to xxh3 for a
     block it expects to be stored (xxh3 is no cryptographic hash)."""
-    monkeypatch.setattr(packs, "_digest_pieces", lambda pieces: "ab" * 16)
+    monkeypatch.setattr(packs, "digest_pieces", lambda pieces: "ab" * 16)
     monkeypatch.setattr(packs, "block_digest", lambda data: "ab" * 16)
 
 

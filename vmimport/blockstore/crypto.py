@@ -13,6 +13,8 @@ import struct
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .manifest import BlockStoreError, Manifest
+
 NONCE_SIZE = 12
 TAG_SIZE = 16
 KEY_SIZE = 32
@@ -62,3 +64,17 @@ class BlockCipher:
         except InvalidTag:
             raise IntegrityError(f"block {index} of {self.snapshot_id} failed its integrity "
                                  "check (altered or damaged)") from None
+
+
+def plaintext_block(manifest: Manifest, index: int, stored: bytes, cipher) -> bytes:
+    """What block ``index`` of ``manifest`` holds, given its stored (and digest-checked) bytes:
+    those bytes, or, for an encrypted manifest, them opened with its ``BlockCipher``. A block
+    that fails to authenticate raises ``BlockStoreError`` (every backend's reads use this)."""
+    if manifest.encryption is None:
+        return stored
+    if cipher is None:
+        raise BlockStoreError("the snapshot is encrypted; its data key is needed to read it")
+    try:
+        return cipher.open_block(index, stored)
+    except IntegrityError as exc:
+        raise BlockStoreError(str(exc)) from None

@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 from . import leftovers
+from .crypto import plaintext_block
 from .index import DedupIndex
 from .interface import GarbageReport, LeftoverReport
 from .manifest import (BLOCK_SIZE, BlockRef, BlockStoreError, Manifest,  # noqa: F401 (re-exported)
@@ -87,10 +88,7 @@ class FileBlockStore:
             manifest = Manifest.from_bytes((self.manifests_dir / snapshot_id).read_bytes())
         except FileNotFoundError:
             raise BlockStoreError(f"snapshot {snapshot_id} has no manifest") from None
-        if manifest.encryption is not None and manifest.encryption.snapshot_id != snapshot_id:
-            raise BlockStoreError(f"the manifest of {snapshot_id} belongs to "
-                                  f"{manifest.encryption.snapshot_id}")
-        return manifest
+        return manifest.check_belongs_to(snapshot_id)
 
     def read_block(self, manifest: Manifest, index: int, cipher=None) -> bytes:
         """The plaintext of block ``index`` of ``manifest`` (zeros if not stored). An
@@ -99,17 +97,7 @@ class FileBlockStore:
         ref = manifest.blocks.get(index)
         if ref is None:
             return bytes(manifest.block_size)
-        data = self.get_block(ref)
-        if manifest.encryption is None:
-            return data
-        if cipher is None:
-            raise BlockStoreError("the snapshot is encrypted; its data key is needed to read it")
-        from .crypto import IntegrityError
-
-        try:
-            return cipher.open_block(index, data)
-        except IntegrityError as exc:
-            raise BlockStoreError(str(exc)) from None
+        return plaintext_block(manifest, index, self.get_block(ref), cipher)
 
     def has_manifest(self, snapshot_id: str) -> bool:
         return (self.manifests_dir / snapshot_id).exists()

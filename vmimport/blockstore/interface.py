@@ -1,7 +1,7 @@
 """What the pipeline and the services ask of a block store, whichever backend holds the bytes.
 
-One backend exists today, ``file_store.FileBlockStore`` (a local directory); an object-store
-backend (packs and manifests as objects in an S3-compatible bucket) is to plug in beside it.
+Two backends: ``file_store.FileBlockStore`` (a local directory) and
+``object_store.ObjectBlockStore`` (packs and manifests as objects in an S3-compatible bucket).
 ``backends.open_block_store`` picks one from the settings; nothing else constructs a store.
 """
 
@@ -35,6 +35,20 @@ class GarbageReport:
     bytes_removed: int
     unreferenced_bytes_kept: int  # blocks no manifest uses, inside packs that others still use
     leftovers: LeftoverReport = LeftoverReport()
+
+
+class FinishedOnSuccess:
+    """A write used as a context manager: ``finish()`` when the block exits normally,
+    ``abort()`` when it raises (a cancelled or failed import leaves nothing behind)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.abort()
 
 
 class PackSink(Protocol):

@@ -72,7 +72,7 @@ def _remove_if_abandoned(path: Path, now: float, grace_seconds: float | None) ->
                 return None  # its writer is alive and writing
             raise
         st = os.fstat(fd)
-        gone = _writer_gone(path.name)
+        gone = writer_gone(path.name)
         old = grace_seconds is not None and now - st.st_mtime > grace_seconds
         if not (gone or old):
             return None
@@ -82,7 +82,7 @@ def _remove_if_abandoned(path: Path, now: float, grace_seconds: float | None) ->
         os.close(fd)
 
 
-def _writer_gone(name: str) -> bool:
+def writer_gone(name: str) -> bool:
     """Whether the name says its writer was a process of this host that has exited."""
     owner = _OWNER.search(name)
     if owner is None or owner[2] != socket.gethostname():

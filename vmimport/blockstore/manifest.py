@@ -71,6 +71,13 @@ class Manifest:
         """Blocks in the whole volume, stored or not."""
         return -(-self.size_bytes // self.block_size)
 
+    def check_belongs_to(self, snapshot_id: str) -> "Manifest":
+        """Itself, unless it is an encrypted snapshot's manifest stored under another id."""
+        if self.encryption is not None and self.encryption.snapshot_id != snapshot_id:
+            raise BlockStoreError(f"the manifest of {snapshot_id} belongs to "
+                                  f"{self.encryption.snapshot_id}")
+        return self
+
     def packs(self) -> set[str]:
         return {ref.pack for ref in self.blocks.values()}
 

@@ -57,7 +57,7 @@ import xxhash
 from vmimport.vectored import pwritev_all
 
 from .index import DedupIndex
-from .interface import BlockStoreFull
+from .interface import BlockStoreFull, FinishedOnSuccess
 from .leftovers import PARTIAL_PREFIX, hold, owner_tag
 from .manifest import BLOCK_SIZE, BlockRef
 
@@ -98,7 +98,7 @@ def out_of_space_is_full(location: str):
         raise
 
 
-class PackWriter:
+class PackWriter(FinishedOnSuccess):
     """Appends blocks to new packs in ``packs_dir``, one per thread that stores blocks. Use as
     a context manager: on success the packs get their final names and their blocks enter the
     dedup index; on an exception (a cancelled or failed import) every partial pack is deleted.
@@ -130,7 +130,7 @@ class PackWriter:
         allows. Several blocks at a time, because per-block costs (a lookup, a write call,
         Python itself) add up at 2,000+ blocks a GiB. A block is shared with one stored
         already only once their bytes compare equal (``_same_bytes``)."""
-        digests = [_digest_pieces(pieces) for pieces in blocks]
+        digests = [digest_pieces(pieces) for pieces in blocks]
         refs = self._matches(digests, blocks)
         # A candidate with other bytes is a fingerprint collision: never by chance (2^-128),
         # so a crafted block holds that fingerprint. Such blocks go by their blake3 digest
@@ -239,15 +239,6 @@ class PackWriter:
         ref = BlockRef(digest, file.name, file.end, length)
         file.end += -(-length // ALIGN) * ALIGN
         return ref
-
-    def __enter__(self) -> "PackWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.finish()
-        else:
-            self.abort()
 
     def finish(self) -> None:
         """Close the pack files, give them their final names and start recording their
@@ -381,7 +372,8 @@ def _strong_digest(pieces: list[tuple[int, memoryview]]) -> str:
     return _hexdigest(blake3.blake3(max_threads=1), pieces)
 
 
-def _digest_pieces(pieces: list[tuple[int, memoryview]]) -> str:
+def digest_pieces(pieces: list[tuple[int, memoryview]]) -> str:
+    """The fingerprint of the 512 KiB block the pieces make, zeros included, with no copy."""
     return _hexdigest(xxhash.xxh3_128(), pieces)
 
 
