@@ -1,8 +1,8 @@
 """Which service function answers which API action. Adding an action is one line here plus the
 function; parsing and serializing come from botocore's models."""
 
-from vmimport.service import (copy_image, ebs_direct, exports, iam, images, imports, kms_api,
-                              register_image, tags)
+from vmimport.service import (account, attributes, copy_image, ebs_direct, exports, iam, images,
+                              imports, kms_api, register_image, tags)
 
 EC2_ACTIONS = {
     "ImportImage": imports.import_image,
@@ -22,6 +22,18 @@ EC2_ACTIONS = {
     "CreateTags": tags.create_tags,
     "DeleteTags": tags.delete_tags,
     "DescribeTags": tags.describe_tags,
+    "DescribeImageAttribute": attributes.describe_image_attribute,
+    "ModifyImageAttribute": attributes.modify_image_attribute,
+    "ResetImageAttribute": attributes.reset_image_attribute,
+    "DescribeSnapshotAttribute": attributes.describe_snapshot_attribute,
+    "ModifySnapshotAttribute": attributes.modify_snapshot_attribute,
+    "ResetSnapshotAttribute": attributes.reset_snapshot_attribute,
+    "EnableImageDeregistrationProtection": attributes.enable_image_deregistration_protection,
+    "DisableImageDeregistrationProtection": attributes.disable_image_deregistration_protection,
+    "DescribeRegions": account.describe_regions,
+    "DescribeAvailabilityZones": account.describe_availability_zones,
+    "DescribeAccountAttributes": account.describe_account_attributes,
+    "DescribeConversionTasks": account.describe_conversion_tasks,
 }
 
 EBS_ACTIONS = {

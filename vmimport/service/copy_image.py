@@ -11,8 +11,10 @@ from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
 
 from .context import Context
 from .errors import ApiError, invalid_value, missing, not_found
+from .id_syntax import check_ids
 from .import_rules import check_tag_specifications
 from .register_image import check_image_name, check_name_free
+from .sharing import may_use_image
 from .tag_store import set_tags, tags_for
 
 
@@ -22,6 +24,7 @@ def copy_image(ctx: Context, params: dict) -> dict:
             raise missing(name)
     name = params["Name"]
     check_image_name(name)
+    check_ids("ami", params["SourceImageId"])
     if params["SourceRegion"] != ctx.region:
         raise invalid_value("SourceRegion", params["SourceRegion"],
                             f"This server holds only region {ctx.region}; cross-region copies "
@@ -38,7 +41,9 @@ def copy_image(ctx: Context, params: dict) -> dict:
     try:
         with ctx.db.write() as session:
             source = session.get(Image, params["SourceImageId"])
-            if source is None or source.account_id != ctx.account_id:
+            # Owned, shared with the caller or public: all may be copied (into the caller's
+            # account), as on EC2.
+            if source is None or not may_use_image(source, ctx.account_id):
                 raise not_found("InvalidAMIID.NotFound", params["SourceImageId"])
             if source.state != "available":
                 raise ApiError("IncorrectState",
@@ -52,6 +57,7 @@ def copy_image(ctx: Context, params: dict) -> dict:
                          root_device_name=source.root_device_name,
                          virtualization_type=source.virtualization_type,
                          hypervisor=source.hypervisor, ena_support=source.ena_support,
+                         source_image_id=source.id, source_region=ctx.region,
                          created_at=now)
             for mapping in source.mappings:
                 snapshot = session.get(Snapshot, mapping.snapshot_id)
