@@ -139,7 +139,7 @@ def test_iam_signed_for_us_east_1_is_its_global_region(server):
 
 
 @pytest.mark.parametrize("service,code", [("s3", "UnsupportedOperation"),
-                                          ("sts", "UnsupportedOperation"), ("iam", "MissingAction")])
+                                          ("sts", "MissingAction"), ("iam", "MissingAction")])
 def test_ebs_paths_need_an_ebs_scope(server, service, code):
     # Served as the service it was signed for (IAM has no such action), never as EBS.
     request = signed(server, method="GET", path="/snapshots/snap-0123456789abcdef0/blocks",

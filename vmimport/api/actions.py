@@ -2,7 +2,7 @@
 function; parsing and serializing come from botocore's models."""
 
 from vmimport.service import (account, attributes, copy_image, ebs_direct, exports, iam, images,
-                              imports, kms_api, register_image, tags)
+                              imports, kms_api, register_image, sts, tags)
 
 EC2_ACTIONS = {
     "ImportImage": imports.import_image,
@@ -51,6 +51,12 @@ IAM_ACTIONS = {
     "GetRolePolicy": iam.get_role_policy,
     "ListRolePolicies": iam.list_role_policies,
     "DeleteRolePolicy": iam.delete_role_policy,
+}
+
+STS_ACTIONS = {
+    "GetCallerIdentity": sts.get_caller_identity,
+    "GetSessionToken": sts.get_session_token,
+    "AssumeRole": sts.assume_role,
 }
 
 KMS_ACTIONS = {

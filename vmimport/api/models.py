@@ -7,7 +7,7 @@ import functools
 import botocore.model
 import botocore.session
 
-SERVED = ("ec2", "ebs", "iam", "kms")
+SERVED = ("ec2", "ebs", "iam", "kms", "sts")
 
 
 @functools.cache

@@ -50,6 +50,7 @@ class Reply:
 # The failures every request can meet, named once; each protocol says how it spells them.
 AUTH, SIGNATURE, TOKEN, DENIED, THROTTLED, INVALID, UNAVAILABLE, INTERNAL = (
     "auth", "signature", "token", "denied", "throttled", "invalid", "unavailable", "internal")
+EXPIRED = "expired"  # temporary credentials past their expiry
 
 
 class Refusal(Exception):
@@ -93,10 +94,12 @@ class Protocol:
     def error(self, code: str, message: str, status: int, request_id: str) -> Reply:
         raise NotImplementedError
 
-    def denied(self, action: str, access_key: str) -> ApiError:
+    def denied(self, action: str, who: str, why: str | None = None) -> ApiError:
+        """``who``: the caller as messages name it (an access key, or a role session's ARN);
+        ``why``: which policy decided, for role sessions."""
         code, status = self.codes[DENIED]
-        return ApiError(code, f"access key {access_key} is not authorized to perform: "
-                        f"{self.service}:{action}", status)
+        return ApiError(code, f"{who} is not authorized to perform: {self.service}:{action}"
+                        + (f" ({why})" if why else ""), status)
 
     def before_handler(self, params: dict) -> None:
         """A protocol's last word before the handler runs (EC2: DryRun)."""
@@ -105,7 +108,8 @@ class Protocol:
         return error.status
 
     def refusal(self, refusal: Refusal, request_id: str) -> Reply:
-        code, status = self.codes[refusal.kind]
+        # A protocol without a word of its own for expired credentials uses its token one.
+        code, status = self.codes.get(refusal.kind) or self.codes[TOKEN]
         return self.error(code, refusal.message, refusal.status or status, request_id)
 
     def api_error(self, error: ApiError, request_id: str) -> Reply:
@@ -145,7 +149,8 @@ def _without_action(request: ApiRequest) -> list[tuple[str, str]]:
 
 class Ec2Protocol(Protocol):
     codes = {AUTH: ("AuthFailure", 401), SIGNATURE: ("SignatureDoesNotMatch", 403),
-             TOKEN: ("AuthFailure", 401), DENIED: ("UnauthorizedOperation", 403),
+             TOKEN: ("AuthFailure", 401), EXPIRED: ("AuthFailure", 401),
+             DENIED: ("UnauthorizedOperation", 403),
              THROTTLED: ("RequestLimitExceeded", 503), INVALID: ("InvalidParameterValue", 400),
              UNAVAILABLE: ("Unavailable", 503), INTERNAL: ("InternalError", 500)}
 
@@ -163,9 +168,10 @@ class Ec2Protocol(Protocol):
     def parse(self, operation, request):
         return ec2_protocol.parse_query(operation, _without_action(request))
 
-    def denied(self, action, access_key):
+    def denied(self, action, who, why=None):
         return ApiError("UnauthorizedOperation", "You are not authorized to perform this "
-                        f"operation ({action} is not allowed for access key {access_key}).")
+                        f"operation ({action} is not allowed for {who}"
+                        + (f": {why}" if why else "") + ").")
 
     def before_handler(self, params):
         if params.get("DryRun"):
@@ -181,10 +187,11 @@ class Ec2Protocol(Protocol):
 
 
 class QueryProtocol(Protocol):
-    """The AWS Query protocol (IAM)."""
+    """The AWS Query protocol (IAM, STS)."""
 
     codes = {AUTH: ("InvalidClientTokenId", 403), SIGNATURE: ("SignatureDoesNotMatch", 403),
-             TOKEN: ("InvalidClientTokenId", 403), DENIED: ("AccessDenied", 403),
+             TOKEN: ("InvalidClientTokenId", 403), EXPIRED: ("ExpiredToken", 403),
+             DENIED: ("AccessDenied", 403),
              THROTTLED: ("Throttling", 400), INVALID: ("ValidationError", 400),
              UNAVAILABLE: ("ServiceUnavailable", 503), INTERNAL: ("ServiceFailure", 500)}
     # IAM's conventions for HTTP status by error code (botocore only needs >= 300).
@@ -206,9 +213,9 @@ class QueryProtocol(Protocol):
     def parse(self, operation, request):
         return query_protocol.parse_query(operation, _without_action(request))
 
-    def denied(self, action, access_key):
-        return ApiError("AccessDenied", f"User: access key {access_key} is not authorized to "
-                        f"perform: {self.service}:{action}", 403)
+    def denied(self, action, who, why=None):
+        return ApiError("AccessDenied", f"User: {who} is not authorized to perform: "
+                        f"{self.service}:{action}" + (f" ({why})" if why else ""), 403)
 
     def status_of(self, error):
         return self._STATUS.get(error.code, error.status)
@@ -229,6 +236,7 @@ class JsonProtocol(Protocol):
     codes = {AUTH: ("UnrecognizedClientException", 400),
              SIGNATURE: ("InvalidSignatureException", 400),
              TOKEN: ("UnrecognizedClientException", 400),
+             EXPIRED: ("ExpiredTokenException", 400),
              DENIED: ("AccessDeniedException", 400), THROTTLED: ("ThrottlingException", 400),
              INVALID: ("ValidationException", 400),
              UNAVAILABLE: ("KMSInternalException", 503), INTERNAL: ("KMSInternalException", 500)}
@@ -295,6 +303,6 @@ _BY_MODEL_PROTOCOL = {"ec2": Ec2Protocol, "query": QueryProtocol, "json": JsonPr
 def served_protocols() -> dict[str, Protocol]:
     """Every served service's protocol object, by the service name clients sign for."""
     tables = {"ec2": actions.EC2_ACTIONS, "iam": actions.IAM_ACTIONS, "kms": actions.KMS_ACTIONS,
-              "ebs": actions.EBS_ACTIONS}
+              "ebs": actions.EBS_ACTIONS, "sts": actions.STS_ACTIONS}
     return {service: _BY_MODEL_PROTOCOL[service_model(service).metadata["protocol"]](service, table)
             for service, table in tables.items()}
