@@ -117,15 +117,21 @@ def modify_image_attribute(ctx: Context, params: dict) -> dict:
 
 def _launch_changes(params: dict, attribute: str | None) -> tuple[list, list]:
     """LaunchPermission.Add/Remove, or the older OperationType + UserId.N/UserGroup.N form."""
-    changes = params.get("LaunchPermission") or {}
-    add, remove = list(changes.get("Add") or []), list(changes.get("Remove") or [])
     legacy = ([{"UserId": u} for u in params.get("UserIds") or []]
               + [{"Group": g} for g in params.get("UserGroups") or []])
+    if legacy and attribute not in (None, "launchPermission"):
+        raise invalid_value("Attribute", attribute, "UserId and UserGroup go with "
+                            "Attribute=launchPermission.")
+    return _permission_changes(params.get("LaunchPermission"), legacy,
+                               params.get("OperationType"))
+
+
+def _permission_changes(changes: dict | None, legacy: list[dict],
+                        operation: str | None) -> tuple[list, list]:
+    """(add, remove): the Add/Remove structure plus the legacy grantees under OperationType."""
+    changes = changes or {}
+    add, remove = list(changes.get("Add") or []), list(changes.get("Remove") or [])
     if legacy:
-        if attribute not in (None, "launchPermission"):
-            raise invalid_value("Attribute", attribute, "UserId and UserGroup go with "
-                                "Attribute=launchPermission.")
-        operation = params.get("OperationType")
         if operation not in ("add", "remove"):
             raise invalid_value("OperationType", operation, "Valid values: add, remove.")
         (add if operation == "add" else remove).extend(legacy)
@@ -133,13 +139,19 @@ def _launch_changes(params: dict, attribute: str | None) -> tuple[list, list]:
 
 
 def reset_image_attribute(ctx: Context, params: dict) -> dict:
-    image_id = _image_id(params)
-    if params.get("Attribute") != "launchPermission":
-        raise invalid_value("Attribute", params.get("Attribute"),
-                            "Only launchPermission can be reset.")
+    return _reset(ctx, params.get("Attribute"), "launchPermission", "launch_permissions",
+                  lambda session: sharing.owned_image(session, _image_id(params),
+                                                      ctx.account_id))
+
+
+def _reset(ctx: Context, attribute: str | None, resettable: str, collection: str,
+           owned) -> dict:
+    """Reset*Attribute: the one resettable attribute, the owner's permissions cleared."""
+    if attribute != resettable:
+        raise invalid_value("Attribute", attribute, f"Only {resettable} can be reset.")
     with ctx.db.write() as session:
-        image = sharing.owned_image(session, image_id, ctx.account_id)
-        image.launch_permissions.clear()
+        row = owned(session)  # held: a collection outliving its row cannot be changed
+        getattr(row, collection).clear()
     return {}
 
 
@@ -161,15 +173,10 @@ def modify_snapshot_attribute(ctx: Context, params: dict) -> dict:
     if attribute not in (None, "createVolumePermission"):
         raise invalid_value("Attribute", attribute, "Only createVolumePermission can be "
                             "modified.")
-    changes = params.get("CreateVolumePermission") or {}
-    add, remove = list(changes.get("Add") or []), list(changes.get("Remove") or [])
     legacy = ([{"UserId": u} for u in params.get("UserIds") or []]
               + [{"Group": g} for g in params.get("GroupNames") or []])
-    if legacy:
-        operation = params.get("OperationType")
-        if operation not in ("add", "remove"):
-            raise invalid_value("OperationType", operation, "Valid values: add, remove.")
-        (add if operation == "add" else remove).extend(legacy)
+    add, remove = _permission_changes(params.get("CreateVolumePermission"), legacy,
+                                      params.get("OperationType"))
     if not add and not remove:
         raise ApiError("MissingParameter", "ModifySnapshotAttribute needs "
                        "CreateVolumePermission.Add or .Remove (or OperationType with UserId.N)")
@@ -183,14 +190,9 @@ def modify_snapshot_attribute(ctx: Context, params: dict) -> dict:
 
 
 def reset_snapshot_attribute(ctx: Context, params: dict) -> dict:
-    snapshot_id = _snapshot_id(params)
-    if params.get("Attribute") != "createVolumePermission":
-        raise invalid_value("Attribute", params.get("Attribute"),
-                            "Only createVolumePermission can be reset.")
-    with ctx.db.write() as session:
-        snapshot = sharing.owned_snapshot(session, snapshot_id, ctx.account_id)
-        snapshot.volume_permissions.clear()
-    return {}
+    return _reset(ctx, params.get("Attribute"), "createVolumePermission", "volume_permissions",
+                  lambda session: sharing.owned_snapshot(session, _snapshot_id(params),
+                                                         ctx.account_id))
 
 
 def enable_image_deregistration_protection(ctx: Context, params: dict) -> dict:

@@ -92,23 +92,22 @@ def both(*predicates):
 def owned_image(session, image_id: str, account_id: str) -> Image:
     """The image, for an action only its owner may take: one the caller may only use (shared
     or public) is ``AuthFailure``, one it cannot see ``InvalidAMIID.NotFound``."""
-    image = session.get(Image, image_id)
-    if image is None or not may_use_image(image, account_id):
-        raise not_found("InvalidAMIID.NotFound", image_id)
-    if image.account_id != account_id:
-        raise ApiError("AuthFailure", f"Not authorized for image:{image_id}: it is shared "
-                       f"with account {account_id}; only its owner may change it", 403)
-    return image
+    return _owned(session.get(Image, image_id), image_id, account_id, may_use_image,
+                  "InvalidAMIID.NotFound", "image")
 
 
 def owned_snapshot(session, snapshot_id: str, account_id: str) -> Snapshot:
-    snapshot = session.get(Snapshot, snapshot_id)
-    if snapshot is None or not may_read_snapshot(snapshot, account_id):
-        raise not_found("InvalidSnapshot.NotFound", snapshot_id)
-    if snapshot.account_id != account_id:
-        raise ApiError("AuthFailure", f"Not authorized for snapshot:{snapshot_id}: it is "
-                       f"shared with account {account_id}; only its owner may change it", 403)
-    return snapshot
+    return _owned(session.get(Snapshot, snapshot_id), snapshot_id, account_id,
+                  may_read_snapshot, "InvalidSnapshot.NotFound", "snapshot")
+
+
+def _owned(row, row_id: str, account_id: str, may_see, not_found_code: str, noun: str):
+    if row is None or not may_see(row, account_id):
+        raise not_found(not_found_code, row_id)
+    if row.account_id != account_id:
+        raise ApiError("AuthFailure", f"Not authorized for {noun}:{row_id}: it is shared with "
+                       f"account {account_id}; only its owner may change it", 403)
+    return row
 
 
 # --- changing permissions --------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, select
 
-from vmimport.blockstore.crypto import seal, unseal
+from vmimport.blockstore.crypto import IntegrityError, seal, unseal
 from vmimport.config import Settings
 from vmimport.db.models import IamRole, TemporaryCredential
 from vmimport.db.session import Database
@@ -27,6 +28,8 @@ from . import policy as iam_policy
 from .context import Context, Principal
 from .errors import ApiError
 from .kms import root_key
+
+log = logging.getLogger("vmimport.sts")
 
 SESSION_TOKEN_SECONDS = (900, 129600, 43200)   # GetSessionToken: min, max, default
 ASSUME_ROLE_MIN_SECONDS, ASSUME_ROLE_DEFAULT_SECONDS = 900, 3600
@@ -72,8 +75,14 @@ def find_temporary(db: Database, settings: Settings, access_key: str) -> Tempora
         row = session.get(TemporaryCredential, access_key)
         if row is None:
             return None
-        secret = unseal(root_key(settings), row.sealed_secret,
-                        _AAD + row.access_key_id.encode()).decode()
+        try:
+            secret = unseal(root_key(settings), row.sealed_secret,
+                            _AAD + row.access_key_id.encode()).decode()
+        except IntegrityError:
+            # Sealed under another root key (the configured one changed): not a usable key.
+            log.warning("temporary credentials %s cannot be unsealed with the configured "
+                        "root key; refused as unknown", access_key)
+            return None
         return TemporaryKey(secret, row.token_sha256, row.expires_at, _principal_of(row))
 
 
