@@ -3,10 +3,18 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import update
 
+from vmimport.db.models import Image
+from vmimport.db.session import Database
+
+from ..conftest import CREDENTIALS
+from ..helpers import Server, wait_task
 from .ami_fixtures import error_code, new_ami
 
 OTHER = "111111111111"
@@ -171,3 +179,75 @@ def test_protection_with_cooldown_outlasts_its_disabling(server, ec2, ami):
     state = ec2.disable_image_deregistration_protection(ImageId=image_id)["Return"]
     assert state.startswith("disabled-until ")
     assert error_code(ec2.deregister_image, ImageId=image_id) == "InvalidParameterValue"
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A server of its own: the import tasks this makes in account 111111111111 would upset
+    tests that count that account's tasks."""
+    srv = Server(tmp_path / "data", env={"VMIMPORT_CREDENTIALS": json.dumps(CREDENTIALS)}).start()
+    yield srv
+    srv.stop()
+
+
+def test_shared_snapshot_is_an_import_source_until_revoked(own_server, disks):
+    server = own_server
+    ec2 = server.client("ec2")
+    other = server.client("ec2", access_key="OTHERKEY", secret_key="othersecret")
+    server.client("iam", "OTHERKEY", "othersecret").create_role(
+        RoleName="vmimport", AssumeRolePolicyDocument=json.dumps({"Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "vmie.amazonaws.com"},
+            "Action": "sts:AssumeRole"}]}))
+    bucket = "shared-src-" + uuid.uuid4().hex[:6]
+    server.put_object(bucket, "boot.raw", disks["raw"])
+    task_id = ec2.import_snapshot(DiskContainer={
+        "Format": "RAW", "UserBucket": {"S3Bucket": bucket, "S3Key": "boot.raw"}})["ImportTaskId"]
+    snapshot_id = wait_task(ec2, task_id, snapshot=True)["SnapshotTaskDetail"]["SnapshotId"]
+
+    def import_from_it() -> dict:
+        task_id = other.import_image(DiskContainers=[{"SnapshotId": snapshot_id}])["ImportTaskId"]
+        return wait_task(other, task_id)
+
+    refused = import_from_it()
+    assert refused["Status"] == "deleted" and "does not exist" in refused["StatusMessage"]
+    ec2.modify_snapshot_attribute(SnapshotId=snapshot_id, CreateVolumePermission={
+        "Add": [{"UserId": OTHER}]})
+    task = import_from_it()
+    assert task["Status"] == "completed", task
+    image = other.describe_images(ImageIds=[task["ImageId"]])["Images"][0]
+    assert image["OwnerId"] == OTHER
+    ec2.modify_snapshot_attribute(SnapshotId=snapshot_id, CreateVolumePermission={
+        "Remove": [{"UserId": OTHER}]})
+    assert import_from_it()["Status"] == "deleted"
+
+
+def test_deprecation_hides_shared_images_unless_asked(server, ec2, other, ami):
+    image_id = ami["ImageId"]
+    ec2.modify_image_attribute(ImageId=image_id, LaunchPermission={"Add": [{"UserId": OTHER}]})
+    soon = datetime.now(timezone.utc) + timedelta(hours=1)
+    assert ec2.enable_image_deprecation(ImageId=image_id, DeprecateAt=soon)["Return"] is True
+    shown = ec2.describe_images(ImageIds=[image_id])["Images"][0]["DeprecationTime"]
+    assert shown.startswith(soon.strftime("%Y-%m-%dT%H:")) and shown.endswith(":00.000Z")
+    assert image_id in ids(other.describe_images(ExecutableUsers=["self"]))  # not yet
+    assert error_code(ec2.enable_image_deprecation, ImageId=image_id,
+                      DeprecateAt=datetime.now(timezone.utc) - timedelta(hours=1)) \
+        == "InvalidParameterValue"
+    assert error_code(other.enable_image_deprecation, ImageId=image_id,
+                      DeprecateAt=soon) == "AuthFailure"
+
+    # The deprecation time passes (set in the database: no test waits for a clock).
+    db = Database(server.database_url or f"sqlite:///{server.data_dir / 'vmimport.db'}")
+    try:
+        with db.write() as session:
+            session.execute(update(Image).where(Image.id == image_id).values(
+                deprecation_time=datetime.now(timezone.utc) - timedelta(minutes=1)))
+    finally:
+        db.dispose()
+    assert image_id not in ids(other.describe_images(ExecutableUsers=["self"]))
+    assert image_id in ids(other.describe_images(ExecutableUsers=["self"],
+                                                 IncludeDeprecated=True))
+    assert ids(other.describe_images(ImageIds=[image_id])) == [image_id]
+    assert image_id in ids(ec2.describe_images(Owners=["self"]))  # the owner always sees it
+    ec2.disable_image_deprecation(ImageId=image_id)
+    assert "DeprecationTime" not in ec2.describe_images(ImageIds=[image_id])["Images"][0]
+    assert image_id in ids(other.describe_images(ExecutableUsers=["self"]))

@@ -30,6 +30,8 @@ EC2_ACTIONS = {
     "ResetSnapshotAttribute": attributes.reset_snapshot_attribute,
     "EnableImageDeregistrationProtection": attributes.enable_image_deregistration_protection,
     "DisableImageDeregistrationProtection": attributes.disable_image_deregistration_protection,
+    "EnableImageDeprecation": attributes.enable_image_deprecation,
+    "DisableImageDeprecation": attributes.disable_image_deprecation,
     "DescribeRegions": account.describe_regions,
     "DescribeAvailabilityZones": account.describe_availability_zones,
     "DescribeAccountAttributes": account.describe_account_attributes,

@@ -161,6 +161,8 @@ class Image(Base):
     # with cooldown disabled still holds until ``protected_until``.
     deregistration_protection: Mapped[str | None] = mapped_column(String(32))
     protected_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # EnableImageDeprecation: from then on other accounts list it only if they ask.
+    deprecation_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     mappings: Mapped[list["BlockDeviceMapping"]] = relationship(

@@ -20,6 +20,7 @@ from .images import protection_state
 
 # EC2 keeps a protection "with cooldown" for 24 hours after it is disabled.
 PROTECTION_COOLDOWN = timedelta(hours=24)
+DEPRECATION_HORIZON = timedelta(days=3653)
 _IMAGE_ATTRIBUTES = ("description", "kernel", "ramdisk", "launchPermission", "productCodes",
                      "blockDeviceMapping", "sriovNetSupport", "bootMode", "tpmSupport",
                      "uefiData", "lastLaunchedTime", "imdsSupport", "deregistrationProtection")
@@ -214,3 +215,29 @@ def disable_image_deregistration_protection(ctx: Context, params: dict) -> dict:
         image.deregistration_protection = None
         state = protection_state(image)
     return {"Return": state}
+
+
+def enable_image_deprecation(ctx: Context, params: dict) -> dict:
+    image_id = _image_id(params)
+    when = params.get("DeprecateAt")
+    if when is None:
+        raise missing("DeprecateAt")
+    when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+    # EC2 rounds to the minute, and takes dates up to 10 years ahead, none in the past.
+    when = (when + timedelta(seconds=30)).replace(second=0, microsecond=0)
+    now = datetime.now(timezone.utc)
+    if not now < when <= now + DEPRECATION_HORIZON:
+        raise invalid_value("DeprecateAt", when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                            "It must be in the future and at most 10 years ahead.")
+    with ctx.db.write() as session:
+        image = sharing.owned_image(session, image_id, ctx.account_id)
+        image.deprecation_time = when
+    return {"Return": True}
+
+
+def disable_image_deprecation(ctx: Context, params: dict) -> dict:
+    image_id = _image_id(params)
+    with ctx.db.write() as session:
+        image = sharing.owned_image(session, image_id, ctx.account_id)
+        image.deprecation_time = None
+    return {"Return": True}

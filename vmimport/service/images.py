@@ -40,7 +40,9 @@ def _render_image(image: Image, tags: dict) -> dict:
     }
     for key, value in (("Description", image.description), ("Platform", image.platform),
                        ("BootMode", image.boot_mode), ("SourceImageId", image.source_image_id),
-                       ("SourceImageRegion", image.source_region)):
+                       ("SourceImageRegion", image.source_region),
+                       ("DeprecationTime", image.deprecation_time
+                        and image.deprecation_time.strftime(TIME_FORMAT))):
         if value is not None:
             out[key] = value
     return out
@@ -87,6 +89,16 @@ def _image_attributes(image: Image, name: str):
     return simple.get(name)
 
 
+def _listed_as_deprecated(params: dict, account_id: str):
+    """EC2 leaves other accounts' deprecated images out unless IncludeDeprecated or ImageIds
+    asks for them; an owner always sees its own."""
+    if params.get("IncludeDeprecated") or params.get("ImageIds"):
+        return None
+    now = datetime.now(timezone.utc)
+    return lambda image: (image.account_id == account_id or image.deprecation_time is None
+                          or image.deprecation_time > now)
+
+
 def describe_images(ctx: Context, params: dict) -> dict:
     check_ids("ami", params.get("ImageIds"))
     return describe_owned(
@@ -96,6 +108,7 @@ def describe_images(ctx: Context, params: dict) -> dict:
         render=lambda session, image, tags: _render_image(image, tags),
         scope=sharing.visible_images(ctx.account_id),
         narrow=sharing.both(
+            _listed_as_deprecated(params, ctx.account_id),
             sharing.owners_predicate(params.get("Owners"), ctx.account_id),
             sharing.users_predicate(params.get("ExecutableUsers"), ctx.account_id,
                                     lambda image: image.launch_permissions)))

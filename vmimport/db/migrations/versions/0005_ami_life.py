@@ -1,4 +1,4 @@
-"""The rest of an AMI's life: copy origins, deregistration protection, launch and
+"""The rest of an AMI's life: copy origins, deregistration protection, deprecation, launch and
 create-volume permissions (sharing), and temporary credentials issued by STS
 
 Revision ID: 0005_ami_life
@@ -19,6 +19,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("source_region", sa.String(32)))
         batch.add_column(sa.Column("deregistration_protection", sa.String(32)))
         batch.add_column(sa.Column("protected_until", sa.DateTime(timezone=True)))
+        batch.add_column(sa.Column("deprecation_time", sa.DateTime(timezone=True)))
     op.create_table(
         "launch_permissions",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
@@ -57,6 +58,7 @@ def downgrade() -> None:
     op.drop_table("create_volume_permissions")
     op.drop_table("launch_permissions")
     with op.batch_alter_table("images") as batch:
+        batch.drop_column("deprecation_time")
         batch.drop_column("protected_until")
         batch.drop_column("deregistration_protection")
         batch.drop_column("source_region")
