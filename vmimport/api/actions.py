@@ -1,8 +1,8 @@
 """Which service function answers which API action. Adding an action is one line here plus the
 function; parsing and serializing come from botocore's models."""
 
-from vmimport.service import (copy_image, ebs_direct, exports, iam, images, imports, kms_api,
-                              register_image, s3_api, tags)
+from vmimport.service import (account, attributes, copy_image, ebs_direct, exports, iam, images,
+                              imports, kms_api, register_image, s3_api, sts, tags)
 
 EC2_ACTIONS = {
     "ImportImage": imports.import_image,
@@ -22,6 +22,20 @@ EC2_ACTIONS = {
     "CreateTags": tags.create_tags,
     "DeleteTags": tags.delete_tags,
     "DescribeTags": tags.describe_tags,
+    "DescribeImageAttribute": attributes.describe_image_attribute,
+    "ModifyImageAttribute": attributes.modify_image_attribute,
+    "ResetImageAttribute": attributes.reset_image_attribute,
+    "DescribeSnapshotAttribute": attributes.describe_snapshot_attribute,
+    "ModifySnapshotAttribute": attributes.modify_snapshot_attribute,
+    "ResetSnapshotAttribute": attributes.reset_snapshot_attribute,
+    "EnableImageDeregistrationProtection": attributes.enable_image_deregistration_protection,
+    "DisableImageDeregistrationProtection": attributes.disable_image_deregistration_protection,
+    "EnableImageDeprecation": attributes.enable_image_deprecation,
+    "DisableImageDeprecation": attributes.disable_image_deprecation,
+    "DescribeRegions": account.describe_regions,
+    "DescribeAvailabilityZones": account.describe_availability_zones,
+    "DescribeAccountAttributes": account.describe_account_attributes,
+    "DescribeConversionTasks": account.describe_conversion_tasks,
 }
 
 EBS_ACTIONS = {
@@ -39,6 +53,12 @@ IAM_ACTIONS = {
     "GetRolePolicy": iam.get_role_policy,
     "ListRolePolicies": iam.list_role_policies,
     "DeleteRolePolicy": iam.delete_role_policy,
+}
+
+STS_ACTIONS = {
+    "GetCallerIdentity": sts.get_caller_identity,
+    "GetSessionToken": sts.get_session_token,
+    "AssumeRole": sts.assume_role,
 }
 
 KMS_ACTIONS = {

@@ -33,14 +33,15 @@ from vmimport.blockstore.backends import open_block_store
 from vmimport.console import console_file, to_console, wants_console
 from vmimport.config import Credential, Settings
 from vmimport.db.session import Database
-from vmimport.service.context import Context
+from vmimport.service import sts
+from vmimport.service.context import Context, Principal, key_principal
 from vmimport.service.errors import ApiError
 
 from .health import health, ready
 from .models import load_models
 from .s3_body import ConnectionBody, RequestBody
-from .protocol_base import (AUTH, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN, UNAVAILABLE,
-                            ApiRequest, Protocol, Refusal, Reply)
+from .protocol_base import (AUTH, EXPIRED, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN,
+                            UNAVAILABLE, ApiRequest, Protocol, Refusal, Reply)
 from .protocols import served_protocols
 from .sigv4 import AuthError, Caller, QueryEncodingError, decode_query, verify_request
 
@@ -56,11 +57,15 @@ MAX_WAITING_PER_KEY = 64
 # The service a request was signed for, read before verification only to pick the protocol
 # (and so the error envelope); verification itself is what decides whether it is honoured.
 _SCOPE_SERVICE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+_SCOPE_KEY = re.compile(r"Credential=([^/,\s]+)/|(?:^|&)X-Amz-Credential=([^&/%]+)")
 _QUERY_SCOPE_SERVICE = re.compile(r"(?:^|&)X-Amz-Credential=[^&/]+(?:/|%2F)\d{8}(?:/|%2F)"
                                   r"[^&/%]+(?:/|%2F)([^&/%]+)(?:/|%2F)aws4_request", re.I)
 _SIGV2_QUERY = re.compile(r"(?:^|&)AWSAccessKeyId=")
-# IAM is a global service: clients sign it for us-east-1 whatever region they use.
-_GLOBAL_SERVICES = {"iam": "us-east-1"}
+# IAM is a global service: clients sign it for us-east-1 whatever region they use (STS too,
+# when a client uses its global endpoint).
+_GLOBAL_SERVICES = {"iam": "us-east-1", "sts": "us-east-1"}
+# Actions every caller may take whatever its rights, as on AWS.
+_ALWAYS_ALLOWED = {("sts", "GetCallerIdentity"), ("sts", "GetSessionToken")}
 
 
 class RateLimiter:
@@ -205,7 +210,12 @@ class Api:
                 query = decode_query(request.scope.get("query_string", b"").decode("latin-1"))
             except QueryEncodingError as exc:
                 raise Refusal(INVALID, str(exc)) from None
-            caller = self._authenticate(request, query, body, protocol)
+            if _signed_with_temporary_key(request):
+                # Its secret is in the database: look it up on a thread, not the event loop.
+                caller, signed = await run_in_threadpool(self._authenticate, request, query,
+                                                         body)
+            else:
+                caller, signed = self._authenticate(request, query, body)
             access_key = caller.access_key
             if not self.limiter.allow(caller.access_key):
                 raise Refusal(THROTTLED, "Request limit exceeded.")
@@ -215,7 +225,7 @@ class Api:
             async with self.slots.hold(caller.access_key):
                 if body is None:
                     reply = await self._serve_streamed(streamed, protocol, api_request, caller,
-                                                       label)
+                                                       signed, label)
                 else:
                     reply = await run_in_threadpool(self._serve, protocol, api_request, caller,
                                                     label)
@@ -269,51 +279,92 @@ class Api:
         return self.transfer_limiter
 
     async def _serve_streamed(self, body: ConnectionBody, protocol: Protocol,
-                              api_request: ApiRequest, caller: Caller, label: list[str]) -> Reply:
+                              api_request: ApiRequest, caller: Principal, signed: Caller,
+                              label: list[str]) -> Reply:
         """``_serve`` on a transfer thread, the handler reading the body from the connection
         a piece at a time (``anyio.from_thread``): never the whole body in memory."""
         def serve() -> Reply:
             api_request.stream = RequestBody(lambda: anyio.from_thread.run(body.next_piece),
-                                             caller, api_request.headers)
+                                             signed, api_request.headers)
             return self._serve(protocol, api_request, caller, label)
 
         return await anyio.to_thread.run_sync(serve, limiter=self._transfers())
 
-    def _authenticate(self, request: Request, query, body: bytes | None,
-                      protocol: Protocol) -> Caller:
-        """Signature, scope and token: on the event loop, linear in the request's size (bounded
-        above), so that a bad request costs no handler thread."""
+    def _authenticate(self, request: Request, query, body: bytes | None
+                      ) -> tuple[Principal, Caller]:
+        """Signature, scope and token: on the event loop for configured keys, linear in the
+        request's size (bounded above), so that a bad request costs no handler thread. Returns
+        who signed, and the signature's details (S3 bodies verify their chunks with them)."""
         scope = request.scope
+        issued: list[sts.TemporaryKey] = []
+
+        def lookup(access_key: str):
+            cred = self.credentials.get(access_key)
+            if cred is not None:
+                return cred.secret_key, cred.account_id
+            temporary = sts.find_temporary(self.db, self.settings, access_key)
+            if temporary is None:
+                return None
+            issued.append(temporary)
+            return temporary.secret, temporary.principal.account_id
+
         caller = verify_request(
             request.method, scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
             scope.get("query_string", b"").decode("latin-1"), request.headers, body,
-            self._lookup, pairs=query, check_scope=self._check_scope)
-        if caller.session_token is not None:
-            # vmimport issues no temporary credentials (yet): no token can be one of its own.
-            raise Refusal(TOKEN, "The security token included in the request is invalid: "
-                          "vmimport has issued no temporary credentials; sign with an access "
-                          "key from its configuration and no X-Amz-Security-Token")
-        return caller
+            lookup, pairs=query, check_scope=self._check_scope)
+        if not issued:
+            if caller.session_token is not None:
+                raise Refusal(TOKEN, "The security token included in the request is invalid: "
+                              f"{caller.access_key} is a long-term access key; sign with it "
+                              "and no X-Amz-Security-Token, or with the temporary "
+                              "credentials the token was issued with")
+            return key_principal(caller.access_key, caller.account_id), caller
+        temporary = issued[0]
+        # The token must be the one issued with this key (a key alone is not a credential).
+        if not temporary.token_matches(caller.session_token):
+            raise Refusal(TOKEN, "The security token included in the request is invalid")
+        if temporary.expired():
+            raise Refusal(EXPIRED, "The security token included in the request is expired")
+        return temporary.principal, caller
 
-    def _lookup(self, access_key: str):
-        cred = self.credentials.get(access_key)
-        return (cred.secret_key, cred.account_id) if cred else None
+    def _authorize(self, protocol: Protocol, action: str, caller: Principal) -> None:
+        """Configured keys (and their sessions): the key's shell-style ``actions`` patterns.
+        Assumed roles: the role's inline policies, evaluated for ``<service>:<Action>``."""
+        if (protocol.service, action) in _ALWAYS_ALLOWED:
+            return
+        if caller.role_id is not None:
+            decision = sts.role_allows(self.db, caller.role_id, f"{protocol.service}:{action}")
+            if not decision.allowed:
+                raise protocol.denied(action, caller.arn, decision.reason)
+            return
+        key = self.credentials.get(caller.source_access_key)
+        if key is None:  # a session of a key since removed from the configuration
+            raise protocol.denied(action, f"access key {caller.access_key}",
+                                  f"the key it was issued for, {caller.source_access_key}, "
+                                  "is no longer configured")
+        if not any(fnmatch.fnmatchcase(action, p) for p in key.actions):
+            raise protocol.denied(action, f"access key {caller.access_key}")
 
-    def _serve(self, protocol: Protocol, request: ApiRequest, caller: Caller,
+    def _serve(self, protocol: Protocol, request: ApiRequest, caller: Principal,
                label: list[str]) -> Reply:
         """Everything after authentication, on a handler thread."""
         operation = protocol.operation(request)
         label[1] = operation.name
         handler = protocol.handler(operation)
         params = protocol.parse(operation, request)
-        patterns = self.credentials[caller.access_key].actions
-        if not any(fnmatch.fnmatchcase(operation.name, p) for p in patterns):
-            raise protocol.denied(operation.name, caller.access_key)
+        self._authorize(protocol, operation.name, caller)
         protocol.before_handler(params)
         context = Context(account_id=caller.account_id, region=self.settings.region,
-                          db=self.db, settings=self.settings, blocks=self.blocks)
+                          db=self.db, settings=self.settings, blocks=self.blocks,
+                          caller=caller)
         result = handler(context, params)
         return protocol.reply(operation, result, request.request_id)
+
+
+def _signed_with_temporary_key(request: Request) -> bool:
+    match = (_SCOPE_KEY.search(request.headers.get("authorization", ""))
+             or _SCOPE_KEY.search(request.scope.get("query_string", b"").decode("latin-1")))
+    return bool(match) and sts.looks_temporary(match.group(1) or match.group(2) or "")
 
 
 def _check_request_size(request: Request) -> None:

@@ -7,7 +7,7 @@ import functools
 import botocore.model
 import botocore.session
 
-SERVED = ("ec2", "ebs", "iam", "kms", "s3")
+SERVED = ("ec2", "ebs", "iam", "kms", "s3", "sts")
 
 
 @functools.cache

@@ -40,6 +40,7 @@ class Reply:
 # The failures every request can meet, named once; each protocol says how it spells them.
 AUTH, SIGNATURE, TOKEN, DENIED, THROTTLED, INVALID, UNAVAILABLE, INTERNAL = (
     "auth", "signature", "token", "denied", "throttled", "invalid", "unavailable", "internal")
+EXPIRED = "expired"  # temporary credentials past their expiry
 
 
 class Refusal(Exception):
@@ -84,10 +85,12 @@ class Protocol:
     def error(self, code: str, message: str, status: int, request_id: str) -> Reply:
         raise NotImplementedError
 
-    def denied(self, action: str, access_key: str) -> ApiError:
+    def denied(self, action: str, who: str, why: str | None = None) -> ApiError:
+        """``who``: the caller as messages name it (an access key, or a role session's ARN);
+        ``why``: which policy decided, for role sessions."""
         code, status = self.codes[DENIED]
-        return ApiError(code, f"access key {access_key} is not authorized to perform: "
-                        f"{self.service}:{action}", status)
+        return ApiError(code, f"{who} is not authorized to perform: {self.service}:{action}"
+                        + (f" ({why})" if why else ""), status)
 
     def before_handler(self, params: dict) -> None:
         """A protocol's last word before the handler runs (EC2: DryRun)."""
@@ -96,7 +99,8 @@ class Protocol:
         return error.status
 
     def refusal(self, refusal: Refusal, request_id: str) -> Reply:
-        code, status = self.codes[refusal.kind]
+        # A protocol without a word of its own for expired credentials uses its token one.
+        code, status = self.codes.get(refusal.kind) or self.codes[TOKEN]
         return self.error(code, refusal.message, refusal.status or status, request_id)
 
     def api_error(self, error: ApiError, request_id: str) -> Reply:

@@ -12,8 +12,8 @@ from vmimport.service.errors import ApiError
 
 from . import actions, ec2_protocol, json_protocol, query_protocol, rest_json
 from .models import service_model
-from .protocol_base import (AUTH, DENIED, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN,
-                            UNAVAILABLE, ApiRequest, Protocol, Refusal, Reply)
+from .protocol_base import (AUTH, DENIED, EXPIRED, INTERNAL, INVALID, SIGNATURE, THROTTLED,
+                            TOKEN, UNAVAILABLE, ApiRequest, Protocol, Refusal, Reply)
 from .s3_protocol import S3Protocol
 from .sigv4 import QueryEncodingError, decode_query
 
@@ -56,7 +56,8 @@ def _without_action(request: ApiRequest) -> list[tuple[str, str]]:
 
 class Ec2Protocol(Protocol):
     codes = {AUTH: ("AuthFailure", 401), SIGNATURE: ("SignatureDoesNotMatch", 403),
-             TOKEN: ("AuthFailure", 401), DENIED: ("UnauthorizedOperation", 403),
+             TOKEN: ("AuthFailure", 401), EXPIRED: ("AuthFailure", 401),
+             DENIED: ("UnauthorizedOperation", 403),
              THROTTLED: ("RequestLimitExceeded", 503), INVALID: ("InvalidParameterValue", 400),
              UNAVAILABLE: ("Unavailable", 503), INTERNAL: ("InternalError", 500)}
 
@@ -74,9 +75,10 @@ class Ec2Protocol(Protocol):
     def parse(self, operation, request):
         return ec2_protocol.parse_query(operation, _without_action(request))
 
-    def denied(self, action, access_key):
+    def denied(self, action, who, why=None):
         return ApiError("UnauthorizedOperation", "You are not authorized to perform this "
-                        f"operation ({action} is not allowed for access key {access_key}).")
+                        f"operation ({action} is not allowed for {who}"
+                        + (f": {why}" if why else "") + ").")
 
     def before_handler(self, params):
         if params.get("DryRun"):
@@ -92,10 +94,11 @@ class Ec2Protocol(Protocol):
 
 
 class QueryProtocol(Protocol):
-    """The AWS Query protocol (IAM)."""
+    """The AWS Query protocol (IAM, STS)."""
 
     codes = {AUTH: ("InvalidClientTokenId", 403), SIGNATURE: ("SignatureDoesNotMatch", 403),
-             TOKEN: ("InvalidClientTokenId", 403), DENIED: ("AccessDenied", 403),
+             TOKEN: ("InvalidClientTokenId", 403), EXPIRED: ("ExpiredToken", 403),
+             DENIED: ("AccessDenied", 403),
              THROTTLED: ("Throttling", 400), INVALID: ("ValidationError", 400),
              UNAVAILABLE: ("ServiceUnavailable", 503), INTERNAL: ("ServiceFailure", 500)}
     # IAM's conventions for HTTP status by error code (botocore only needs >= 300).
@@ -117,9 +120,9 @@ class QueryProtocol(Protocol):
     def parse(self, operation, request):
         return query_protocol.parse_query(operation, _without_action(request))
 
-    def denied(self, action, access_key):
-        return ApiError("AccessDenied", f"User: access key {access_key} is not authorized to "
-                        f"perform: {self.service}:{action}", 403)
+    def denied(self, action, who, why=None):
+        return ApiError("AccessDenied", f"User: {who} is not authorized to perform: "
+                        f"{self.service}:{action}" + (f" ({why})" if why else ""), 403)
 
     def status_of(self, error):
         return self._STATUS.get(error.code, error.status)
@@ -140,6 +143,7 @@ class JsonProtocol(Protocol):
     codes = {AUTH: ("UnrecognizedClientException", 400),
              SIGNATURE: ("InvalidSignatureException", 400),
              TOKEN: ("UnrecognizedClientException", 400),
+             EXPIRED: ("ExpiredTokenException", 400),
              DENIED: ("AccessDeniedException", 400), THROTTLED: ("ThrottlingException", 400),
              INVALID: ("ValidationException", 400),
              UNAVAILABLE: ("KMSInternalException", 503), INTERNAL: ("KMSInternalException", 500)}
@@ -206,7 +210,7 @@ _BY_MODEL_PROTOCOL = {"ec2": Ec2Protocol, "query": QueryProtocol, "json": JsonPr
 def served_protocols(virtual_host_suffixes=("localhost",)) -> dict[str, Protocol]:
     """Every served service's protocol object, by the service name clients sign for."""
     tables = {"ec2": actions.EC2_ACTIONS, "iam": actions.IAM_ACTIONS, "kms": actions.KMS_ACTIONS,
-              "ebs": actions.EBS_ACTIONS}
+              "ebs": actions.EBS_ACTIONS, "sts": actions.STS_ACTIONS}
     served = {service: _BY_MODEL_PROTOCOL[service_model(service).metadata["protocol"]](service, table)
               for service, table in tables.items()}
     served["s3"] = S3Protocol("s3", actions.S3_ACTIONS, virtual_host_suffixes)

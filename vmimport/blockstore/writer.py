@@ -159,3 +159,20 @@ def _blocks(size_bytes: int, extents: Iterable[tuple[int, object]]):
             pos += take
     if pieces:
         yield current_index, pieces, deferred
+
+
+def reseal_snapshot(store: BlockStore, manifest: Manifest, source_cipher: BlockCipher | None,
+                    cipher: BlockCipher, encryption: ManifestEncryption,
+                    on_progress: Callable[[int], None] | None = None) -> Manifest:
+    """A new snapshot's manifest with ``manifest``'s content, every block sealed with
+    ``cipher`` (opened with ``source_cipher`` if the source is encrypted): an encrypted block
+    is bound to its snapshot, so a copy that involves encryption cannot share blocks."""
+    out = Manifest(size_bytes=manifest.size_bytes, block_size=manifest.block_size,
+                   encryption=encryption)
+    with store.pack_writer(dedup=False) as pack:
+        for index in sorted(manifest.blocks):
+            data = store.read_block(manifest, index, source_cipher)
+            out.blocks[index] = pack.put(cipher.seal_block(index, data))
+            if on_progress is not None:
+                on_progress(min(manifest.size_bytes, (index + 1) * manifest.block_size))
+    return out

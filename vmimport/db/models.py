@@ -154,11 +154,22 @@ class Image(Base):
     hypervisor: Mapped[str] = mapped_column(String(16), default="xen")
     ena_support: Mapped[bool] = mapped_column(Boolean, default=True)
     source_task_id: Mapped[str | None] = mapped_column(String(32))
+    # CopyImage: the image (and region) the copy was made from, as DescribeImages shows it.
+    source_image_id: Mapped[str | None] = mapped_column(String(32))
+    source_region: Mapped[str | None] = mapped_column(String(32))
+    # None (disabled), "enabled-without-cooldown" or "enabled-with-cooldown"; a protection
+    # with cooldown disabled still holds until ``protected_until``.
+    deregistration_protection: Mapped[str | None] = mapped_column(String(32))
+    protected_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # EnableImageDeprecation: from then on other accounts list it only if they ask.
+    deprecation_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     mappings: Mapped[list["BlockDeviceMapping"]] = relationship(
         back_populates="image", order_by="BlockDeviceMapping.position",
         cascade="all, delete-orphan", lazy="selectin")
+    launch_permissions: Mapped[list["LaunchPermission"]] = relationship(
+        order_by="LaunchPermission.id", cascade="all, delete-orphan", lazy="selectin")
 
 
 class BlockDeviceMapping(Base):
@@ -194,6 +205,56 @@ class Snapshot(Base):
     source_task_id: Mapped[str | None] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    volume_permissions: Mapped[list["CreateVolumePermission"]] = relationship(
+        order_by="CreateVolumePermission.id", cascade="all, delete-orphan", lazy="selectin")
+
+
+class LaunchPermission(Base):
+    """Who besides its owner may use an AMI: one account (``user_id``) or everyone
+    (``group_name`` 'all', a public image)."""
+
+    __tablename__ = "launch_permissions"
+    __table_args__ = (UniqueConstraint("image_id", "user_id", "group_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(12), index=True)
+    group_name: Mapped[str | None] = mapped_column(String(8))
+
+
+class CreateVolumePermission(Base):
+    """Who besides its owner may read a snapshot (one account, or group 'all')."""
+
+    __tablename__ = "create_volume_permissions"
+    __table_args__ = (UniqueConstraint("snapshot_id", "user_id", "group_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    snapshot_id: Mapped[str] = mapped_column(ForeignKey("snapshots.id", ondelete="CASCADE"),
+                                             index=True)
+    user_id: Mapped[str | None] = mapped_column(String(12), index=True)
+    group_name: Mapped[str | None] = mapped_column(String(8))
+
+
+class TemporaryCredential(Base):
+    """Credentials issued by STS (GetSessionToken, AssumeRole). The secret is kept sealed under
+    the server's root key (it must be recoverable to verify signatures); the session token only
+    as its SHA-256, since it is only ever compared."""
+
+    __tablename__ = "temporary_credentials"
+
+    access_key_id: Mapped[str] = mapped_column(String(32), primary_key=True)   # ASIA...
+    account_id: Mapped[str] = mapped_column(String(12))
+    sealed_secret: Mapped[bytes] = mapped_column(LargeBinary)
+    token_sha256: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # GetSessionToken: the long-term key whose rights the session has.
+    source_access_key: Mapped[str | None] = mapped_column(String(128))
+    # AssumeRole: the role whose inline policies decide what the session may do.
+    role_id: Mapped[str | None] = mapped_column(String(32))
+    role_arn: Mapped[str | None] = mapped_column(String(600))
+    session_name: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Tag(Base):

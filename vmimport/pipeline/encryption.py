@@ -13,6 +13,7 @@ from sqlalchemy import update
 from vmimport.blockstore.interface import BlockStore
 from vmimport.blockstore.manifest import Manifest
 from vmimport.blockstore.reader import SnapshotReader
+from vmimport.blockstore.writer import reseal_snapshot
 from vmimport.config import Settings
 from vmimport.db.models import ImportTask, Snapshot
 from vmimport.db.session import Database
@@ -58,12 +59,5 @@ def copy_source_snapshot(db: Database, settings: Settings, store: BlockStore,
                             "it with Encrypted=true")
     source_cipher = snapshot_keys.snapshot_cipher(db, settings, manifest, task.account_id,
                                                   access.role_authorizer(db, task))
-    out = Manifest(size_bytes=manifest.size_bytes, block_size=manifest.block_size,
-                   encryption=sealing.record)
-    with store.pack_writer(dedup=False) as pack:
-        for index in sorted(manifest.blocks):
-            data = store.read_block(manifest, index, source_cipher)
-            out.blocks[index] = pack.put(sealing.cipher.seal_block(index, data))
-            if on_progress is not None:
-                on_progress(min(manifest.size_bytes, (index + 1) * manifest.block_size))
-    return out
+    return reseal_snapshot(store, manifest, source_cipher, sealing.cipher, sealing.record,
+                           on_progress)

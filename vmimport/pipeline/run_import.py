@@ -24,6 +24,7 @@ from vmimport.jobs import queue
 from vmimport.jobs.worker import JobControl
 from vmimport.db.ids import new_id
 from vmimport.inspect import Decision, decide, inspect_disk
+from vmimport.service.sharing import may_read_snapshot
 from vmimport.service.snapshot_keys import SnapshotKeyError, TaskKey
 
 from . import access, encryption
@@ -253,13 +254,15 @@ def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, key: 
 
 
 def _copy_snapshot_source(control, store, task, disk, sealing):
-    """DiskContainer.SnapshotId: the guest disk is an existing snapshot of this account; the new
-    snapshot shares its blocks (a manifest copy, no data is moved)."""
+    """DiskContainer.SnapshotId: the guest disk is an existing snapshot of this account (or
+    one shared with it); the new snapshot shares its blocks (a manifest copy, no data is
+    moved)."""
     with control.db.read() as session:
         source = session.get(Snapshot, disk.source_snapshot_id)
-        if source is None or source.account_id != task.account_id:
+        if source is None or not may_read_snapshot(source, task.account_id):
             raise ImportFailure(f"Disk validation failed [Invalid snapshot] the snapshot "
-                                f"{disk.source_snapshot_id} does not exist in this account")
+                                f"{disk.source_snapshot_id} does not exist in this account "
+                                "(nor is it shared with it)")
         if source.state != "completed":
             raise ImportFailure(f"the snapshot {source.id} is {source.state}, not completed")
     manifest = encryption.copy_source_snapshot(control.db, control.settings, store, task,

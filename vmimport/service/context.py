@@ -10,6 +10,29 @@ from vmimport.config import Settings
 from vmimport.db.session import Database
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who signed a request: a configured (long-term) key acting for its account, or
+    temporary credentials issued by STS — a session of such a key (GetSessionToken) or of an
+    assumed role (AssumeRole)."""
+
+    access_key: str
+    account_id: str
+    arn: str             # what GetCallerIdentity answers, and what policies and messages name
+    user_id: str
+    # The configured key whose rights apply (itself, or the one a session was made from).
+    source_access_key: str | None = None
+    role_id: str | None = None     # an assumed role: its inline policies decide
+    role_arn: str | None = None
+    temporary: bool = False
+
+
+def key_principal(access_key: str, account_id: str) -> Principal:
+    """A configured key acts as its account (there are no IAM users here)."""
+    return Principal(access_key, account_id, f"arn:aws:iam::{account_id}:root", account_id,
+                     source_access_key=access_key)
+
+
 @dataclass
 class Context:
     account_id: str
@@ -18,6 +41,8 @@ class Context:
     settings: Settings
     # The block store the settings name; opened here unless the caller holds one already.
     blocks: BlockStore | None = None
+    # Who is calling (the front door always says; service code called directly may not).
+    caller: Principal | None = None
 
     def __post_init__(self) -> None:
         if self.blocks is None:

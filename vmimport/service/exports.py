@@ -14,13 +14,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from vmimport.db.ids import new_id
-from vmimport.db.models import ExportTask, Image, Snapshot
+from vmimport.db.models import ExportTask, Snapshot
 from vmimport.db.tasks import end_export
 from vmimport.jobs import queue
 
 from . import iam, import_rules
 from .context import Context
-from .errors import ApiError, invalid_value, missing, not_found
+from .sharing import owned_image
+from .errors import ApiError, invalid_value, missing
 from .idempotency import existing_for_token, request_digest
 from .listing import describe_tasks
 from .task_cancel import cancel_task
@@ -96,9 +97,8 @@ def _check_location(bucket: str, prefix: str) -> None:
 
 
 def _check_image(session, ctx: Context, image_id: str) -> None:
-    image = session.get(Image, image_id)
-    if image is None or image.account_id != ctx.account_id:
-        raise not_found("InvalidAMIID.NotFound", image_id)
+    # Only the owner exports: an image shared with the caller is AuthFailure.
+    image = owned_image(session, image_id, ctx.account_id)
     if image.state != "available":
         raise ApiError("IncorrectState", f"The image {image_id} is {image.state}; only an "
                        "available image can be exported")

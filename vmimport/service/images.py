@@ -2,35 +2,33 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from sqlalchemy import select
 
 from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
 
 from .context import Context
+from . import sharing
 from .errors import ApiError, missing, not_found
+from .id_syntax import check_ids
 from .listing import bool_str, describe_owned
 from .tag_store import delete_all_tags, tag_list
 
-
-def _owners_match(owners: list[str] | None, ctx: Context) -> bool:
-    """Owner.N: account ids or 'self'. Only our own account's resources exist here; other
-    aliases (amazon, aws-marketplace) own nothing on this server."""
-    if not owners:
-        return True
-    return any(o == "self" or o == ctx.account_id for o in owners)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.000Z"
 
 
 def _render_image(image: Image, tags: dict) -> dict:
     out = {
         "ImageId": image.id, "ImageLocation": f"{image.account_id}/{image.name}",
         "State": image.state, "OwnerId": image.account_id,
-        "CreationDate": image.created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-        "Public": False, "Architecture": image.architecture, "ImageType": "machine",
+        "CreationDate": image.created_at.strftime(TIME_FORMAT),
+        "Public": sharing.is_public(image.launch_permissions), "Architecture": image.architecture, "ImageType": "machine",
         "Name": image.name, "RootDeviceType": "ebs", "RootDeviceName": image.root_device_name,
         "VirtualizationType": image.virtualization_type, "Hypervisor": image.hypervisor,
         "EnaSupport": image.ena_support, "PlatformDetails": image.platform_details,
         "UsageOperation": image.usage_operation, "SriovNetSupport": "simple",
-        "Tags": tag_list(tags),
+        "Tags": tag_list(tags), "DeregistrationProtection": protection_state(image),
         "BlockDeviceMappings": [
             {"DeviceName": m.device_name,
              "Ebs": {"SnapshotId": m.snapshot_id, "VolumeSize": m.volume_size,
@@ -41,10 +39,22 @@ def _render_image(image: Image, tags: dict) -> dict:
             for m in image.mappings],
     }
     for key, value in (("Description", image.description), ("Platform", image.platform),
-                       ("BootMode", image.boot_mode)):
+                       ("BootMode", image.boot_mode), ("SourceImageId", image.source_image_id),
+                       ("SourceImageRegion", image.source_region),
+                       ("DeprecationTime", image.deprecation_time
+                        and image.deprecation_time.strftime(TIME_FORMAT))):
         if value is not None:
             out[key] = value
     return out
+
+
+def protection_state(image: Image) -> str:
+    """DeregistrationProtection as DescribeImages words it."""
+    if image.deregistration_protection:
+        return image.deregistration_protection
+    if image.protected_until is not None and image.protected_until > datetime.now(timezone.utc):
+        return f"disabled-until {image.protected_until.strftime(TIME_FORMAT)}"
+    return "disabled"
 
 
 def _image_attributes(image: Image, name: str):
@@ -53,11 +63,21 @@ def _image_attributes(image: Image, name: str):
         "architecture": [image.architecture], "boot-mode": [image.boot_mode],
         "description": [image.description], "ena-support": [bool_str(image.ena_support)],
         "hypervisor": [image.hypervisor], "image-id": [image.id], "image-type": ["machine"],
-        "is-public": ["false"], "name": [image.name], "owner-id": [image.account_id],
+        "is-public": [bool_str(sharing.is_public(image.launch_permissions))],
+        "name": [image.name], "owner-id": [image.account_id],
         "platform": [image.platform], "root-device-name": [image.root_device_name],
         "root-device-type": ["ebs"], "state": [image.state],
         "virtualization-type": [image.virtualization_type],
-        "creation-date": [image.created_at.strftime("%Y-%m-%dT%H:%M:%S.000Z")],
+        "creation-date": [image.created_at.strftime(TIME_FORMAT)],
+        "platform-details": [image.platform_details], "usage-operation": [image.usage_operation],
+        "sriov-net-support": ["simple"], "source-image-id": [image.source_image_id],
+        "source-image-region": [image.source_region],
+        "manifest-location": [f"{image.account_id}/{image.name}"],
+        "free-tier-eligible": ["false"], "image-allowed": ["true"],
+        # Members these images never have: a filter on them matches nothing.
+        "owner-alias": [], "kernel-id": [], "ramdisk-id": [], "product-code": [],
+        "product-code.type": [], "source-instance-id": [], "state-reason-code": [],
+        "state-reason-message": [],
         "block-device-mapping.device-name": [m.device_name for m in maps],
         "block-device-mapping.snapshot-id": [m.snapshot_id for m in maps],
         "block-device-mapping.volume-size": [str(m.volume_size) for m in maps],
@@ -69,24 +89,44 @@ def _image_attributes(image: Image, name: str):
     return simple.get(name)
 
 
+def _listed_as_deprecated(params: dict, account_id: str):
+    """EC2 leaves other accounts' deprecated images out unless IncludeDeprecated or ImageIds
+    asks for them; an owner always sees its own."""
+    if params.get("IncludeDeprecated") or params.get("ImageIds"):
+        return None
+    now = datetime.now(timezone.utc)
+    return lambda image: (image.account_id == account_id or image.deprecation_time is None
+                          or image.deprecation_time > now)
+
+
 def describe_images(ctx: Context, params: dict) -> dict:
+    check_ids("ami", params.get("ImageIds"))
     return describe_owned(
         ctx, params, model=Image, ids=params.get("ImageIds"),
         not_found=lambda unknown: not_found("InvalidAMIID.NotFound", sorted(unknown)),
         attributes=_image_attributes, result_key="Images",
         render=lambda session, image, tags: _render_image(image, tags),
-        owned=_owners_match(params.get("Owners"), ctx))
+        scope=sharing.visible_images(ctx.account_id),
+        narrow=sharing.both(
+            _listed_as_deprecated(params, ctx.account_id),
+            sharing.owners_predicate(params.get("Owners"), ctx.account_id),
+            sharing.users_predicate(params.get("ExecutableUsers"), ctx.account_id,
+                                    lambda image: image.launch_permissions)))
 
 
 def deregister_image(ctx: Context, params: dict) -> dict:
     image_id = params.get("ImageId")
     if not image_id:
         raise missing("ImageId")
+    check_ids("ami", image_id)
     deleted: list[str] = []
     with ctx.db.write() as session:
-        image = session.get(Image, image_id)
-        if image is None or image.account_id != ctx.account_id:
-            raise not_found("InvalidAMIID.NotFound", image_id)
+        image = sharing.owned_image(session, image_id, ctx.account_id)
+        state = protection_state(image)
+        if state != "disabled":
+            raise ApiError("InvalidParameterValue",
+                           f"Image {image_id} has deregistration protection enabled ({state}); "
+                           "disable it with DisableImageDeregistrationProtection first")
         snapshot_ids = [m.snapshot_id for m in image.mappings]
         session.delete(image)
         delete_all_tags(session, ctx.account_id, image_id)
@@ -117,7 +157,8 @@ def _render_snapshot(snapshot: Snapshot, tags: dict) -> dict:
         "StartTime": snapshot.started_at, "Progress": "100%" if snapshot.state == "completed"
         else "0%", "OwnerId": snapshot.account_id, "VolumeSize": snapshot.volume_size,
         "Encrypted": snapshot.encrypted, "StorageTier": "standard", "Tags": tag_list(tags),
-        "FullSnapshotSizeInBytes": snapshot.size_bytes,
+        # The data held (blocks that are not all zeros), not the volume's size, as on EBS.
+        "FullSnapshotSizeInBytes": snapshot.stored_bytes,
     }
     if snapshot.description is not None:
         out["Description"] = snapshot.description
@@ -135,27 +176,31 @@ def _snapshot_attributes(snapshot: Snapshot, name: str):
         "status": [snapshot.state], "volume-id": [snapshot.volume_id],
         "volume-size": [str(snapshot.volume_size)], "storage-tier": ["standard"],
         "progress": ["100%" if snapshot.state == "completed" else "0%"],
-        "start-time": [snapshot.started_at.strftime("%Y-%m-%dT%H:%M:%S.000Z")],
+        "start-time": [snapshot.started_at.strftime(TIME_FORMAT)],
     }.get(name)
 
 
 def describe_snapshots(ctx: Context, params: dict) -> dict:
+    check_ids("snap", params.get("SnapshotIds"))
     return describe_owned(
         ctx, params, model=Snapshot, ids=params.get("SnapshotIds"),
         not_found=lambda unknown: not_found("InvalidSnapshot.NotFound", sorted(unknown)),
         attributes=_snapshot_attributes, result_key="Snapshots",
         render=lambda session, snapshot, tags: _render_snapshot(snapshot, tags),
-        owned=_owners_match(params.get("OwnerIds"), ctx), page_bounds=(5, 1000))
+        scope=sharing.visible_snapshots(ctx.account_id), page_bounds=(5, 1000),
+        narrow=sharing.both(
+            sharing.owners_predicate(params.get("OwnerIds"), ctx.account_id),
+            sharing.users_predicate(params.get("RestorableByUserIds"), ctx.account_id,
+                                    lambda snapshot: snapshot.volume_permissions)))
 
 
 def delete_snapshot(ctx: Context, params: dict) -> dict:
     snapshot_id = params.get("SnapshotId")
     if not snapshot_id:
         raise missing("SnapshotId")
+    check_ids("snap", snapshot_id)
     with ctx.db.write() as session:
-        snapshot = session.get(Snapshot, snapshot_id)
-        if snapshot is None or snapshot.account_id != ctx.account_id:
-            raise not_found("InvalidSnapshot.NotFound", snapshot_id)
+        snapshot = sharing.owned_snapshot(session, snapshot_id, ctx.account_id)
         user = session.scalar(select(BlockDeviceMapping.image_id).where(
             BlockDeviceMapping.snapshot_id == snapshot_id).limit(1))
         if user is not None:

@@ -113,14 +113,17 @@ def bool_str(value: bool | None) -> str | None:
 
 def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found,
                    attributes, render, result_key: str, where=(), visible=None,
-                   page_bounds: tuple[int, int] = (1, 1000), owned: bool = True) -> dict:
-    """The body of every Describe* call: the caller's rows of ``model`` (optionally only
-    ``ids``, unknown ones refused with ``not_found(unknown_ids)``), filtered, paged and
-    rendered with their tags. ``visible(row)`` hides rows (e.g. old tasks); ``owned=False``
-    means an Owner filter excluded this account, so the answer is empty."""
+                   page_bounds: tuple[int, int] = (1, 1000), scope=None, narrow=None) -> dict:
+    """The body of every Describe* call: the caller's rows of ``model`` (or those of the
+    ``scope`` clause: shared ones too), optionally only ``ids`` (unknown ones refused with
+    ``not_found(unknown_ids)``), filtered, paged and rendered with the caller's tags.
+    ``visible(row)`` hides rows (e.g. old tasks) as if they did not exist; ``narrow(row)``
+    (Owner.N, ExecutableBy.N) keeps rows after the ids were checked, so an id it drops is no
+    error."""
     filters = check_bounds(params)
     with ctx.db.read() as session:
-        query = select(model).where(model.account_id == ctx.account_id, *where)
+        scope = model.account_id == ctx.account_id if scope is None else scope
+        query = select(model).where(scope, *where)
         if ids:
             query = query.where(model.id.in_(ids))
         rows = [r for r in session.scalars(query.order_by(model.id))
@@ -131,8 +134,8 @@ def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found
             unknown = [i for i in ids if i not in found]
             if unknown:
                 raise not_found(unknown)
-        if not owned:
-            rows = []
+        if narrow is not None:
+            rows = [r for r in rows if narrow(r)]
         tags = tags_for(session, ctx.account_id, [r.id for r in rows])
         rows = filter_items(rows, filters, attributes, lambda r: tags.get(r.id, {}))
         page, token = paginate(rows, params.get("MaxResults"), params.get("NextToken"),

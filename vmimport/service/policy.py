@@ -151,27 +151,37 @@ def evaluate(policies: list[tuple[str, dict]], action: str, resource: str,
     return Decision(False, "no statement of the role's policies allows it")
 
 
-def _principal_matches(principal, service: str) -> bool:
+def _principal_matches(principal, service: str, aws_ids: frozenset[str]) -> bool:
     if principal == "*":
         return True
     if not isinstance(principal, dict):
         return False
-    if _as_list(principal.get("AWS", [])) == ["*"]:
+    aws = _as_list(principal.get("AWS", []))
+    if aws == ["*"] or any(isinstance(p, str) and p in aws_ids for p in aws):
         return True
     return any(isinstance(p, str) and p.lower() == service.lower()
                for p in _as_list(principal.get("Service", [])))
 
 
+def aws_principal_ids(account_id: str, *arns: str | None) -> frozenset[str]:
+    """What an ``{"AWS": ...}`` principal may name to mean this caller: its account (as the
+    bare id or the root ARN: the account delegates to its own keys) or the caller's ARNs."""
+    return frozenset({account_id, f"arn:aws:iam::{account_id}:root", *filter(None, arns)})
+
+
 def trust_decision(policy: dict, service: str, context: dict[str, str],
-                   action: str = "sts:AssumeRole") -> Decision:
-    """Whether the trust policy lets ``service`` (``vmie.amazonaws.com``) assume the role."""
+                   action: str = "sts:AssumeRole",
+                   aws_ids: frozenset[str] = frozenset()) -> Decision:
+    """Whether the trust policy lets ``service`` (``vmie.amazonaws.com``) — or, with
+    ``aws_ids`` (``aws_principal_ids``), the account principal ``service`` names — assume
+    the role."""
     allowed, named_without_conditions = False, False
     for n, st in enumerate(_as_list(policy.get("Statement", [])), 1):
         if not _action_applies(st, action):
             continue
-        if "Principal" in st and not _principal_matches(st["Principal"], service):
+        if "Principal" in st and not _principal_matches(st["Principal"], service, aws_ids):
             continue
-        if "NotPrincipal" in st and _principal_matches(st["NotPrincipal"], service):
+        if "NotPrincipal" in st and _principal_matches(st["NotPrincipal"], service, aws_ids):
             continue
         if not conditions_hold(st, context):
             named_without_conditions = True
