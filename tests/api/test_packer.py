@@ -36,7 +36,8 @@ def test_packer_amazon_import_registers_an_ami(tmp_path, disks):
                 "type": "amazon-import", "access_key": "test", "secret_key": "test",
                 "region": "us-east-1", "custom_endpoint_ec2": f"http://localhost:{srv.port}",
                 "s3_bucket_name": BUCKET, "format": "raw", "license_type": "BYOL",
-                "ami_name": "packer-{{timestamp}}", "skip_clean": True}]}
+                "ami_name": "packer-{{timestamp}}", "ami_description": "made by packer",
+                "ami_users": ["111111111111"], "skip_clean": True}]}
         (tmp_path / "template.json").write_text(json.dumps(template))
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(HOME=str(tmp_path), CHECKPOINT_DISABLE="1", PACKER_CACHE_DIR=str(tmp_path))
@@ -52,5 +53,9 @@ def test_packer_amazon_import_registers_an_ami(tmp_path, disks):
         image = srv.client("ec2").describe_images(ImageIds=[image_id])["Images"][0]
         assert image["State"] == "available" and image["Name"].startswith("packer-")
         assert image["PlatformDetails"] == "Linux/UNIX"  # inspected: the disk's Ubuntu
+        assert image["Description"] == "made by packer"  # ami_description
+        permissions = srv.client("ec2").describe_image_attribute(
+            ImageId=image_id, Attribute="launchPermission")["LaunchPermissions"]
+        assert permissions == [{"UserId": "111111111111"}]  # ami_users
     finally:
         srv.stop()

@@ -132,6 +132,10 @@ def _permission_changes(changes: dict | None, legacy: list[dict],
     """(add, remove): the Add/Remove structure plus the legacy grantees under OperationType."""
     changes = changes or {}
     add, remove = list(changes.get("Add") or []), list(changes.get("Remove") or [])
+    if legacy and operation is None and (add or remove):
+        # Packer sends both forms, the grantees in UserId.N and in LaunchPermission.Add, and
+        # no OperationType: EC2 takes the structure.
+        return add, remove
     if legacy:
         if operation not in ("add", "remove"):
             raise invalid_value("OperationType", operation, "Valid values: add, remove.")
