@@ -31,8 +31,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from vmimport.blockstore.packs import BLOCK_SIZE, _nonzero_parts, _write_segments, block_digest
+from vmimport.blockstore.packs import BLOCK_SIZE, block_digest
 from vmimport.pipeline.source import LocalSource
+from vmimport.sparse_writes import nonzero_parts, write_segments
 
 from . import disks
 from .__main__ import DEFAULT_CACHE
@@ -66,7 +67,7 @@ def floor_copy(image: Path, out: Path) -> None:
             raise RuntimeError(f"{image} changed while it was read")
         for at in range(0, len(view), BLOCK_SIZE):
             block_digest(view[at:at + BLOCK_SIZE])
-        _write_segments(local.fd, [(lo + at, part) for at, part in _nonzero_parts(0, view)])
+        write_segments(local.fd, [(lo + at, part) for at, part in nonzero_parts(0, view)])
 
     def windows():  # 8 MiB pieces of the file's data ranges, window-aligned
         for start, end in source.data_ranges():

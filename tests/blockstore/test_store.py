@@ -137,7 +137,7 @@ def test_deferred_ranges_that_follow_each_other_are_read_in_one_call(tmp_path, m
 
 def test_no_pack_write_crosses_a_write_call_window(tmp_path, monkeypatch):
     """Blocks are written in calls that stay inside one 256 KiB-aligned window of the pack
-    (``packs.WRITE_CALL``): one 8 MiB pwritev gets 2 MiB page-cache folios, which on a VM with
+    (``sparse_writes.WRITE_CALL``): one 8 MiB pwritev gets 2 MiB page-cache folios, which on a VM with
     free page reporting come from memory the host has taken back (2-4x slower to fill)."""
     path = tmp_path / "b" / "disk.raw"
     path.parent.mkdir()

@@ -1,5 +1,6 @@
-"""Export sinks into a local bucket: visible only when complete, nothing left when aborted, no
-path outside the bucket, and a killed worker's half-written export reclaimed."""
+"""Export sinks into a local bucket: visible only when complete, zeros left as holes, nothing
+left when aborted, no path outside the bucket, and a killed worker's half-written export
+reclaimed."""
 
 from __future__ import annotations
 
@@ -31,6 +32,30 @@ def test_visible_only_once_committed(settings):
     sink.commit()
     data = (bucket / "vms" / "disk.raw").read_bytes()
     assert data[:3] == b"abc" and data[-1:] == b"z" and len(data) == 3 + (1 << 20) + 1
+    assert os.listdir(bucket / PARTIAL_DIR) == []
+
+
+def test_written_zeros_become_holes_and_the_bytes_read_back(settings):
+    bucket = settings.buckets_dir / "exports"
+    sink = LocalBucketSink(bucket, "exports", "vms/disk.raw")
+    data = os.urandom(100 * 1024)
+    expected = bytearray()
+    # A header off the 64 KiB grid, data with 1 MiB of written zeros inside, a skipped
+    # stretch, and a trailing skip (the file still ends at the disk's size).
+    for piece, skipped in ((b"header" * 100, 0), (data + bytes(1024 * 1024) + data, 0),
+                           (None, 3 * 1024 * 1024), (data[:7], 0), (None, 512 * 1024)):
+        if piece is None:
+            sink.skip(skipped)
+            expected += bytes(skipped)
+        else:
+            sink.write(piece)
+            expected += piece
+        assert sink.position == len(expected)
+    sink.commit()
+    target = bucket / "vms" / "disk.raw"
+    assert target.read_bytes() == bytes(expected)
+    # Data takes ~330 KiB; without holes the file would take its whole 4.9 MiB.
+    assert target.stat().st_blocks * 512 < 1024 * 1024
     assert os.listdir(bucket / PARTIAL_DIR) == []
 
 

@@ -15,7 +15,7 @@ from vmimport.pipeline.formats.ranges import FileRange
 from vmimport.pipeline.formats.vhd_writer import write_vhd
 from vmimport.pipeline.source import LocalSource
 from vmimport.pipeline.formats.vmdk_stream_writer import write_vmdk_stream
-from vmimport.pipeline.formats.writers import write_raw
+from vmimport.pipeline.formats.writers import READ_AHEAD, READ_BATCH, write_raw
 
 from ..helpers import make_raw_disk
 
@@ -151,6 +151,24 @@ def test_an_empty_disk(tmp_path):
     # Nothing but metadata: no grain, no VHD block.
     assert (tmp_path / "exported.vmdk").stat().st_size < 64 * 1024
     assert (tmp_path / "exported.vhd").stat().st_size < 64 * 1024
+
+
+def test_blocks_are_read_ahead_a_bounded_number_at_a_time(tmp_path):
+    """Reading overlaps the writing (``read_ahead``) but never runs further ahead than its
+    batches: memory stays bounded whatever the disk's size."""
+    bound = (READ_AHEAD + 2) * READ_BATCH  # queued batches, and the one being written
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(os.urandom(3 * bound * BLOCK))
+    blocks = RawFileBlocks(raw)
+    sink = FileSink(tmp_path / "out.raw")
+    held, written = [], []
+    read, write = blocks.read, sink.write
+    blocks.read = lambda index: held.append(len(blocks.reads) - len(written)) or read(index)
+    sink.write = lambda data: written.append(len(data)) or write(data)
+    write_raw(blocks, sink)
+    sink.close()
+    assert blocks.reads == blocks.allocated() and len(written) == 3 * bound
+    assert READ_BATCH < max(held) <= bound
 
 
 def test_a_stopped_export_stops(disk, tmp_path):

@@ -2,7 +2,8 @@
 front to back and made visible only when complete (``commit``); ``abort`` leaves nothing.
 
 - ``LocalBucketSink``: a hidden partial file inside the bucket directory, renamed onto the key
-  at the end (atomic); zeros the writer skips become holes.
+  at the end (atomic); zeros the writer skips, and 64 KiB stretches of zeros it writes, become
+  holes.
 - ``S3MultipartSink``: a multipart upload of parts sized for the disk (at most 10,000 parts),
   uploaded by two threads while the writer goes on; memory is a few parts.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from vmimport.blockstore import leftovers
 from vmimport.blockstore.interface import LeftoverReport
 from vmimport.config import Settings
+from vmimport.sparse_writes import nonzero_parts, write_segments
 
 from .errors import ImportFailure
 
@@ -64,11 +66,11 @@ class LocalBucketSink:
         return self._position
 
     def write(self, data) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(self.fd, view, self._position)
-            self._position += written
-            view = view[written:]
+        # All-zero 64 KiB stretches stay holes, as qemu-img leaves them: the bench disk's RAW
+        # export puts 1047 MiB into the page cache instead of 1216.
+        view = memoryview(data).cast("B")
+        write_segments(self.fd, list(nonzero_parts(self._position, view)))
+        self._position += len(view)
 
     def skip(self, length: int) -> None:
         self._position += length

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 from .vhd_structs import (DYNAMIC, FOOTER_COOKIE, HEADER_COOKIE, NOT_ALLOCATED, DynamicHeader,
                           VhdFooter, checksum)
-from .writers import DiskBlocks, Progress, Sink, zero_filled
+from .writers import DiskBlocks, Progress, Sink, read_ahead, zero_filled
 
 SECTOR = 512
 VHD_BLOCK = 2 * 1024 * 1024
@@ -86,14 +86,14 @@ def write_vhd(disk: DiskBlocks, sink: Sink, on_progress: Progress | None = None)
     sink.write(dynamic_header(entries))
     sink.write(struct.pack(f">{entries}I", *bat).ljust(bat_bytes, b"\xff"))
 
-    wanted = iter(allocated)
+    wanted = read_ahead(disk, allocated)
     pending = next(wanted, None)
     for block in used:
         sink.write(bitmap)
         base = block * per_vhd_block
         for index in range(base, base + per_vhd_block):
-            if pending == index:
-                sink.write(zero_filled(disk.read(index), disk.block_size))
+            if pending is not None and pending[0] == index:
+                sink.write(zero_filled(pending[1], disk.block_size))
                 pending = next(wanted, None)
             else:
                 sink.skip(disk.block_size)
