@@ -50,10 +50,8 @@ class ExportResult:
 class OutputCheck:
     identical: bool
     message: str
-    vmimport_bytes: int
-    vmimport_allocated: int
-    qemu_bytes: int
-    qemu_allocated: int
+    size: int = 0
+    allocated: int = 0
 
 
 def export_once(server: VmimportServer, ec2, image_id: str, fmt: ExportFormat,
@@ -99,35 +97,41 @@ def _write_seconds(server: VmimportServer, task_id: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def qemu_export(fmt: ExportFormat, raw: Path, out: Path, keep: bool = False) -> Timed:
-    try:
-        return timed_command([disks.QEMU_IMG, "convert", "-f", "raw", str(raw),
-                              *fmt.qemu_args, str(out)])
-    finally:
-        if not keep:
-            out.unlink(missing_ok=True)
+class QemuExport:
+    """``qemu-img convert`` of the raw disk into ``out`` in the format; each output deleted
+    right after its run, its sizes kept."""
+
+    def __init__(self, fmt: ExportFormat, raw: Path, out: Path):
+        self.args = [disks.QEMU_IMG, "convert", "-f", "raw", str(raw), *fmt.qemu_args,
+                     str(out)]
+        self.out = out
+        self.size = self.allocated = 0
+
+    def __call__(self) -> Timed:
+        try:
+            timed = timed_command(self.args)
+            stat = self.out.stat()
+            self.size, self.allocated = stat.st_size, stat.st_blocks * 512
+            return timed
+        finally:
+            self.out.unlink(missing_ok=True)
 
 
-def check_output(server: VmimportServer, ec2, image_id: str, fmt: ExportFormat, raw: Path,
-                 work: Path) -> OutputCheck:
-    """One export and one qemu-img output of the format, kept long enough to compare ours with
-    the raw disk and to measure both tools' sizes."""
+def check_output(server: VmimportServer, ec2, image_id: str, fmt: ExportFormat,
+                 raw: Path) -> OutputCheck:
+    """One export kept long enough to compare it with the raw disk and to measure it."""
     ours = export_once(server, ec2, image_id, fmt, keep=True)
-    theirs = work / f"qemu-out.{fmt.name.lower()}"
     try:
-        qemu_export(fmt, raw, theirs, keep=True)
         if ours.status != "completed":
-            return OutputCheck(False, f"export {ours.status}: {ours.message}", 0, 0,
-                               theirs.stat().st_size, theirs.stat().st_blocks * 512)
+            return OutputCheck(False, f"export {ours.status}: {ours.message}")
         compared = subprocess.run([disks.QEMU_IMG, "compare", "-f", "raw", "-F", fmt.qemu_fmt,
                                    str(raw), str(ours.path)], capture_output=True, text=True)
+        stat = ours.path.stat()
         return OutputCheck(compared.returncode == 0,
                            (compared.stdout + compared.stderr).strip()[:300],
-                           ours.path.stat().st_size, ours.path.stat().st_blocks * 512,
-                           theirs.stat().st_size, theirs.stat().st_blocks * 512)
+                           stat.st_size, stat.st_blocks * 512)
     finally:
         ours.path.unlink(missing_ok=True)
-        theirs.unlink(missing_ok=True)
 
 
 def import_base(server: VmimportServer, ec2, raw: Path) -> str:
@@ -152,15 +156,14 @@ def run_export(server: VmimportServer, ec2, sampler: MemorySampler, raw: Path, r
         row = {"section": "export", "format": fmt.name, "target_speedup": fmt.target,
                "qemu_command": f"qemu-img convert -f raw {' '.join(fmt.qemu_args)}"}
         rows.append(row)
-        check = check_output(server, ec2, image_id, fmt, raw, work)
-        row.update(identical=check.identical, compare=check.message,
-                   vmimport_bytes=check.vmimport_bytes,
-                   vmimport_allocated_bytes=check.vmimport_allocated,
-                   qemu_bytes=check.qemu_bytes, qemu_allocated_bytes=check.qemu_allocated)
+        check = check_output(server, ec2, image_id, fmt, raw)
+        qemu_run = QemuExport(fmt, raw, work / f"qemu-out.{fmt.name.lower()}")
         qemu, ours = take_turns(
-            lambda: qemu_export(fmt, raw, work / f"qemu-out.{fmt.name.lower()}"),
-            lambda: export_once(server, ec2, image_id, fmt, sampler), runs,
+            qemu_run, lambda: export_once(server, ec2, image_id, fmt, sampler), runs,
             completed=lambda result: result.status == "completed")
+        row.update(identical=check.identical, compare=check.message,
+                   vmimport_bytes=check.size, vmimport_allocated_bytes=check.allocated,
+                   qemu_bytes=qemu_run.size, qemu_allocated_bytes=qemu_run.allocated)
         row["qemu_seconds"] = [round(t.seconds, 3) for t in qemu]
         row["qemu_cpu_seconds"] = [round(t.cpu, 2) for t in qemu]
         row["qemu_peak_rss"] = max(t.peak_rss for t in qemu)
@@ -179,15 +182,15 @@ def run_export(server: VmimportServer, ec2, sampler: MemorySampler, raw: Path, r
         row.update(status="measured", qemu_median=round(q, 3), vmimport_median=round(v, 3),
                    speedup=round(q / v, 3), speed_pass=q / v >= fmt.target,
                    rss_pass=row["vmimport_peak_rss"] <= RSS_LIMIT,
-                   size_ratio=round(check.vmimport_allocated / max(1, check.qemu_allocated), 3),
+                   size_ratio=round(check.allocated / max(1, qemu_run.allocated), 3),
                    qemu_cpu_median=round(statistics.median(t.cpu for t in qemu), 2),
                    vmimport_cpu_median=round(statistics.median(r.cpu for r in ours), 2),
                    vmimport_write_median=round(statistics.median(written), 3) if written
                    else None)
         log(f"  {fmt.name:5s} vmimport {v:6.2f}s (write {row['vmimport_write_median']}s, "
-            f"{row['vmimport_cpu_median']:.2f} CPU-s, {check.vmimport_bytes / MiB:.0f} MiB)  "
+            f"{row['vmimport_cpu_median']:.2f} CPU-s, {check.size / MiB:.0f} MiB)  "
             f"qemu-img {q:6.2f}s ({row['qemu_cpu_median']:.2f} CPU-s, "
-            f"{check.qemu_bytes / MiB:.0f} MiB)  x{q / v:5.2f} (target {fmt.target}x)  "
+            f"{qemu_run.size / MiB:.0f} MiB)  x{q / v:5.2f} (target {fmt.target}x)  "
             f"PSS {row['vmimport_peak_rss'] / MiB:.0f} MiB  "
             + ("identical" if check.identical else f"DIFFERS: {check.message}"))
     return rows

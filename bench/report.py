@@ -171,8 +171,11 @@ def _export_row(r: dict) -> tuple[str, ...]:
     if r.get("status") != "measured":
         return ("export", r["format"], r.get("status", ""), "", "", "",
                 "FAIL (" + r.get("message", "")[:80] + ")")
+    written = r.get("vmimport_write_median")
     return ("export", r["format"],
-            f"{r['vmimport_median']:.2f} s ({r['vmimport_cpu_median']:.2f} CPU-s), "
+            f"{r['vmimport_median']:.2f} s ("
+            + (f"write {written:.2f} s, " if written is not None else "")
+            + f"{r['vmimport_cpu_median']:.2f} CPU-s), "
             f"{_size(r['vmimport_bytes'], r['vmimport_allocated_bytes'])}, "
             f"PSS {_mib(r['vmimport_peak_rss'])}",
             f"qemu-img {r['qemu_median']:.2f} s ({r['qemu_cpu_median']:.2f} CPU-s), "
