@@ -67,9 +67,11 @@ class LocalBucketSink:
 
     def write(self, data) -> None:
         # All-zero 64 KiB stretches stay holes, as qemu-img leaves them: the bench disk's RAW
-        # export puts 1047 MiB into the page cache instead of 1216.
+        # export puts 1047 MiB into the page cache instead of 1216. Stretches are counted from
+        # the start of ``data`` (a guest block: VHD's sit 512 bytes off the file's grid).
         view = memoryview(data).cast("B")
-        write_segments(self.fd, list(nonzero_parts(self._position, view)))
+        write_segments(self.fd, [(self._position + at, part)
+                                 for at, part in nonzero_parts(0, view)])
         self._position += len(view)
 
     def skip(self, length: int) -> None:
