@@ -149,6 +149,29 @@ def take_turns(baseline: Callable[[], T], ours: Callable[[], R], runs: int,
     return theirs, mine
 
 
+def compared_runs(qemu: list[Timed], ours: list, target: float) -> dict:
+    """What every row of our tool against qemu-img holds: each run's seconds, CPU seconds and
+    peak memory, then (status 'measured') the medians, the speed-up and whether speed and
+    memory meet their targets; status 'error' if one of ``ours`` (results with ``status``,
+    ``seconds``, ``cpu``, ``peak_rss``, ``message``) did not complete."""
+    row = {"qemu_seconds": [round(t.seconds, 3) for t in qemu],
+           "qemu_cpu_seconds": [round(t.cpu, 2) for t in qemu],
+           "qemu_peak_rss": max(t.peak_rss for t in qemu),
+           "vmimport_seconds": [round(r.seconds, 3) for r in ours],
+           "vmimport_cpu_seconds": [round(r.cpu, 2) for r in ours],
+           "vmimport_peak_rss": max(r.peak_rss for r in ours)}
+    failed = [r for r in ours if r.status != "completed"]
+    if failed:
+        return {**row, "status": "error", "message": f"{failed[0].status}: {failed[0].message}"}
+    q = statistics.median(t.seconds for t in qemu)
+    v = statistics.median(r.seconds for r in ours)
+    return {**row, "status": "measured", "qemu_median": round(q, 3),
+            "vmimport_median": round(v, 3), "speedup": round(q / v, 3),
+            "speed_pass": q / v >= target, "rss_pass": row["vmimport_peak_rss"] <= RSS_LIMIT,
+            "qemu_cpu_median": round(statistics.median(t.cpu for t in qemu), 2),
+            "vmimport_cpu_median": round(statistics.median(r.cpu for r in ours), 2)}
+
+
 def _seconds(value: float | None) -> str:
     return "?" if value is None else f"{value:.2f}s"
 
@@ -235,30 +258,17 @@ def run_conversion(server: VmimportServer, ec2, sampler: MemorySampler, names: l
             row["profile"] = spy.summary()
         server.drop(BUCKET, key)
         server.clear_blocks()
-        failed = [r for r in ours if r.status != "completed"]
-        row["qemu_seconds"] = [round(t.seconds, 3) for t in qemu]
-        row["qemu_cpu_seconds"] = [round(t.cpu, 2) for t in qemu]
-        row["qemu_peak_rss"] = max(t.peak_rss for t in qemu)
-        row["vmimport_seconds"] = [round(r.seconds, 3) for r in ours]
+        row.update(compared_runs(qemu, ours, fmt.target))
         row["vmimport_store_seconds"] = [r.store_seconds and round(r.store_seconds, 3)
                                          for r in ours]
         row["vmimport_polled_seconds"] = [round(r.polled_seconds, 3) for r in ours]
-        row["vmimport_cpu_seconds"] = [round(r.cpu, 2) for r in ours]
-        row["vmimport_peak_rss"] = max(r.peak_rss for r in ours)
         row["vmimport_peak_rss_sum"] = max(r.peak_rss_sum for r in ours)
-        if failed:
-            row.update(status="error", message=f"{failed[0].status}: {failed[0].message}")
+        if row["status"] == "error":
             log(f"  {name:17s} import failed: {row['message'][:200]}")
             continue
-        q = statistics.median(t.seconds for t in qemu)
-        v = statistics.median(r.seconds for r in ours)
+        q, v = row["qemu_median"], row["vmimport_median"]
         stored = [r.store_seconds for r in ours if r.store_seconds is not None]
-        row.update(status="measured", qemu_median=round(q, 3), vmimport_median=round(v, 3),
-                   speedup=round(q / v, 3), speed_pass=q / v >= fmt.target,
-                   rss_pass=row["vmimport_peak_rss"] <= RSS_LIMIT,
-                   qemu_cpu_median=round(statistics.median(t.cpu for t in qemu), 2),
-                   vmimport_cpu_median=round(statistics.median(r.cpu for r in ours), 2),
-                   vmimport_store_median=round(statistics.median(stored), 3) if stored else None)
+        row["vmimport_store_median"] = round(statistics.median(stored), 3) if stored else None
         log(f"  {name:17s} vmimport {v:7.2f}s (store {_seconds(row['vmimport_store_median'])}, "
             f"{row['vmimport_cpu_median']:.2f} CPU-s)  qemu-img {q:7.2f}s "
             f"({row['qemu_cpu_median']:.2f} CPU-s)  x{q / v:5.2f} (target {fmt.target}x)  "

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import disks
-from .conversion import BUCKET, POLL, RSS_LIMIT, import_once, take_turns
+from .conversion import BUCKET, POLL, compared_runs, import_once, take_turns
 from .disks import MiB
 from .server import MemorySampler, Timed, VmimportServer, cpu_seconds, timed_command
 
@@ -40,7 +40,7 @@ class ExportResult:
     status: str  # completed | deleted | timeout
     seconds: float  # ExportImage call -> the task's finished_at
     message: str = ""
-    peak_pss: int = 0  # the server's process tree (see MemorySampler)
+    peak_rss: int = 0  # the server's process tree's peak PSS (see MemorySampler)
     cpu: float = 0.0
     write_seconds: float | None = None  # the worker's writer and sink alone (its log)
     path: Path | None = None  # the object, while it is kept
@@ -164,29 +164,15 @@ def run_export(server: VmimportServer, ec2, sampler: MemorySampler, raw: Path, r
         row.update(identical=check.identical, compare=check.message,
                    vmimport_bytes=check.size, vmimport_allocated_bytes=check.allocated,
                    qemu_bytes=qemu_run.size, qemu_allocated_bytes=qemu_run.allocated)
-        row["qemu_seconds"] = [round(t.seconds, 3) for t in qemu]
-        row["qemu_cpu_seconds"] = [round(t.cpu, 2) for t in qemu]
-        row["qemu_peak_rss"] = max(t.peak_rss for t in qemu)
-        row["vmimport_seconds"] = [round(r.seconds, 3) for r in ours]
+        row.update(compared_runs(qemu, ours, fmt.target))
         row["vmimport_write_seconds"] = [r.write_seconds for r in ours]
-        row["vmimport_cpu_seconds"] = [round(r.cpu, 2) for r in ours]
-        row["vmimport_peak_rss"] = max(r.peak_pss for r in ours)
-        failed = [r for r in ours if r.status != "completed"]
-        if failed:
-            row.update(status="error", message=f"{failed[0].status}: {failed[0].message}")
+        if row["status"] == "error":
             log(f"  {fmt.name:5s} export failed: {row['message'][:200]}")
             continue
-        q = statistics.median(t.seconds for t in qemu)
-        v = statistics.median(r.seconds for r in ours)
+        q, v = row["qemu_median"], row["vmimport_median"]
         written = [r.write_seconds for r in ours if r.write_seconds is not None]
-        row.update(status="measured", qemu_median=round(q, 3), vmimport_median=round(v, 3),
-                   speedup=round(q / v, 3), speed_pass=q / v >= fmt.target,
-                   rss_pass=row["vmimport_peak_rss"] <= RSS_LIMIT,
-                   size_ratio=round(check.allocated / max(1, qemu_run.allocated), 3),
-                   qemu_cpu_median=round(statistics.median(t.cpu for t in qemu), 2),
-                   vmimport_cpu_median=round(statistics.median(r.cpu for r in ours), 2),
-                   vmimport_write_median=round(statistics.median(written), 3) if written
-                   else None)
+        row["size_ratio"] = round(check.allocated / max(1, qemu_run.allocated), 3)
+        row["vmimport_write_median"] = round(statistics.median(written), 3) if written else None
         log(f"  {fmt.name:5s} vmimport {v:6.2f}s (write {row['vmimport_write_median']}s, "
             f"{row['vmimport_cpu_median']:.2f} CPU-s, {check.size / MiB:.0f} MiB)  "
             f"qemu-img {q:6.2f}s ({row['qemu_cpu_median']:.2f} CPU-s, "
