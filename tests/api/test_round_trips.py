@@ -135,3 +135,13 @@ def test_errors_parse_back(service):
                            "body": reply.body}, operation.output_shape)
     assert parsed["Error"]["Code"] == "SomeCode"
     assert parsed["Error"]["Message"] == "what went wrong & why"
+
+
+@pytest.mark.parametrize("service", sorted(PROTOCOLS))
+def test_every_protocol_words_every_refusal(service):
+    """Each failure the front door names has a code in every protocol (no fallback)."""
+    from vmimport.api import protocol_base
+    kinds = {protocol_base.AUTH, protocol_base.SIGNATURE, protocol_base.TOKEN,
+             protocol_base.EXPIRED, protocol_base.DENIED, protocol_base.THROTTLED,
+             protocol_base.INVALID, protocol_base.UNAVAILABLE, protocol_base.INTERNAL}
+    assert kinds <= PROTOCOLS[service].codes.keys()

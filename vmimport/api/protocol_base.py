@@ -4,6 +4,7 @@ class (``protocols.py`` and ``s3_protocol.py`` hold the protocols themselves).""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -53,7 +54,9 @@ class Refusal(Exception):
         self.status = status
 
 
-class Protocol:
+class Protocol(ABC):
+    """A served protocol; each subclass says how it finds, parses and answers an operation."""
+
     service: str
     codes: dict[str, tuple[str, int]]
     streams_body = False  # True: the handler reads the body (ApiRequest.stream), not the door
@@ -63,8 +66,9 @@ class Protocol:
         self.model = service_model(service)
         self.actions = actions_table  # read at each call: tests replace handlers in it
 
+    @abstractmethod
     def operation(self, request: ApiRequest) -> botocore.model.OperationModel:
-        raise NotImplementedError
+        """The operation a request names (Action, X-Amz-Target, method and path...)."""
 
     def handler(self, operation: botocore.model.OperationModel) -> Callable:
         handler = self.actions.get(operation.name)
@@ -76,14 +80,17 @@ class Protocol:
         """The answer to an operation of the model that vmimport does not serve."""
         return ApiError("NotImplemented", f"{name} is not served by vmimport")
 
+    @abstractmethod
     def parse(self, operation: botocore.model.OperationModel, request: ApiRequest) -> dict:
-        raise NotImplementedError
+        """The operation's input, boto3-shaped."""
 
+    @abstractmethod
     def reply(self, operation, result: dict, request_id: str) -> Reply:
-        raise NotImplementedError
+        """A handler's result in this protocol's wire form."""
 
+    @abstractmethod
     def error(self, code: str, message: str, status: int, request_id: str) -> Reply:
-        raise NotImplementedError
+        """An error in this protocol's envelope."""
 
     def denied(self, action: str, who: str, why: str | None = None) -> ApiError:
         """``who``: the caller as messages name it (an access key, or a role session's ARN);
@@ -99,8 +106,7 @@ class Protocol:
         return error.status
 
     def refusal(self, refusal: Refusal, request_id: str) -> Reply:
-        # A protocol without a word of its own for expired credentials uses its token one.
-        code, status = self.codes.get(refusal.kind) or self.codes[TOKEN]
+        code, status = self.codes[refusal.kind]
         return self.error(code, refusal.message, refusal.status or status, request_id)
 
     def api_error(self, error: ApiError, request_id: str) -> Reply:

@@ -175,7 +175,8 @@ class RestJsonProtocol(Protocol):
     """The rest-json protocol (EBS direct APIs): operations by method and path."""
 
     codes = {AUTH: ("AccessDeniedException", 403), SIGNATURE: ("SignatureDoesNotMatch", 403),
-             TOKEN: ("AccessDeniedException", 403), DENIED: ("AccessDeniedException", 403),
+             TOKEN: ("AccessDeniedException", 403), EXPIRED: ("ExpiredTokenException", 403),
+             DENIED: ("AccessDeniedException", 403),
              THROTTLED: ("RequestThrottledException", 400),
              INVALID: ("ValidationException", 400),
              UNAVAILABLE: ("ServiceUnavailableException", 503),

@@ -16,8 +16,8 @@ from vmimport.service.errors import ApiError, S3Error
 
 from . import s3_xml
 from .models import service_model
-from .protocol_base import (AUTH, DENIED, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN,
-                            UNAVAILABLE, Protocol, Reply)
+from .protocol_base import (AUTH, DENIED, EXPIRED, INTERNAL, INVALID, SIGNATURE, THROTTLED,
+                            TOKEN, UNAVAILABLE, Protocol, Reply)
 
 MAX_XML_BODY = 1024 * 1024
 _NO_CONTENT = {"DeleteObject", "DeleteBucket", "AbortMultipartUpload"}
@@ -53,7 +53,8 @@ def _routes():
 class S3Protocol(Protocol):
     streams_body = True
     codes = {AUTH: ("AccessDenied", 403), SIGNATURE: ("SignatureDoesNotMatch", 403),
-             TOKEN: ("InvalidToken", 400), DENIED: ("AccessDenied", 403),
+             TOKEN: ("InvalidToken", 400), EXPIRED: ("ExpiredToken", 400),
+             DENIED: ("AccessDenied", 403),
              THROTTLED: ("SlowDown", 503), INVALID: ("InvalidRequest", 400),
              UNAVAILABLE: ("ServiceUnavailable", 503), INTERNAL: ("InternalError", 500)}
 
