@@ -14,7 +14,7 @@ import boto3
 from botocore.config import Config
 
 from vmimport.api import actions
-from vmimport.api.app import KeySlots
+from vmimport.api.key_limits import KeySlots
 from vmimport.config import Settings
 
 

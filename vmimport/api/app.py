@@ -10,14 +10,12 @@ parsing, authorization, the handler, serialization; errors are worded by the pro
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fnmatch
 import logging
 import re
 import sqlite3
-import threading
 import time
 import uuid
 
@@ -38,6 +36,7 @@ from vmimport.service.context import Context, Principal, key_principal
 from vmimport.service.errors import ApiError
 
 from .health import health, ready
+from .key_limits import KeySlots, RateLimiter
 from .models import load_models
 from .s3_body import ConnectionBody, RequestBody
 from .protocol_base import (AUTH, EXPIRED, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN,
@@ -52,8 +51,6 @@ MAX_BODY = 1024 * 1024
 MAX_HEADERS = 128
 MAX_HEADER_BYTES = 32 * 1024
 MAX_QUERY_BYTES = 48 * 1024  # the HTTP parser itself refuses URLs past ~64 KiB
-# Requests of one key waiting for a handler thread; more are throttled instead of queued.
-MAX_WAITING_PER_KEY = 64
 # The service a request was signed for, read before verification only to pick the protocol
 # (and so the error envelope); verification itself is what decides whether it is honoured.
 _SCOPE_SERVICE = re.compile(r"Credential=[^/,\s]+/\d{8}/[^/]+/([^/]+)/aws4_request")
@@ -66,87 +63,6 @@ _SIGV2_QUERY = re.compile(r"(?:^|&)AWSAccessKeyId=")
 _GLOBAL_SERVICES = {"iam": "us-east-1", "sts": "us-east-1"}
 # Actions every caller may take whatever its rights, as on AWS.
 _ALWAYS_ALLOWED = {("sts", "GetCallerIdentity"), ("sts", "GetSessionToken")}
-
-
-class RateLimiter:
-    """A token bucket per access key: ``rate`` requests a second, bursts of ``2 * rate``."""
-
-    def __init__(self, rate: float):
-        self.rate = rate
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str) -> bool:
-        if self.rate <= 0:
-            return True
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(key, (2 * self.rate, now))
-            tokens = min(2 * self.rate, tokens + (now - last) * self.rate)
-            allowed = tokens >= 1
-            self._buckets[key] = (tokens - 1 if allowed else tokens, now)
-            return allowed
-
-
-class KeySlots:
-    """How many handlers of one access key run at once: ``per_key`` while it is the only key
-    using the API, its share of ``per_key`` (at least one) while others are. Handlers share
-    one interpreter lock, so a key running several costly requests at once slows every other
-    key's answers (a DescribeImages polled beside a key replaying the worst allowed requests:
-    p99 90 ms with 3 of the 4 threads for the abuser, 44 ms with 1). A key counts as using the
-    API while it has requests running or waiting, and for ``ACTIVE_WINDOW`` seconds after its
-    last one (a client polling every few milliseconds is not idle between two polls). Waiting
-    costs no thread."""
-
-    ACTIVE_WINDOW = 1.0
-
-    def __init__(self, per_key: int):
-        self.per_key = per_key
-        self._changed = asyncio.Condition()
-        self._running: dict[str, int] = {}
-        self._waiting: dict[str, int] = {}
-        self._last_seen: dict[str, float] = {}
-
-    def limit(self, key: str) -> int:
-        now = time.monotonic()
-        others = sum(1 for k, seen in self._last_seen.items()
-                     if k != key and (self._running.get(k) or self._waiting.get(k)
-                                      or now - seen < self.ACTIVE_WINDOW))
-        return self.per_key if others == 0 else max(1, self.per_key // (others + 1))
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str):
-        async with self._changed:
-            self._last_seen[key] = time.monotonic()
-            if self._waiting.get(key, 0) >= MAX_WAITING_PER_KEY:
-                raise Refusal(THROTTLED, f"Request limit exceeded: access key {key} already has "
-                              f"{self._running.get(key, 0)} requests running and "
-                              f"{self._waiting[key]} waiting.")
-            self._waiting[key] = self._waiting.get(key, 0) + 1
-            try:
-                await self._changed.wait_for(lambda: self._running.get(key, 0) < self.limit(key))
-            finally:
-                self._waiting[key] -= 1
-            self._running[key] = self._running.get(key, 0) + 1
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self._running[key] -= 1
-                self._last_seen[key] = time.monotonic()
-                self._changed.notify_all()
-            self._forget_idle()
-
-    def _forget_idle(self) -> None:
-        """Drop keys idle for a while, so the tables stay as small as the set of active keys."""
-        if len(self._last_seen) > 64:
-            now = time.monotonic()
-            for k in [k for k, seen in self._last_seen.items()
-                      if not self._running.get(k) and not self._waiting.get(k)
-                      and now - seen > 10 * self.ACTIVE_WINDOW]:
-                self._last_seen.pop(k)
-                self._running.pop(k, None)
-                self._waiting.pop(k, None)
 
 
 class Api:
