@@ -62,7 +62,7 @@ def export_image(ctx: Context, params: dict) -> dict:
             existing = existing_for_token(session, ExportTask, ctx.account_id, token, digest)
             if existing is not None:
                 return render_export(session, existing, with_request=True)
-            _check_image(session, ctx, image_id)
+            _check_not_exporting(session, ctx, image_id)  # again, under the write lock
             task = ExportTask(
                 id=new_id(RESOURCE_TYPE), account_id=ctx.account_id, client_token=token,
                 request_digest=digest, status="active", status_message="validating",
@@ -111,6 +111,10 @@ def _check_image(session, ctx: Context, image_id: str) -> None:
         raise ApiError("InvalidParameter", f"The boot volume of {image_id} is "
                        f"{snapshot.size_bytes} bytes; volumes larger than 1 TiB cannot be "
                        "exported")
+    _check_not_exporting(session, ctx, image_id)
+
+
+def _check_not_exporting(session, ctx: Context, image_id: str) -> None:
     running = session.scalar(select(ExportTask.id).where(
         ExportTask.account_id == ctx.account_id, ExportTask.image_id == image_id,
         ExportTask.status.in_(("active", "deleting"))).limit(1))
