@@ -15,8 +15,13 @@ import pytest
 from ..helpers import wait_task
 from .browser import CHROMIUM, Browser
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
-                                "(scripts/test-packages lists it; scripts/setup --test installs it)")
+
+
+@pytest.fixture(autouse=True)
+def chromium_installed():
+    # A missing browser is a broken install step (scripts/test-packages lists it), not a skip.
+    assert CHROMIUM is not None, ("chromium is not installed: scripts/setup --test installs it "
+                                  "(scripts/test-packages)")
 
 
 @pytest.fixture
