@@ -269,11 +269,13 @@ class Api:
         handler = protocol.handler(operation)
         params = protocol.parse(operation, request)
         self._authorize(protocol, operation.name, caller)
-        protocol.before_handler(params)
+        dry_run = protocol.dry_run(params)
         context = Context(account_id=caller.account_id, region=self.settings.region,
                           db=self.db, settings=self.settings, blocks=self.blocks,
-                          caller=caller)
+                          caller=caller, dry_run=dry_run)
         result = handler(context, params)
+        if dry_run:  # a call that changes nothing: it would have succeeded
+            context.would_succeed()
         return protocol.reply(operation, result, request.request_id)
 
 

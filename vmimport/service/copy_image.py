@@ -63,6 +63,7 @@ def copy_image(ctx: Context, params: dict) -> dict:
                            "snapshot cannot be copied to an unencrypted one")
         check_name_free(session, ctx.account_id, name)
         session.expunge_all()  # used after the session: plain values from here on
+    ctx.would_succeed()  # DryRun: every check is behind us; the block I/O is not
     written: list[str] = []
     try:
         for volume in volumes:  # block I/O: no transaction is open
