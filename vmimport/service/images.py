@@ -45,6 +45,9 @@ def _render_image(image: Image, tags: dict) -> dict:
                         and image.deprecation_time.strftime(TIME_FORMAT))):
         if value is not None:
             out[key] = value
+    if image.state_reason_code:
+        out["StateReason"] = {"Code": image.state_reason_code,
+                              "Message": image.state_reason_message or ""}
     return out
 
 
