@@ -8,7 +8,7 @@ import re
 import boto3
 from botocore.config import Config
 
-from .ami_fixtures import error_of
+from .ami_fixtures import error_of, new_ami
 
 MISSING_AMI = "ami-0123456789abcdef0"
 MISSING_SNAP = "snap-0123456789abcdef0"
@@ -51,3 +51,19 @@ def test_refusal_texts(server, ec2):
     two = error_of(ec2.describe_images, ImageIds=[MISSING_AMI, "ami-0123456789abcdef1"])
     assert two["Message"] == \
         f"The image ids '[{MISSING_AMI}, ami-0123456789abcdef1]' do not exist"
+
+
+def test_a_deregistered_image_is_unavailable_to_its_owner(server, ec2, tmp_path):
+    """EC2 names an AMI its owner just deregistered ``InvalidAMIID.Unavailable`` (Ansible's
+    ec2_ami waits for exactly that); to anyone else it is simply not found."""
+    image_id = new_ami(server, ec2, tmp_path)["ImageId"]
+    ec2.deregister_image(ImageId=image_id)
+    error = error_of(ec2.describe_images, ImageIds=[image_id])
+    assert error == {"Code": "InvalidAMIID.Unavailable",
+                     "Message": f"The image id '[{image_id}]' is no longer available"}
+    # Together with an id that never existed: NotFound, as before.
+    assert error_of(ec2.describe_images, ImageIds=[image_id, MISSING_AMI])[
+        "Code"] == "InvalidAMIID.NotFound"
+    other = server.client("ec2", access_key="OTHERKEY", secret_key="othersecret")
+    assert error_of(other.describe_images, ImageIds=[image_id])["Code"] == \
+        "InvalidAMIID.NotFound"

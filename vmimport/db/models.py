@@ -215,6 +215,18 @@ class Snapshot(Base):
         order_by="CreateVolumePermission.id", cascade="all, delete-orphan", lazy="selectin")
 
 
+class DeregisteredImage(Base):
+    """An AMI its owner deregistered, for a day: DescribeImages names it
+    ``InvalidAMIID.Unavailable`` rather than NotFound, which tools that wait for an AMI to
+    go (Ansible's ec2_ami) take as gone."""
+
+    __tablename__ = "deregistered_images"
+
+    image_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(12), index=True)
+    deregistered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 class LaunchPermission(Base):
     """Who besides its owner may use an AMI: one account (``user_id``) or everyone
     (``group_name`` 'all', a public image)."""
