@@ -11,7 +11,7 @@ import botocore.model
 from defusedxml import ElementTree
 
 # Members of the response root that no output shape lists.
-ENVELOPE = {"requestId", "RequestId"}
+ENVELOPE = {"requestId", "RequestId", "ResponseMetadata"}
 
 
 def _tag(element) -> str:

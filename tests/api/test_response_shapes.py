@@ -144,6 +144,43 @@ def test_every_served_ec2_action_answers_in_its_shape(tmp_path):
     assert problems == {}, json.dumps(problems, indent=1)
 
 
+def test_every_served_iam_and_sts_action_answers_in_its_shape(server):
+    """The Query-protocol services, the same way: each answer's <XResult> walked."""
+    from vmimport.api.actions import IAM_ACTIONS, STS_ACTIONS
+
+    problems: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    iam, sts = server.client("iam"), server.client("sts")
+    for client, service in ((iam, "iam"), (sts, "sts")):
+        def check(operation_model, response_dict, **_):
+            if response_dict["status_code"] < 300:
+                seen.add(operation_model.name)
+                found = check_response(operation_model, response_dict["body"])
+                if found:
+                    problems[operation_model.name] = found
+        client.meta.events.register(f"before-parse.{service}.*", check)
+    name = "shapes-" + uuid.uuid4().hex[:8]
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": "000000000000"}, "Action": "sts:AssumeRole"}]}
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}]}
+    arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
+                          Description="shapes")["Role"]["Arn"]
+    iam.get_role(RoleName=name)
+    iam.list_roles()
+    iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+    iam.get_role_policy(RoleName=name, PolicyName="p")
+    iam.list_role_policies(RoleName=name)
+    sts.get_caller_identity()
+    sts.get_session_token()
+    sts.assume_role(RoleArn=arn, RoleSessionName="shapes")
+    iam.delete_role_policy(RoleName=name, PolicyName="p")
+    iam.delete_role(RoleName=name)
+    assert (set(IAM_ACTIONS) | set(STS_ACTIONS)) - seen == set()
+    assert problems == {}, json.dumps(problems, indent=1)
+
+
 def test_the_check_can_fail():
     """A response with an unknown member, a wrong type and a list item misnamed."""
     import botocore.session
