@@ -37,6 +37,7 @@ def _play(server, tmp_path, tasks: list[dict]) -> dict:
     env = {**os.environ, "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
            "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
+           "ANSIBLE_REMOTE_TEMP": str(tmp_path / "ansible-remote-tmp"),
            "ANSIBLE_HOME": str(tmp_path / "ansible-home"), "ANSIBLE_NOCOLOR": "1"}
     proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook)],
                           env=env, capture_output=True, text=True, timeout=300)
