@@ -83,11 +83,12 @@ def _prepare(settings: Settings, migrate: bool = True, verbose: bool = False) ->
 
 def _worker_pool(settings: Settings, db: Database, threads: int):
     from .jobs.worker import WorkerPool
+    from .pipeline.run_copy import run_copy_job
     from .pipeline.run_export import run_export_job
     from .pipeline.run_import import run_import_job
 
     handlers = {"import-image": run_import_job, "import-snapshot": run_import_job,
-                "export-image": run_export_job}
+                "export-image": run_export_job, "copy-image": run_copy_job}
     return WorkerPool(db, settings, handlers, threads)
 
 

@@ -93,8 +93,8 @@ class Settings(BaseSettings):
 
     # Safety bounds for images (see README "Formats and limits").
     max_virtual_size: int = 16 * 1024**4
-    # Upper bound on one import's speed in guest-disk bytes per second (0 = none), to leave
-    # disk and network bandwidth to the rest of the host.
+    # Upper bound on one import's speed in bytes of disk data per second (0 = none; holes are
+    # not read, so not counted), to leave disk and network bandwidth to the rest of the host.
     import_max_bytes_per_second: float = 0.0
     # Guest inspection gives up (and refuses the image) after this long.
     inspect_deadline_seconds: float = 10.0

@@ -3,6 +3,7 @@ ImportSnapshot and registered, so each test gets its own AMI within a second or 
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -50,3 +51,14 @@ def error_of(call, **kwargs) -> dict:
     with pytest.raises(ClientError) as err:
         call(**kwargs)
     return err.value.response["Error"]
+
+
+def wait_image(ec2, image_id: str, timeout: float = 120) -> dict:
+    """Poll until the image is no longer ``pending``; return its description."""
+    deadline = time.monotonic() + timeout
+    while True:
+        image = ec2.describe_images(ImageIds=[image_id])["Images"][0]
+        if image["State"] != "pending":
+            return image
+        assert time.monotonic() < deadline, f"{image_id} still pending after {timeout}s"
+        time.sleep(0.2)

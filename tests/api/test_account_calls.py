@@ -13,7 +13,8 @@ from .ami_fixtures import BLOCK, DATA_BLOCKS, DISK_BYTES, error_code, error_of, 
 
 def test_describe_regions_answers_for_the_server_region(server, ec2):
     assert ec2.describe_regions()["Regions"] == [
-        {"RegionName": "us-east-1", "OptInStatus": "opt-in-not-required"}]
+        {"RegionName": "us-east-1", "OptInStatus": "opt-in-not-required",
+         "Endpoint": f"127.0.0.1:{server.port}"}]
     assert ec2.describe_regions(AllRegions=True, RegionNames=["us-east-1"])["Regions"]
     assert ec2.describe_regions(Filters=[{"Name": "region-name",
                                           "Values": ["eu-*"]}])["Regions"] == []

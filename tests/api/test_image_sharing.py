@@ -170,7 +170,7 @@ def test_deregistration_protection(server, ec2, ami):
     assert error_code(ec2.deregister_image, ImageId=image_id) == "InvalidParameterValue"
     assert ec2.disable_image_deregistration_protection(ImageId=image_id)["Return"] == "disabled"
     ec2.deregister_image(ImageId=image_id)
-    assert error_code(ec2.describe_images, ImageIds=[image_id]) == "InvalidAMIID.NotFound"
+    assert error_code(ec2.describe_images, ImageIds=[image_id]) == "InvalidAMIID.Unavailable"
 
 
 def test_protection_with_cooldown_outlasts_its_disabling(server, ec2, ami):

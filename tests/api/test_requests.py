@@ -286,7 +286,7 @@ def test_deregister_and_delete_snapshot(server, ec2, disks):
     result = ec2.deregister_image(ImageId=image_id, DeleteAssociatedSnapshots=True)
     assert result["DeleteSnapshotResults"] == [{"SnapshotId": snapshot_id,
                                                 "ReturnCode": "success"}]
-    assert _code(ec2.describe_images, ImageIds=[image_id]) == "InvalidAMIID.NotFound"
+    assert _code(ec2.describe_images, ImageIds=[image_id]) == "InvalidAMIID.Unavailable"
     assert _code(ec2.describe_snapshots, SnapshotIds=[snapshot_id]) == "InvalidSnapshot.NotFound"
     assert _code(ec2.deregister_image, ImageId=image_id) == "InvalidAMIID.NotFound"
 

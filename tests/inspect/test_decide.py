@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.inspect.test_fixtures import run_inspection
@@ -48,6 +50,14 @@ def test_matching_requested_values_are_accepted(insp):
 def test_contradictions_on_linux_bios(insp, requested, prefix, detail):
     message = refused(insp("ubuntu2204-ext4-mbr-bios"), requested)
     assert message.startswith(prefix) and detail in message, message
+
+
+def test_refusals_keep_sentence_case(insp):
+    """A finding placed after a full stop starts its sentence with a capital, as AWS writes
+    (the refusal read "...legacy-bios. no UEFI boot: ...")."""
+    message = refused(insp("ubuntu2204-ext4-mbr-bios"), {"BootMode": "uefi"})
+    assert "the disk boots with legacy-bios. No UEFI boot: " in message, message
+    assert not re.search(r"[.!?] [a-z]", message), message
 
 
 def test_platform_contradiction_on_windows(insp):

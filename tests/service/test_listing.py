@@ -129,6 +129,7 @@ def test_matching_work_does_not_grow_with_the_number_of_values():
 def test_a_thousand_unknown_ids_are_named_ten_and_counted():
     from vmimport.service.errors import not_found
     error = not_found("InvalidAMIID.NotFound", [f"ami-{i:017x}" for i in range(1000)])
-    assert error.message.count("'ami-") == 10 and "and 990 more" in error.message
+    assert error.message.count("ami-") == 10 and "and 990 more" in error.message
     assert len(error.message) < 400
-    assert "'ami-00000000000000000'" in not_found("InvalidAMIID.NotFound", "ami-00000000000000000").message
+    assert "'[ami-00000000000000000]'" in not_found("InvalidAMIID.NotFound",
+                                                    "ami-00000000000000000").message

@@ -34,6 +34,7 @@ from vmimport.db.session import Database
 from vmimport.service import sts
 from vmimport.service.context import Context, Principal, key_principal
 from vmimport.service.errors import ApiError
+from vmimport.service.iam_actions import iam_action
 
 from .health import health, ready
 from .key_limits import KeySlots, RateLimiter
@@ -245,13 +246,16 @@ class Api:
 
     def _authorize(self, protocol: Protocol, action: str, caller: Principal) -> None:
         """Configured keys (and their sessions): the key's shell-style ``actions`` patterns.
-        Assumed roles: the role's inline policies, evaluated for ``<service>:<Action>``."""
+        Assumed roles: the role's inline policies, evaluated for ``<service>:<Action>`` under
+        IAM's action names (``iam_actions.py``)."""
         if (protocol.service, action) in _ALWAYS_ALLOWED:
             return
         if caller.role_id is not None:
-            decision = sts.role_allows(self.db, caller.role_id, f"{protocol.service}:{action}")
+            permission = iam_action(protocol.service, action)  # S3: ListObjectsV2 -> ListBucket
+            decision = sts.role_allows(self.db, caller.role_id,
+                                       f"{protocol.service}:{permission}")
             if not decision.allowed:
-                raise protocol.denied(action, caller.arn, decision.reason)
+                raise protocol.denied(permission, caller.arn, decision.reason)
             return
         key = self.credentials.get(caller.source_access_key)
         if key is None:  # a session of a key since removed from the configuration
@@ -269,11 +273,13 @@ class Api:
         handler = protocol.handler(operation)
         params = protocol.parse(operation, request)
         self._authorize(protocol, operation.name, caller)
-        protocol.before_handler(params)
+        dry_run = protocol.dry_run(params)
         context = Context(account_id=caller.account_id, region=self.settings.region,
                           db=self.db, settings=self.settings, blocks=self.blocks,
-                          caller=caller)
+                          caller=caller, dry_run=dry_run)
         result = handler(context, params)
+        if dry_run:  # a call that changes nothing: it would have succeeded
+            context.would_succeed()
         return protocol.reply(operation, result, request.request_id)
 
 

@@ -99,8 +99,9 @@ class Protocol(ABC):
         return ApiError(code, f"{who} is not authorized to perform: {self.service}:{action}"
                         + (f" ({why})" if why else ""), status)
 
-    def before_handler(self, params: dict) -> None:
-        """A protocol's last word before the handler runs (EC2: DryRun)."""
+    def dry_run(self, params: dict) -> bool:
+        """Whether the request asks for every check and no effect (EC2's DryRun)."""
+        return False
 
     def status_of(self, error: ApiError) -> int:
         return error.status

@@ -80,9 +80,8 @@ class Ec2Protocol(Protocol):
                         f"operation ({action} is not allowed for {who}"
                         + (f": {why}" if why else "") + ").")
 
-    def before_handler(self, params):
-        if params.get("DryRun"):
-            raise ApiError("DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
+    def dry_run(self, params):
+        return bool(params.get("DryRun"))
 
     def reply(self, operation, result, request_id):
         return Reply(200, ec2_protocol.serialize_response(operation, result, request_id),

@@ -163,6 +163,9 @@ class Image(Base):
     protected_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # EnableImageDeprecation: from then on other accounts list it only if they ask.
     deprecation_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Why a ``failed`` image failed (DescribeImages' StateReason), e.g. an encrypted copy.
+    state_reason_code: Mapped[str | None] = mapped_column(String(64))
+    state_reason_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     mappings: Mapped[list["BlockDeviceMapping"]] = relationship(
@@ -203,11 +206,25 @@ class Snapshot(Base):
     encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
     kms_key_id: Mapped[str | None] = mapped_column(String(256))
     source_task_id: Mapped[str | None] = mapped_column(String(32))
+    # CopyImage: the snapshot this one copies (the copy job reads its blocks).
+    source_snapshot_id: Mapped[str | None] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     volume_permissions: Mapped[list["CreateVolumePermission"]] = relationship(
         order_by="CreateVolumePermission.id", cascade="all, delete-orphan", lazy="selectin")
+
+
+class DeregisteredImage(Base):
+    """An AMI its owner deregistered, for a day: DescribeImages names it
+    ``InvalidAMIID.Unavailable`` rather than NotFound, which tools that wait for an AMI to
+    go (Ansible's ec2_ami) take as gone."""
+
+    __tablename__ = "deregistered_images"
+
+    image_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(12), index=True)
+    deregistered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class LaunchPermission(Base):

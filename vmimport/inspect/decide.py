@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from vmimport.inspect.bootmode import FALLBACK_LOADERS, WINDOWS_LOADER, has_loader
 from vmimport.inspect.model import Decision, Inspection
+from vmimport.messages import sentence_case
 from vmimport.pipeline.errors import ImportFailure
 
 NO_PARTITIONS = "No valid partitions. Not a valid volume."
@@ -36,7 +37,8 @@ WINDOWS_11_FIRST_BUILD = 22000
 
 
 def _fail(prefix: str, detail: str) -> ImportFailure:
-    return ImportFailure(f"{prefix} {detail}".strip())
+    # Details end in findings that begin in lower case: each sentence gets its capital.
+    return ImportFailure(sentence_case(f"{prefix} {detail}".strip()))
 
 
 def _found(insp: Inspection, limit: int = 4) -> str:

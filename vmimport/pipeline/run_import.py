@@ -116,9 +116,11 @@ class ProgressReporter:
         self.check()
         self._write(message, progress, disk, disk_values or {})
 
-    def converting(self, disk: TaskDisk, done: int, total: int) -> None:
+    def converting(self, disk: TaskDisk, done: int, total: int, data_done: int) -> None:
+        """``done``: guest bytes passed (holes included), for progress; ``data_done``: bytes
+        of data read, which is what the throttle limits (a hole costs no I/O)."""
         self.check()
-        self._throttle(disk, done)
+        self._throttle(disk, data_done)
         now = time.monotonic()
         if now - self._last_write < 0.5 and self._message == "converting":
             return  # the first "converting" is written at once, then twice a second
@@ -129,8 +131,9 @@ class ProgressReporter:
         self._write("converting", progress, disk, {"progress": max(1, int(fraction * 100))})
 
     def _throttle(self, disk: TaskDisk, done: int) -> None:
-        """Keep one import under ``import_max_bytes_per_second`` (guest bytes), so imports
-        leave I/O for the rest of the host; still answers a cancel while it waits."""
+        """Keep one import under ``import_max_bytes_per_second`` (bytes of data read from the
+        source; holes of a sparse disk are not read, so not counted), so imports leave I/O
+        for the rest of the host; still answers a cancel while it waits."""
         rate = self.control.settings.import_max_bytes_per_second
         if not rate:
             return
@@ -152,6 +155,13 @@ class ProgressReporter:
                 if disk is not None and disk_values:
                     session.execute(update(TaskDisk).where(TaskDisk.id == disk.id)
                                     .values(**disk_values))
+
+
+def _tallied(extents, tally: list[int]):
+    """``extents`` as they are, adding the bytes of data each holds to ``tally[0]``."""
+    for offset, data in extents:
+        tally[0] += len(data)
+        yield offset, data
 
 
 def _pending_disks(control: JobControl, store: BlockStore):
@@ -219,9 +229,10 @@ def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, key: 
                            {"status_message": "validated", "format": fmt,
                             "disk_image_size": float(disk_image_size)})
             started = time.monotonic()
+            data = [0]  # bytes of data the extents held so far
             manifest = write_snapshot(
-                store, size, guest.extents(),
-                on_progress=lambda done: reporter.converting(disk, done, size),
+                store, size, _tallied(guest.extents(), data),
+                on_progress=lambda done: reporter.converting(disk, done, size, data[0]),
                 cipher=sealing and sealing.cipher, encryption=sealing and sealing.record)
             log.info("task %s: %s volume %d stored in %.3fs (%d blocks)", task.id, fmt,
                      disk.position + 1, time.monotonic() - started, len(manifest.blocks))

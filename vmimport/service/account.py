@@ -41,8 +41,10 @@ def describe_regions(ctx: Context, params: dict) -> dict:
     if unknown:
         raise ApiError("InvalidParameterValue", f"Invalid region names: {', '.join(unknown)} "
                        f"(this server holds only {ctx.region})")
-    region = {"RegionName": ctx.region, "OptInStatus": OPT_IN}
-    fields = {"region-name": [ctx.region], "opt-in-status": [OPT_IN]}
+    # Where this region is served: this server (EC2 names its regional host; tools show it).
+    endpoint = f"{ctx.settings.host}:{ctx.settings.port}"
+    region = {"RegionName": ctx.region, "Endpoint": endpoint, "OptInStatus": OPT_IN}
+    fields = {"region-name": [ctx.region], "opt-in-status": [OPT_IN], "endpoint": [endpoint]}
     kept = filter_items([region], filters, lambda _r, name: fields.get(name))
     return {"Regions": kept}
 

@@ -9,6 +9,8 @@ from vmimport.blockstore.interface import BlockStore
 from vmimport.config import Settings
 from vmimport.db.session import Database
 
+from .dry_run import DryRunDatabase, dry_run_operation
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -43,7 +45,17 @@ class Context:
     blocks: BlockStore | None = None
     # Who is calling (the front door always says; service code called directly may not).
     caller: Principal | None = None
+    # EC2's DryRun: every check runs, no change is made (``dry_run.py``).
+    dry_run: bool = False
 
     def __post_init__(self) -> None:
         if self.blocks is None:
             self.blocks = open_block_store(self.settings)
+        if self.dry_run:
+            self.db = DryRunDatabase(self.db)
+
+    def would_succeed(self) -> None:
+        """Where a handler's checks are done and its effects begin outside a transaction:
+        a DryRun call answers here."""
+        if self.dry_run:
+            raise dry_run_operation()

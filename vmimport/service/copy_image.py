@@ -4,7 +4,9 @@ imported AMI its name (and, with ``ami_encrypt``, to encrypt it).
 A plaintext copy's snapshots share the source's blocks (a manifest copy), so it is available
 at once whatever the image's size. A copy that involves encryption (``Encrypted``/``KmsKeyId``,
 or an encrypted source) re-seals every block under a data key of its own, as AWS re-encrypts:
-that is done during the call, outside any database transaction.
+the call checks the keys and answers with the image ``pending``; a ``copy-image`` job
+(``pipeline/run_copy.py``) writes the blocks and makes it ``available`` (or ``failed``, with a
+StateReason).
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from vmimport.blockstore.manifest import Manifest
-from vmimport.blockstore.writer import reseal_snapshot
 from vmimport.db.ids import new_id
 from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
+from vmimport.jobs import queue
 
 from . import snapshot_keys
 from .context import Context
@@ -26,6 +27,8 @@ from .kms import DEFAULT_EBS_ALIAS
 from .register_image import check_image_name, check_name_free
 from .sharing import may_use_image
 from .tag_store import set_tags, tags_for
+
+JOB_KIND = "copy-image"
 
 
 @dataclass
@@ -63,10 +66,22 @@ def copy_image(ctx: Context, params: dict) -> dict:
                            "snapshot cannot be copied to an unencrypted one")
         check_name_free(session, ctx.account_id, name)
         session.expunge_all()  # used after the session: plain values from here on
+    for volume in volumes:
+        if params.get("Encrypted") or volume.source.encrypted:
+            volume.key_arn = _copy_key(ctx, params, volume, source.id)
+    ctx.would_succeed()  # DryRun: every check is behind us; the block I/O is not
+    if any(volume.key_arn for volume in volumes):  # re-sealed by a job: pending until then
+        with ctx.db.write() as session:
+            image_id = _record_copy(session, ctx, params, name, source, volumes, tags,
+                                    state="pending")
+            queue.enqueue(session, JOB_KIND, image_id)
+        queue.notify_workers()
+        return {"ImageId": image_id}
     written: list[str] = []
     try:
         for volume in volumes:  # block I/O: no transaction is open
-            _write_volume(ctx, params, volume, source.id)
+            ctx.blocks.write_manifest(volume.snapshot_id,
+                                      ctx.blocks.read_manifest(volume.source.id))
             written.append(volume.snapshot_id)
         with ctx.db.write() as session:
             image_id = _record_copy(session, ctx, params, name, source, volumes, tags)
@@ -87,37 +102,31 @@ def _source_image(session, ctx: Context, image_id: str) -> Image:
     return image
 
 
-def _write_volume(ctx: Context, params: dict, volume: _Volume, source_image_id: str) -> None:
-    store, source = ctx.blocks, volume.source
-    manifest = store.read_manifest(source.id)
-    if not (params.get("Encrypted") or source.encrypted):
-        store.write_manifest(volume.snapshot_id, manifest)
-        return
+def _copy_key(ctx: Context, params: dict, volume: _Volume, source_image_id: str) -> str:
+    """The ARN of the key the copy of ``volume`` is sealed under, once the caller is known
+    to be able to use it and to read the source: refusals come from the call, not the job."""
     # The key asked for; else an encrypted source's own key; else the account's EBS default.
-    ref = params.get("KmsKeyId") or (source.kms_key_id if source.encrypted else None) \
-        or DEFAULT_EBS_ALIAS
+    ref = params.get("KmsKeyId") or (volume.source.kms_key_id if volume.source.encrypted
+                                     else None) or DEFAULT_EBS_ALIAS
     try:
         key = snapshot_keys.resolve_task_key(ctx.db, ctx.settings, ctx.account_id, ref)
-        sealing = key.sealing(ctx.db, ctx.settings, volume.snapshot_id)
-        source_cipher = snapshot_keys.snapshot_cipher(ctx.db, ctx.settings, manifest,
-                                                      ctx.account_id)
+        snapshot_keys.snapshot_cipher(ctx.db, ctx.settings,
+                                      ctx.blocks.read_manifest(volume.source.id),
+                                      ctx.account_id)
     except snapshot_keys.SnapshotKeyError as exc:
         raise ApiError("InvalidParameterValue" if isinstance(exc, snapshot_keys.KeyCannotEncrypt)
                        else "AuthFailure", f"CopyImage of {source_image_id}: {exc}") from None
-    copied: Manifest = reseal_snapshot(store, manifest, source_cipher, sealing.cipher,
-                                       sealing.record)
-    store.write_manifest(volume.snapshot_id, copied)
-    volume.key_arn = key.arn
+    return key.arn
 
 
 def _record_copy(session, ctx: Context, params: dict, name: str, source: Image,
-                 volumes: list[_Volume], tags: list[dict]) -> str:
+                 volumes: list[_Volume], tags: list[dict], state: str = "available") -> str:
     _source_image(session, ctx, source.id)  # still there, still ours to copy
     check_name_free(session, ctx.account_id, name)
     now = datetime.now(timezone.utc)
     copy = Image(id=new_id("image"), account_id=ctx.account_id, name=name,
                  description=params.get("Description", source.description),
-                 state="available", architecture=source.architecture,
+                 state=state, architecture=source.architecture,
                  platform=source.platform, platform_details=source.platform_details,
                  usage_operation=source.usage_operation, boot_mode=source.boot_mode,
                  root_device_name=source.root_device_name,
@@ -131,9 +140,11 @@ def _record_copy(session, ctx: Context, params: dict, name: str, source: Image,
             id=volume.snapshot_id, account_id=ctx.account_id,
             description=f"Copied for DestinationAmi {copy.id} from SourceAmi "
                         f"{source.id} for SourceSnapshot {snapshot.id}",
-            state="completed", volume_size=snapshot.volume_size,
-            size_bytes=snapshot.size_bytes, stored_bytes=snapshot.stored_bytes,
-            encrypted=encrypted, kms_key_id=volume.key_arn, started_at=now, completed_at=now))
+            state="completed" if state == "available" else "pending",
+            volume_size=snapshot.volume_size, size_bytes=snapshot.size_bytes,
+            stored_bytes=snapshot.stored_bytes, encrypted=encrypted,
+            kms_key_id=volume.key_arn, source_snapshot_id=snapshot.id, started_at=now,
+            completed_at=now if state == "available" else None))
         copy.mappings.append(BlockDeviceMapping(
             position=mapping.position, device_name=mapping.device_name,
             snapshot_id=volume.snapshot_id, volume_size=mapping.volume_size,

@@ -35,15 +35,21 @@ SHOWN_IDS = 10  # a message names at most this many unknown ids, then counts the
 
 
 def not_found(code: str, ids) -> ApiError:
-    """``InvalidAMIID.NotFound`` and friends; ``ids`` is one id or several."""
+    """``InvalidAMIID.NotFound`` and friends; ``ids`` is one id or several. Worded as EC2
+    words them: ``The image id '[ami-1]' does not exist``, ``The snapshot 'snap-1' does not
+    exist.``"""
     ids = [ids] if isinstance(ids, str) else list(ids)
-    noun = {"InvalidAMIID.NotFound": "image id", "InvalidSnapshot.NotFound": "snapshot",
-            "InvalidConversionTaskId": "import task id"}.get(code, "id")
-    shown = ", ".join(f"'{shorten(i)}'" for i in ids[:SHOWN_IDS])
+    shown = ", ".join(shorten(i) for i in ids[:SHOWN_IDS])
     if len(ids) > SHOWN_IDS:
         shown += f" and {len(ids) - SHOWN_IDS} more"
     plural = "s" if len(ids) > 1 else ""
-    return ApiError(code, f"The {noun}{plural} [{shown}] do{'' if plural else 'es'} not exist")
+    verb = "do" if plural else "does"
+    if code == "InvalidAMIID.NotFound":
+        return ApiError(code, f"The image id{plural} '[{shown}]' {verb} not exist")
+    if code == "InvalidSnapshot.NotFound":
+        return ApiError(code, f"The snapshot{plural} '{shown}' {verb} not exist.")
+    noun = {"InvalidConversionTaskId": "import task id"}.get(code, "id")
+    return ApiError(code, f"The {noun}{plural} '{shown}' {verb} not exist")
 
 
 # S3's codes and their HTTP statuses (S3 error responses, "List of error codes").

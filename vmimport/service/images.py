@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
+from vmimport.db.models import BlockDeviceMapping, DeregisteredImage, Image, Snapshot
 
 from .context import Context
 from . import sharing
@@ -45,6 +45,9 @@ def _render_image(image: Image, tags: dict) -> dict:
                         and image.deprecation_time.strftime(TIME_FORMAT))):
         if value is not None:
             out[key] = value
+    if image.state_reason_code:
+        out["StateReason"] = {"Code": image.state_reason_code,
+                              "Message": image.state_reason_message or ""}
     return out
 
 
@@ -103,7 +106,7 @@ def describe_images(ctx: Context, params: dict) -> dict:
     check_ids("ami", params.get("ImageIds"))
     return describe_owned(
         ctx, params, model=Image, ids=params.get("ImageIds"),
-        not_found=lambda unknown: not_found("InvalidAMIID.NotFound", sorted(unknown)),
+        not_found=lambda unknown: _images_not_found(ctx, unknown),
         attributes=_image_attributes, result_key="Images",
         render=lambda session, image, tags: _render_image(image, tags),
         scope=sharing.visible_images(ctx.account_id),
@@ -112,6 +115,24 @@ def describe_images(ctx: Context, params: dict) -> dict:
             sharing.owners_predicate(params.get("Owners"), ctx.account_id),
             sharing.users_predicate(params.get("ExecutableUsers"), ctx.account_id,
                                     lambda image: image.launch_permissions)))
+
+
+# How long a deregistered AMI's id answers InvalidAMIID.Unavailable rather than NotFound.
+REMEMBERED = timedelta(days=1)
+
+
+def _images_not_found(ctx: Context, unknown) -> ApiError:
+    """EC2's refusal for ids that name no image: ``InvalidAMIID.Unavailable`` when all were
+    deregistered by the caller within the day, else ``InvalidAMIID.NotFound``."""
+    unknown = sorted(unknown)
+    with ctx.db.read() as session:
+        gone = set(session.scalars(select(DeregisteredImage.image_id).where(
+            DeregisteredImage.image_id.in_(unknown),
+            DeregisteredImage.account_id == ctx.account_id)))
+    if gone and gone == set(unknown):
+        return ApiError("InvalidAMIID.Unavailable",
+                        f"The image id '[{', '.join(unknown)}]' is no longer available")
+    return not_found("InvalidAMIID.NotFound", unknown)
 
 
 def deregister_image(ctx: Context, params: dict) -> dict:
@@ -130,6 +151,11 @@ def deregister_image(ctx: Context, params: dict) -> dict:
         snapshot_ids = [m.snapshot_id for m in image.mappings]
         session.delete(image)
         delete_all_tags(session, ctx.account_id, image_id)
+        now = datetime.now(timezone.utc)
+        session.execute(delete(DeregisteredImage).where(
+            DeregisteredImage.deregistered_at < now - REMEMBERED))
+        session.add(DeregisteredImage(image_id=image_id, account_id=ctx.account_id,
+                                      deregistered_at=now))
         session.flush()
         result: dict = {"Return": True}
         if params.get("DeleteAssociatedSnapshots"):
