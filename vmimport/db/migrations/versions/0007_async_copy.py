@@ -1,13 +1,13 @@
 """Encrypted CopyImage runs as a job: the copied snapshot's source, and why an image failed;
 deregistered AMIs remembered for a day (InvalidAMIID.Unavailable)
 
-Revision ID: 0009
+Revision ID: 0007
 Revises: 0006
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0009"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
