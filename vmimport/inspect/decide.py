@@ -108,15 +108,21 @@ def _check_os(insp: Inspection) -> None:
             parts = ", ".join(f"partition {p.number} (type {p.type})" for p in insp.partitions)
             raise _fail(NO_PARTITIONS, f"No partition holds a filesystem vmimport can read (ext2/3/4, XFS, Btrfs, NTFS, FAT): {parts}.")
         why = "No Linux root (/etc, /bin and /etc/fstab) or Windows directory (Windows/System32/config) was found."
+        if insp.unreadable_volumes:
+            why += " Volumes vmimport cannot read: " + "; ".join(insp.unreadable_volumes) + "."
         if insp.incomplete:
             why = "Inspection stopped before an operating system was found."
         raise _fail(UNKNOWN_OS, f"{why} {_found(insp, 6)}")
     if insp.os_family == "Linux" and not insp.fstab_found:
-        raise _fail(NO_FSTAB, f"(partition {insp.root_partition} ({insp.root_filesystem}) has no /etc/fstab file).")
+        raise _fail(NO_FSTAB, f"({_root_where(insp)} has no /etc/fstab file).")
+
+
+def _root_where(insp: Inspection) -> str:
+    return insp.root_description or f"partition {insp.root_partition} ({insp.root_filesystem})"
 
 
 def _architecture(insp: Inspection, req: dict) -> str:
-    where = f"partition {insp.root_partition} ({insp.root_filesystem})"
+    where = _root_where(insp)
     evidence = next((f.split(": ", 1)[1] for f in insp.findings
                      if f.startswith(f"{where}: ") and (" is an ELF" in f or " is a PE" in f)), None)
     if insp.architecture is None:

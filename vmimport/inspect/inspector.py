@@ -9,6 +9,7 @@ from vmimport.inspect.bootmode import esp_loaders, is_esp, legacy_bios
 from vmimport.inspect.budget import BoundedReader, Budget, InspectionLimit
 from vmimport.inspect.filesystems import PROBE_BYTES, FilesystemError, GuestFS, open_filesystem, probe
 from vmimport.inspect.linux import LinuxRoot, inspect_linux_root, kernels_in, root_verdict
+from vmimport.inspect.lvm import LogicalVolumeReader, LvmError, assemble, read_pv, unreadable_reason
 from vmimport.inspect.model import Inspection, PartitionInfo
 from vmimport.inspect.partitions import read_partition_table
 from vmimport.inspect.windows import WindowsRoot, find_systemroot, inspect_windows_root
@@ -56,27 +57,20 @@ def _inspect(reader: BoundedReader, insp: Inspection, budget: Budget) -> None:
     linux: list[tuple[PartitionInfo, LinuxRoot]] = []
     windows: list[tuple[PartitionInfo, WindowsRoot]] = []
     boot_kernels: list[tuple[PartitionInfo, list[str]]] = []
+    found = (linux, windows, boot_kernels)
+    pvs = []
     for part in table.partitions:
         budget.check()
         part.filesystem = probe(reader.pread(part.start, min(PROBE_BYTES, part.size)))
-        if part.filesystem in ENCRYPTED:
-            insp.encrypted.append(f"partition {part.number} is {ENCRYPTED[part.filesystem]}")
-            insp.note(insp.encrypted[-1])
-            continue
         if part.filesystem == "LVM2_member":
-            insp.note(f"partition {part.number} is an LVM2 physical volume; vmimport does not look inside logical volumes")
+            try:
+                pvs.append(read_pv(reader, part.start, part.size, f"partition {part.number}"))
+            except LvmError as exc:
+                insp.note(f"partition {part.number} is an LVM2 physical volume that cannot be read: {exc}")
             continue
-        if part.filesystem not in READABLE:
-            continue
-        try:
-            fs = open_filesystem(part.filesystem, reader, part.start, part.size, budget)
-            _inspect_filesystem(fs, part, insp, linux, windows, boot_kernels)
-        except InspectionLimit:
-            raise
-        except FilesystemError as exc:
-            insp.note(f"{part.describe()}: {exc}")
-        except Exception as exc:  # dissect on corrupt metadata
-            insp.note(f"{part.describe()}: unreadable ({type(exc).__name__}: {exc})")
+        _examine(reader, part, insp, budget, found)
+    if pvs:
+        _logical_volumes(pvs, insp, budget, found)
 
     insp.root_count = len(linux)
     insp.windows_roots = len(windows)
@@ -89,6 +83,56 @@ def _inspect(reader: BoundedReader, insp: Inspection, budget: Budget) -> None:
     elif windows:
         _fill_windows(insp, *windows[0])
     _boot_modes(insp, table)
+
+
+def _examine(source, part: PartitionInfo, insp: Inspection, budget: Budget, found: tuple, offset: int | None = None) -> None:
+    """Probe and inspect the filesystem on ``part`` (a partition of the disk, or a logical volume)."""
+    start = part.start if offset is None else offset
+    if part.filesystem is None:
+        part.filesystem = probe(source.pread(start, min(PROBE_BYTES, part.size)))
+    if part.filesystem in ENCRYPTED:
+        where = part.describe() if part.volume else f"partition {part.number}"
+        insp.encrypted.append(f"{where} is {ENCRYPTED[part.filesystem]}")
+        insp.note(insp.encrypted[-1])
+        return
+    if part.filesystem not in READABLE:
+        return
+    try:
+        fs = open_filesystem(part.filesystem, source, start, part.size, budget)
+        _inspect_filesystem(fs, part, insp, *found)
+    except InspectionLimit:
+        raise
+    except FilesystemError as exc:
+        insp.note(f"{part.describe()}: {exc}")
+    except Exception as exc:  # dissect on corrupt metadata
+        insp.note(f"{part.describe()}: unreadable ({type(exc).__name__}: {exc})")
+
+
+def _logical_volumes(pvs: list, insp: Inspection, budget: Budget, found: tuple) -> None:
+    """Each volume group on this disk; its linear and striped logical volumes inspected like partitions."""
+    try:
+        groups = assemble(pvs)
+    except LvmError as exc:
+        insp.note(f"LVM2: {exc}")
+        return
+    for vg in groups:
+        insp.note(f"LVM2 volume group {vg.name} on " + ", ".join(pv.where for pv in vg.pvs.values())
+                  + f": logical volumes {', '.join(lv.name for lv in vg.lvs) or 'none'}")
+        if vg.missing:
+            insp.note(f"LVM2 volume group {vg.name} also spans physical volumes not on this disk: {', '.join(vg.missing)}")
+        for lv in vg.lvs:
+            budget.check()
+            first_pv = next(iter(vg.pvs.values()), None)
+            number = int(first_pv.where.split()[-1]) if first_pv and first_pv.where.split()[-1].isdigit() else 0
+            why = unreadable_reason(vg, lv)
+            if why:
+                insp.unreadable_volumes.append(f"logical volume {lv.path} {why}")
+                insp.note(insp.unreadable_volumes[-1])
+                continue
+            source = LogicalVolumeReader(vg, lv)
+            part = PartitionInfo(number=number, start=0, size=source.size, type="LVM2 LV", volume=lv.path)
+            insp.logical_volumes.append(part)
+            _examine(source, part, insp, budget, found, offset=0)
 
 
 def _inspect_filesystem(fs: GuestFS, part: PartitionInfo, insp: Inspection, linux: list, windows: list, boot_kernels: list) -> None:
@@ -125,6 +169,7 @@ def _inspect_filesystem(fs: GuestFS, part: PartitionInfo, insp: Inspection, linu
 def _fill_linux(insp: Inspection, part: PartitionInfo, root: LinuxRoot, boot_kernels: list) -> None:
     insp.os_family = "Linux"
     insp.root_partition, insp.root_filesystem = part.number, part.filesystem
+    insp.root_description = part.describe()
     insp.distribution, insp.version, insp.os_name = root.distribution, root.version, root.os_name
     insp.hostname, insp.architecture, insp.fstab_found = root.hostname, root.architecture, root.fstab
     insp.kernel = root.kernel
@@ -141,6 +186,7 @@ def _fill_linux(insp: Inspection, part: PartitionInfo, root: LinuxRoot, boot_ker
 def _fill_windows(insp: Inspection, part: PartitionInfo, root: WindowsRoot) -> None:
     insp.os_family = "Windows"
     insp.root_partition, insp.root_filesystem = part.number, part.filesystem
+    insp.root_description = part.describe()
     insp.distribution = "windows"
     insp.os_name, insp.version, insp.windows_build = root.product_name, root.version, root.build
     insp.windows_edition, insp.windows_installation_type = root.edition, root.installation_type

@@ -14,8 +14,11 @@ class PartitionInfo:
     active: bool = False  # MBR boot indicator 0x80 (for GPT: the hybrid MBR entry's flag)
     filesystem: str | None = None  # "ext4", "xfs", "btrfs", "ntfs", "vfat", "swap", "LVM2_member", ...
     label: str | None = None  # GPT partition name
+    volume: str | None = None  # "vg/lv" when this is an LVM2 logical volume (number: its first PV's partition)
 
     def describe(self) -> str:
+        if self.volume:
+            return f"logical volume {self.volume} ({self.filesystem or 'no filesystem'})"
         return f"partition {self.number} ({self.filesystem or 'type ' + self.type})"
 
 
@@ -45,6 +48,9 @@ class Inspection:
     windows_roots: int = 0  # Windows system directories found
     encrypted: list[str] = field(default_factory=list)  # descriptions of encrypted volumes found
     bare_filesystem: str | None = None  # a filesystem found on the whole unpartitioned disk
+    logical_volumes: list[PartitionInfo] = field(default_factory=list)  # LVM2 LVs that were read
+    unreadable_volumes: list[str] = field(default_factory=list)  # thin/snapshot/RAID/... volumes, and why
+    root_description: str | None = None  # "partition 2 (ext4)" or "logical volume rhel/root (xfs)"
     incomplete: bool = False  # a deadline or limit stopped inspection early
     seconds: float = 0.0
 
