@@ -1,0 +1,115 @@
+"""LVM2 volumes lvm2 cannot make here (thin, snapshot, RAID: they need device-mapper) and hostile metadata.
+
+Each case starts from the metadata lvm2's own tools wrote on a fixture disk and changes the root
+volume's text, then runs the whole inspection and decision on the changed disk.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+
+import pytest
+
+from tests.inspect.test_fixtures import run_inspection
+from vmimport.inspect import decide
+from vmimport.inspect.lvm import LvmError, parse_metadata
+from vmimport.pipeline.errors import ImportFailure
+
+FIXTURE = "centos7-ext4-lvm-striped-mbr-bios"
+PV_OFFSET = 33 * 1024 * 1024  # partition 2 of that fixture
+
+
+def _metadata_location(disk) -> tuple[int, int, int]:
+    """(offset of the raw_locn size field, offset of the text, its size) for the PV at PV_OFFSET."""
+    with open(disk, "rb") as f:
+        f.seek(PV_OFFSET + 512)
+        label = f.read(512)
+        content = struct.unpack_from("<I", label, 20)[0]
+        pvh = label[content:]
+        pos = 40
+        while struct.unpack_from("<Q", pvh, pos)[0]:
+            pos += 16
+        mda_at = struct.unpack_from("<Q", pvh, pos + 16)[0]
+        f.seek(PV_OFFSET + mda_at)
+        hdr = f.read(512)
+        raw_offset, raw_size = struct.unpack_from("<QQ", hdr, 40)
+        return PV_OFFSET + mda_at + 48, PV_OFFSET + mda_at + raw_offset, raw_size
+
+
+def _rewrite(src, dst, change) -> None:
+    shutil.copyfile(src, dst)
+    size_field, text_at, size = _metadata_location(dst)
+    with open(dst, "r+b") as f:
+        f.seek(text_at)
+        text = f.read(size)
+        new = change(text)
+        f.seek(text_at)
+        f.write(new)
+        f.seek(size_field)
+        f.write(struct.pack("<Q", len(new)))
+
+
+def _root_segment_type(kind: str):
+    def change(text: bytes) -> bytes:
+        head, sep, tail = text.partition(b"root {")
+        return head + sep + tail.replace(b'type = "striped"', f'type = "{kind}"'.encode(), 1)
+    return change
+
+
+@pytest.mark.parametrize("kind, words", [
+    ("thin", "is a thin volume (thin)"),
+    ("snapshot", "is a snapshot (snapshot)"),
+    ("raid1", "is a RAID volume (raid1)"),
+    ("thin-pool", "is a thin pool (thin-pool)"),
+])
+def test_unreadable_root_volume_is_named_in_the_refusal(kind, words, guest_disks_built, tmp_path):
+    disk = tmp_path / "disk.raw"
+    _rewrite(guest_disks_built[FIXTURE], disk, _root_segment_type(kind))
+    insp = run_inspection(disk)
+    assert insp.os_family is None
+    with pytest.raises(ImportFailure) as info:
+        decide(insp, {})
+    message = info.value.message
+    assert message.startswith("Unknown OS / Missing OS files."), message
+    assert f"logical volume centos/root {words}, which vmimport does not read" in message
+
+
+def test_missing_second_pv_is_reported(guest_disks_built, tmp_path):
+    """The striped root needs both PVs; with the second PV's label wiped it cannot be read."""
+    disk = tmp_path / "disk.raw"
+    shutil.copyfile(guest_disks_built[FIXTURE], disk)
+    second = PV_OFFSET + (96 // 2 + 12) * 1024 * 1024
+    with open(disk, "r+b") as f:
+        f.seek(second + 512)
+        f.write(b"\0" * 512)
+    insp = run_inspection(disk)
+    with pytest.raises(ImportFailure) as info:
+        decide(insp, {})
+    assert "which is not on this disk" in info.value.message
+    assert any("spans physical volumes not on this disk" in n for n in insp.findings)
+
+
+@pytest.mark.parametrize("change, finding", [
+    (lambda t: t.replace(b"}", b"", 1), "malformed LVM metadata"),
+    (lambda t: t.replace(b"extent_size = ", b"extent_size = -", 1), "valid extent_size"),
+    (lambda t: b"a {" * 40 + t, "nested deeper than 16"),
+    (lambda t: t.replace(b'stripes = [', b'stripes = [' + b'"pv0", 0, ' * 100, 1), "stripes (1 to 64 expected)"),
+])
+def test_hostile_metadata_gives_a_finding_not_a_crash(change, finding, guest_disks_built, tmp_path):
+    disk = tmp_path / "disk.raw"
+    _rewrite(guest_disks_built[FIXTURE], disk, change)
+    insp = run_inspection(disk)
+    assert insp.os_family is None
+    assert any(finding in n for n in insp.findings), insp.findings
+
+
+def test_parser_reads_lvm_text_format():
+    parsed = parse_metadata('vg {\n id = "a-b"  # comment\n extent_size = 8192\n status = ["READ", "WRITE"]\n'
+                            ' logical_volumes {\n  root {\n   segment1 {\n    stripes = [\n     "pv0", 0\n    ]\n   }\n  }\n }\n}\n'
+                            'contents = "Text Format Volume Group"\nversion = 1\n')
+    assert parsed["vg"]["extent_size"] == 8192
+    assert parsed["vg"]["status"] == ["READ", "WRITE"]
+    assert parsed["vg"]["logical_volumes"]["root"]["segment1"]["stripes"] == ["pv0", 0]
+    with pytest.raises(LvmError):
+        parse_metadata("vg { id = }")
