@@ -41,7 +41,7 @@ def _fail(prefix: str, detail: str) -> ImportFailure:
 
 def _found(insp: Inspection, limit: int = 4) -> str:
     """The most telling findings, for the end of a refusal message."""
-    notes = insp.findings[:limit]
+    notes = [f for f in insp.findings if f not in insp.unreadable_volumes][:limit]
     return ("Found: " + "; ".join(notes) + ".") if notes else ""
 
 
@@ -104,7 +104,7 @@ def _check_os(insp: Inspection) -> None:
         dual = next((f for f in insp.findings if "dual-boot" in f), "Linux and Windows")
         raise _fail(MULTIPLE_ROOTS, f"({dual}). Dual-boot disks cannot be imported.")
     if insp.os_family is None:
-        if not any(p.filesystem for p in insp.partitions):
+        if not any(p.filesystem for p in insp.partitions) and not insp.unreadable_volumes:
             parts = ", ".join(f"partition {p.number} (type {p.type})" for p in insp.partitions)
             raise _fail(NO_PARTITIONS, f"No partition holds a filesystem vmimport can read (ext2/3/4, XFS, Btrfs, NTFS, FAT): {parts}.")
         why = "No Linux root (/etc, /bin and /etc/fstab) or Windows directory (Windows/System32/config) was found."

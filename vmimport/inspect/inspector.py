@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 READABLE = {"ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs", "vfat"}
 ENCRYPTED = {"BitLocker": "BitLocker-encrypted", "crypto_LUKS": "LUKS-encrypted"}
+# Windows dynamic disks: MBR type 0x42, GPT "LDM metadata" / "LDM data" partitions
+LDM_TYPES = {"0x42", "5808C8AA-7E8F-42E0-85D2-E1E90434CFB3", "AF9B60A0-1431-4F62-BC68-3311714A69AD"}
 
 
 def inspect_disk(disk: BinaryIO, size: int, deadline_seconds: float = 10.0) -> Inspection:
@@ -61,6 +63,11 @@ def _inspect(reader: BoundedReader, insp: Inspection, budget: Budget) -> None:
     pvs = []
     for part in table.partitions:
         budget.check()
+        if part.type in LDM_TYPES:  # volumes are placed by the LDM database, not by this partition's start
+            insp.unreadable_volumes.append(f"partition {part.number} belongs to a Windows dynamic disk (LDM), "
+                                           "whose volumes vmimport does not read yet; convert it to a basic disk")
+            insp.note(insp.unreadable_volumes[-1])
+            continue
         part.filesystem = probe(reader.pread(part.start, min(PROBE_BYTES, part.size)))
         if part.filesystem == "LVM2_member":
             try:
