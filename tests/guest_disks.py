@@ -739,9 +739,11 @@ if __name__ == "__main__":  # run as a script: take the recipes from the importe
 
     RECIPES.update(_ALL)
 else:
-    from tests.guest_disks_lvm import RECIPES as _LVM  # noqa: E402 (it uses the helpers above)
+    from tests.guest_disks_btrfs import RECIPES as _BTRFS  # noqa: E402 (these use the helpers above)
+    from tests.guest_disks_lvm import RECIPES as _LVM  # noqa: E402
 
     RECIPES.update(_LVM)
+    RECIPES.update(_BTRFS)
 
 EXPECTED: dict[str, Expected] = {name: exp for name, (_, exp) in RECIPES.items()}
 NAMES: list[str] = list(RECIPES)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import BinaryIO
 
 from vmimport.inspect.bootmode import esp_loaders, is_esp, legacy_bios
@@ -12,6 +13,7 @@ from vmimport.inspect.linux import LinuxRoot, inspect_linux_root, kernels_in, ro
 from vmimport.inspect.lvm import LogicalVolumeReader, LvmError, assemble, read_pv, unreadable_reason
 from vmimport.inspect.model import Inspection, PartitionInfo
 from vmimport.inspect.partitions import read_partition_table
+from vmimport.inspect.subvolumes import boot_subvolume, find_root_subvolume
 from vmimport.inspect.windows import WindowsRoot, find_systemroot, inspect_windows_root
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,18 @@ def _inspect_filesystem(fs: GuestFS, part: PartitionInfo, insp: Inspection, linu
         elif fs.is_dir("/Windows"):
             insp.note(f"{part.describe()} has /Windows but no Windows/System32/config or Windows/System32/cmd.exe")
         return
+    if part.filesystem == "btrfs":
+        root_fs, notes = find_root_subvolume(fs)
+        for n in notes:
+            insp.note(f"{part.describe()}: {n}")
+        if root_fs is not None:
+            root = inspect_linux_root(root_fs)
+            boot = boot_subvolume(fs, root_fs) if root.kernel is None else None
+            if boot is not None and kernels_in(boot, "/"):
+                root.kernel = kernels_in(boot, "/")[-1]
+                root.notes.append(f"kernel {root.kernel} found in the /boot subvolume {boot.path}")
+            linux.append((replace(part, subvolume=root_fs.path), root))
+            return
     is_root, why_not = root_verdict(fs)
     if is_root:
         linux.append((part, inspect_linux_root(fs)))

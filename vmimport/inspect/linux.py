@@ -157,6 +157,22 @@ def _architecture(fs: GuestFS, root: LinuxRoot) -> None:
     root.notes.append("no ELF executable among " + ", ".join(ARCH_PROBES))
 
 
+MAX_FSTAB_LINES = 1000
+
+
+def fstab_entries(fs: GuestFS) -> list[tuple[str, str, str, str]]:
+    """(spec, mount point, type, options) of each /etc/fstab line, octal escapes (\\040) decoded."""
+    text = _text(fs, "/etc/fstab", 65536) or ""
+    entries = []
+    for line in text.splitlines()[:MAX_FSTAB_LINES]:
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2:
+            continue
+        fields = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), f) for f in fields]
+        entries.append((fields[0], fields[1], fields[2] if len(fields) > 2 else "", fields[3] if len(fields) > 3 else ""))
+    return entries
+
+
 def inspect_linux_root(fs: GuestFS) -> LinuxRoot:
     root = LinuxRoot()
     _distro(fs, root)

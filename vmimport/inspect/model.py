@@ -16,10 +16,14 @@ class PartitionInfo:
     label: str | None = None  # GPT partition name
     volume: str | None = None  # "vg/lv" when this is an LVM2 logical volume (number: its first PV's partition)
 
+    subvolume: str | None = None  # the Btrfs subvolume holding the root ("root", "@", "/" for the top level)
+
     def describe(self) -> str:
         if self.volume:
-            return f"logical volume {self.volume} ({self.filesystem or 'no filesystem'})"
-        return f"partition {self.number} ({self.filesystem or 'type ' + self.type})"
+            where = f"logical volume {self.volume} ({self.filesystem or 'no filesystem'})"
+        else:
+            where = f"partition {self.number} ({self.filesystem or 'type ' + self.type})"
+        return where + (f" subvolume {self.subvolume}" if self.subvolume and self.subvolume != "/" else "")
 
 
 @dataclass
