@@ -744,6 +744,7 @@ else:
 
     RECIPES.update(_LVM)
     RECIPES.update(_BTRFS)
+LAYOUT_NAMES: list[str] = [n for n in RECIPES if "lvm" in n or "subvol" in n or "dynamic" in n]  # issue 20's layouts
 
 EXPECTED: dict[str, Expected] = {name: exp for name, (_, exp) in RECIPES.items()}
 NAMES: list[str] = list(RECIPES)
