@@ -113,3 +113,34 @@ def test_parser_reads_lvm_text_format():
     assert parsed["vg"]["logical_volumes"]["root"]["segment1"]["stripes"] == ["pv0", 0]
     with pytest.raises(LvmError):
         parse_metadata("vg { id = }")
+
+
+@pytest.mark.parametrize("name, lines", [
+    ("rocky9-xfs-lvm-gpt-uefi", ["/etc/fstab mounts / from /dev/mapper/rl-root: logical volume rl/root (xfs)",
+                                 "/etc/fstab mounts /boot from UUID=", ": partition 2 (ext4)"]),
+    ("centos7-ext4-lvm-striped-mbr-bios", ["/etc/fstab mounts / from /dev/centos/root: logical volume centos/root (ext4)",
+                                           "/etc/fstab mounts /boot from LABEL=root: partition 1 (ext4)"]),
+    ("fedora39-btrfs-subvol-root-gpt-uefi", ["Btrfs subvolume root (id 256) holds the root, as its /etc/fstab says",
+                                             "kernel 6.5.6-300.fc39.x86_64 found in the /boot subvolume boot"]),
+    ("opensuse155-btrfs-subvol-at-gpt-uefi", ["Btrfs default subvolume @/.snapshots/1/snapshot (id 259) holds the root"]),
+])
+def test_fstab_and_subvolume_findings(name, lines, guest_disks_built):
+    findings = "\n".join(run_inspection(guest_disks_built[name]).findings)
+    for line in lines:
+        assert line in findings, findings
+
+
+def test_fstab_names():
+    from vmimport.inspect.fstab import _mapper_name, resolve
+    from vmimport.inspect.model import PartitionInfo
+
+    lv = PartitionInfo(number=3, start=0, size=1, type="LVM2 LV", volume="my-vg/lv_root", fs_uuid="AB-CD")
+    part = PartitionInfo(number=1, start=512, size=1, type="0x83", fs_label="boot")
+    assert _mapper_name("my--vg-lv_root") == "my-vg/lv_root"
+    assert resolve("/dev/mapper/my--vg-lv_root", [lv, part]) is lv
+    assert resolve("/dev/my-vg/lv_root", [lv, part]) is lv
+    assert resolve("UUID=ab-cd", [lv, part]) is lv
+    assert resolve("/dev/disk/by-label/boot", [lv, part]) is part
+    assert resolve("/dev/sda1", [lv, part]) is part
+    assert resolve("/dev/nvme0n1p2", [lv, part]) is None
+    assert resolve("PARTUUID=1234", [lv, part]) == "unchecked"

@@ -8,7 +8,8 @@ from typing import BinaryIO
 
 from vmimport.inspect.bootmode import esp_loaders, is_esp, legacy_bios
 from vmimport.inspect.budget import BoundedReader, Budget, InspectionLimit
-from vmimport.inspect.filesystems import PROBE_BYTES, FilesystemError, GuestFS, open_filesystem, probe
+from vmimport.inspect.filesystems import PROBE_BYTES, FilesystemError, GuestFS, identity, open_filesystem, probe
+from vmimport.inspect.fstab import check_fstab
 from vmimport.inspect.linux import LinuxRoot, inspect_linux_root, kernels_in, root_verdict
 from vmimport.inspect.lvm import LogicalVolumeReader, LvmError, assemble, read_pv, unreadable_reason
 from vmimport.inspect.model import Inspection, PartitionInfo
@@ -70,14 +71,15 @@ def _inspect(reader: BoundedReader, insp: Inspection, budget: Budget) -> None:
                                            "whose volumes vmimport does not read yet; convert it to a basic disk")
             insp.note(insp.unreadable_volumes[-1])
             continue
-        part.filesystem = probe(reader.pread(part.start, min(PROBE_BYTES, part.size)))
+        head = reader.pread(part.start, min(PROBE_BYTES, part.size))
+        part.filesystem = probe(head)
         if part.filesystem == "LVM2_member":
             try:
                 pvs.append(read_pv(reader, part.start, part.size, f"partition {part.number}"))
             except LvmError as exc:
                 insp.note(f"partition {part.number} is an LVM2 physical volume that cannot be read: {exc}")
             continue
-        _examine(reader, part, insp, budget, found)
+        _examine(reader, part, insp, budget, found, head=head)
     if pvs:
         _logical_volumes(pvs, insp, budget, found)
 
@@ -94,11 +96,14 @@ def _inspect(reader: BoundedReader, insp: Inspection, budget: Budget) -> None:
     _boot_modes(insp, table)
 
 
-def _examine(source, part: PartitionInfo, insp: Inspection, budget: Budget, found: tuple, offset: int | None = None) -> None:
+def _examine(source, part: PartitionInfo, insp: Inspection, budget: Budget, found: tuple,
+             offset: int | None = None, head: bytes | None = None) -> None:
     """Probe and inspect the filesystem on ``part`` (a partition of the disk, or a logical volume)."""
     start = part.start if offset is None else offset
-    if part.filesystem is None:
-        part.filesystem = probe(source.pread(start, min(PROBE_BYTES, part.size)))
+    if head is None:
+        head = source.pread(start, min(PROBE_BYTES, part.size))
+        part.filesystem = probe(head)
+    part.fs_uuid, part.fs_label = identity(part.filesystem, head)
     if part.filesystem in ENCRYPTED:
         where = part.describe() if part.volume else f"partition {part.number}"
         insp.encrypted.append(f"{where} is {ENCRYPTED[part.filesystem]}")
@@ -194,11 +199,15 @@ def _fill_linux(insp: Inspection, part: PartitionInfo, root: LinuxRoot, boot_ker
     insp.distribution, insp.version, insp.os_name = root.distribution, root.version, root.os_name
     insp.hostname, insp.architecture, insp.fstab_found = root.hostname, root.architecture, root.fstab
     insp.kernel = root.kernel
+    fstab_notes: list[str] = []
+    boot = check_fstab(root.fstab_entries, part, insp.partitions + insp.logical_volumes, fstab_notes)
     if insp.kernel is None and boot_kernels:
-        insp.kernel = boot_kernels[0][1][-1]
-        insp.note(f"kernel {insp.kernel} found on the separate /boot {boot_kernels[0][0].describe()}")
+        named = [bk for bk in boot_kernels if boot is not None and (bk[0].number, bk[0].volume) == (boot.number, boot.volume)]
+        boot_part, kernels = (named or boot_kernels)[0]
+        insp.kernel = kernels[-1]
+        insp.note(f"kernel {insp.kernel} found on the separate /boot {boot_part.describe()}")
     insp.note(f"Linux root on {part.describe()}: {root.os_name or 'unknown distribution'}, kernel {insp.kernel or 'not found in /boot'}")
-    for n in root.notes:
+    for n in root.notes + fstab_notes:
         insp.note(f"{part.describe()}: {n}")
     if not root.fstab:
         insp.note(f"{part.describe()}: /etc/fstab is missing or not a regular file")

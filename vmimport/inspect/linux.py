@@ -42,6 +42,7 @@ class LinuxRoot:
     kernel: str | None = None
     architecture: str | None = None
     fstab: bool = False
+    fstab_entries: list[tuple[str, str, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -178,6 +179,8 @@ def inspect_linux_root(fs: GuestFS) -> LinuxRoot:
     _distro(fs, root)
     _architecture(fs, root)
     root.fstab = fs.is_file("/etc/fstab")
+    if root.fstab:
+        root.fstab_entries = fstab_entries(fs)
     hostname = _text(fs, "/etc/hostname", 256)
     if hostname and hostname.strip():
         root.hostname = hostname.strip().splitlines()[0].strip()

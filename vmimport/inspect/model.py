@@ -16,6 +16,8 @@ class PartitionInfo:
     label: str | None = None  # GPT partition name
     volume: str | None = None  # "vg/lv" when this is an LVM2 logical volume (number: its first PV's partition)
 
+    fs_uuid: str | None = None  # the filesystem's UUID and label, as fstab's UUID= and LABEL= name them
+    fs_label: str | None = None
     subvolume: str | None = None  # the Btrfs subvolume holding the root ("root", "@", "/" for the top level)
 
     def describe(self) -> str:
