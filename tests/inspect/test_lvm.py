@@ -144,3 +144,21 @@ def test_fstab_names():
     assert resolve("/dev/sda1", [lv, part]) is part
     assert resolve("/dev/nvme0n1p2", [lv, part]) is None
     assert resolve("PARTUUID=1234", [lv, part]) == "unchecked"
+
+
+def test_whole_disk_physical_volume_is_refused_naming_its_group(guest_disks_built, tmp_path):
+    """A PV on the whole disk (no partition table): lvm2 makes it, the refusal says what it is."""
+    from tests.guest_disks_lvm import loop_devices, lvm
+
+    disk = tmp_path / "pv.raw"
+    with open(disk, "wb") as f:
+        f.truncate(16 * 1024 * 1024)
+    with loop_devices(disk, [(0, 16 * 1024 * 1024)]) as devs:
+        lvm("pvcreate", "-q", *devs)
+        lvm("vgcreate", "-q", "datavg", *devs)
+    insp = run_inspection(disk)
+    assert "the whole disk is a physical volume of LVM2 volume group datavg, without a partition table" in insp.findings
+    with pytest.raises(ImportFailure) as info:
+        decide(insp, {})
+    assert info.value.message.startswith("No valid partitions. Not a valid volume. The disk has no MBR or GPT partition "
+                                         "table: it holds an LVM2 physical volume directly."), info.value.message

@@ -90,8 +90,10 @@ def _check_requested(req: dict) -> None:
 def _check_os(insp: Inspection) -> None:
     if insp.partition_scheme is None:
         if insp.bare_filesystem:
-            raise _fail(NO_PARTITIONS, f"The disk has no MBR or GPT partition table: it holds a {insp.bare_filesystem} "
-                        "filesystem directly. Import a disk image with a partition table and a boot loader.")
+            what = insp.bare_filesystem + ("" if " " in insp.bare_filesystem else " filesystem")
+            article = "an" if what.startswith("LVM") else "a"
+            raise _fail(NO_PARTITIONS, f"The disk has no MBR or GPT partition table: it holds {article} {what} "
+                        "directly. Import a disk image with a partition table and a boot loader.")
         raise _fail(NO_PARTITIONS, _found(insp) or "The disk has no MBR or GPT partition table.")
     if not insp.partitions:
         raise _fail(NO_PARTITIONS, _found(insp))

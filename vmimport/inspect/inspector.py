@@ -54,7 +54,14 @@ def _inspect(reader: BoundedReader, insp: Inspection, budget: Budget) -> None:
         insp.note(f)
     if table.scheme is None:
         kind = probe(reader.pread(0, PROBE_BYTES))
-        if kind:
+        if kind == "LVM2_member":
+            insp.bare_filesystem = "LVM2 physical volume"
+            try:
+                pv = read_pv(reader, 0, reader.size, "the whole disk")
+                insp.note(f"the whole disk is a physical volume of LVM2 volume group {pv.vg_name}, without a partition table")
+            except LvmError as exc:
+                insp.note(f"the whole disk is an LVM2 physical volume, without a partition table: {exc}")
+        elif kind:
             insp.bare_filesystem = kind
             insp.note(f"the whole disk holds a {kind} filesystem directly, without a partition table")
         return
