@@ -740,10 +740,12 @@ if __name__ == "__main__":  # run as a script: take the recipes from the importe
     RECIPES.update(_ALL)
 else:
     from tests.guest_disks_btrfs import RECIPES as _BTRFS  # noqa: E402 (these use the helpers above)
+    from tests.guest_disks_ldm import RECIPES as _LDM  # noqa: E402
     from tests.guest_disks_lvm import RECIPES as _LVM  # noqa: E402
 
     RECIPES.update(_LVM)
     RECIPES.update(_BTRFS)
+    RECIPES.update(_LDM)
 LAYOUT_NAMES: list[str] = [n for n in RECIPES if "lvm" in n or "subvol" in n or "dynamic" in n]  # issue 20's layouts
 
 EXPECTED: dict[str, Expected] = {name: exp for name, (_, exp) in RECIPES.items()}

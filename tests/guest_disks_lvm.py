@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from tests.guest_disks import (
-    WIN_2019, Expected, _windows_disk, BIOS, ESP_GUID, LINUX_FS_GUID, MiB, ROCKY_9, UEFI, Distro, Part, _lx, assemble, fs_uuid, grub_boot_img, grub_efi_loader,
+    BIOS, ESP_GUID, LINUX_FS_GUID, MiB, ROCKY_9, UEFI, Distro, Part, _lx, assemble, fs_uuid, grub_boot_img, grub_efi_loader,
     linux_root, make_esp, make_ext4, make_xfs, run, write,
 )
 
@@ -127,18 +127,6 @@ def _lvm_disk(out: Path, name: str, work: Path, *, distro: Distro, root_fs: str,
     lvm_volume_group(out, pv_spans, vg, lvs, {"root": root_img})
 
 
-def _dynamic_disk(out: Path, name: str, work: Path) -> None:
-    """A Windows disk whose partition entry says "dynamic disk" (MBR type 0x42).
-
-    Only the partition type: no LDM database is written (no Linux tool creates one), so this proves
-    the detection and the refusal's wording, not an LDM reader (there is none yet).
-    """
-    _windows_disk(out, name, work, ver=WIN_2019, uefi=False)
-    with open(out, "r+b") as f:
-        f.seek(446 + 4)
-        f.write(b"\x42")
-
-
 RECIPES = {
     "rocky9-xfs-lvm-gpt-uefi": (
         lambda o, n, w: _lvm_disk(o, n, w, distro=ROCKY_9, root_fs="xfs", layout="gpt-uefi",
@@ -152,9 +140,5 @@ RECIPES = {
                                   fstab="/dev/centos/root / ext4 defaults 1 1\nLABEL=root /boot ext4 defaults 1 2\n"),
         _lx(distribution="centos", version="7", os_name="CentOS Linux 7 (Core)", boot_modes=BIOS,
             partition_scheme="mbr", hostname="centos-lvm", kernel="3.10.0-1160.el7.x86_64", boot_mode="legacy-bios"),
-    ),
-    "win2019-dynamic-disk-mbr": (
-        _dynamic_disk,
-        Expected(refusal="Unknown OS / Missing OS files.", partition_scheme="mbr", root_count=0),
     ),
 }

@@ -10,6 +10,7 @@ from vmimport.inspect.bootmode import esp_loaders, is_esp, legacy_bios
 from vmimport.inspect.budget import BoundedReader, Budget, InspectionLimit
 from vmimport.inspect.filesystems import PROBE_BYTES, FilesystemError, GuestFS, identity, open_filesystem, probe
 from vmimport.inspect.fstab import check_fstab
+from vmimport.inspect.ldm import LdmError, read_ldm
 from vmimport.inspect.linux import LinuxRoot, inspect_linux_root, kernels_in, root_verdict
 from vmimport.inspect.lvm import LogicalVolumeReader, LvmError, assemble, read_pv, unreadable_reason
 from vmimport.inspect.model import Inspection, PartitionInfo
@@ -74,9 +75,7 @@ def _inspect(reader: BoundedReader, insp: Inspection, budget: Budget) -> None:
     for part in table.partitions:
         budget.check()
         if part.type in LDM_TYPES:  # volumes are placed by the LDM database, not by this partition's start
-            insp.unreadable_volumes.append(f"partition {part.number} belongs to a Windows dynamic disk (LDM), "
-                                           "whose volumes vmimport does not read yet; convert it to a basic disk")
-            insp.note(insp.unreadable_volumes[-1])
+            _dynamic_volumes(reader, part, insp, budget, found)
             continue
         head = reader.pread(part.start, min(PROBE_BYTES, part.size))
         part.filesystem = probe(head)
@@ -127,6 +126,36 @@ def _examine(source, part: PartitionInfo, insp: Inspection, budget: Budget, foun
         insp.note(f"{part.describe()}: {exc}")
     except Exception as exc:  # dissect on corrupt metadata
         insp.note(f"{part.describe()}: unreadable ({type(exc).__name__}: {exc})")
+
+
+def _dynamic_volumes(reader: BoundedReader, part: PartitionInfo, insp: Inspection, budget: Budget, found: tuple) -> None:
+    """A Windows dynamic disk's simple volumes inspected like partitions; other kinds named as unreadable."""
+    if part.type != "0x42":
+        why = "a GPT dynamic disk, whose LDM database vmimport does not read"
+        volumes = []
+    else:
+        try:
+            volumes, why = read_ldm(reader, reader.size), None
+        except LdmError as exc:
+            volumes, why = [], f"a dynamic disk whose LDM database cannot be read: {exc}"
+    if why:
+        insp.unreadable_volumes.append(f"partition {part.number} belongs to {why}; convert it to a basic disk")
+        insp.note(insp.unreadable_volumes[-1])
+        return
+    insp.note(f"partition {part.number} is a Windows dynamic disk (LDM) with volumes "
+              + (", ".join(f"{v.name} ({v.kind})" for v in volumes) or "none"))
+    for vol in volumes:
+        budget.check()
+        if vol.kind != "simple" or len(vol.extents) != 1:
+            insp.unreadable_volumes.append(f"dynamic volume {vol.name} is a {vol.kind} volume, which vmimport does not read "
+                                           "(only simple volumes)")
+            insp.note(insp.unreadable_volumes[-1])
+            continue
+        ext = vol.extents[0]
+        sub = PartitionInfo(number=part.number, start=ext.start, size=ext.size, type="LDM simple volume",
+                            active=part.active, volume=vol.name, volume_kind="dynamic volume")
+        insp.logical_volumes.append(sub)
+        _examine(reader, sub, insp, budget, found)
 
 
 def _logical_volumes(pvs: list, insp: Inspection, budget: Budget, found: tuple) -> None:

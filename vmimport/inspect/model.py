@@ -15,6 +15,7 @@ class PartitionInfo:
     filesystem: str | None = None  # "ext4", "xfs", "btrfs", "ntfs", "vfat", "swap", "LVM2_member", ...
     label: str | None = None  # GPT partition name
     volume: str | None = None  # "vg/lv" when this is an LVM2 logical volume (number: its first PV's partition)
+    volume_kind: str = "logical volume"  # or "dynamic volume" (Windows LDM; volume is its name)
 
     fs_uuid: str | None = None  # the filesystem's UUID and label, as fstab's UUID= and LABEL= name them
     fs_label: str | None = None
@@ -22,7 +23,7 @@ class PartitionInfo:
 
     def describe(self) -> str:
         if self.volume:
-            where = f"logical volume {self.volume} ({self.filesystem or 'no filesystem'})"
+            where = f"{self.volume_kind} {self.volume} ({self.filesystem or 'no filesystem'})"
         else:
             where = f"partition {self.number} ({self.filesystem or 'type ' + self.type})"
         return where + (f" subvolume {self.subvolume}" if self.subvolume and self.subvolume != "/" else "")
