@@ -11,7 +11,9 @@ covered by tests/inspect/test_lvm.py on metadata text.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 from tests.guest_disks import (
@@ -40,11 +42,11 @@ def lvm(*args: str) -> str:
 
 
 @contextlib.contextmanager
-def loop_devices(disk: Path, spans: list[tuple[int, int]]):
-    """One loop device per (offset, size) span of ``disk``; detached on exit."""
+def loop_devices(spans: list[tuple[Path, int, int]]):
+    """One loop device per (disk file, offset, size) span; detached on exit."""
     devices = []
     try:
-        for offset, size in spans:
+        for disk, offset, size in spans:
             out = subprocess.run(["losetup", "-f", "--show", "-o", str(offset), "--sizelimit", str(size), str(disk)],
                                  check=True, capture_output=True, text=True)
             devices.append(out.stdout.strip())
@@ -54,10 +56,11 @@ def loop_devices(disk: Path, spans: list[tuple[int, int]]):
             subprocess.run(["losetup", "-d", dev], check=False)
 
 
-def lvm_volume_group(disk: Path, pv_spans: list[tuple[int, int]], vg: str, lvs: list[tuple[str, int, int]],
+def lvm_volume_group(pv_spans: list[tuple[Path, int, int]], vg: str, lvs: list[tuple[str, int, int]],
                      images: dict[str, Path]) -> None:
-    """Make PVs on ``pv_spans`` of ``disk``, a VG over them, and LVs (name, MiB, stripes); write ``images``."""
-    with loop_devices(disk, pv_spans) as devs:
+    """Make PVs on ``pv_spans`` (disk file, offset, size), a VG over them, and LVs (name, MiB, stripes),
+    then write each LV's filesystem image where lvm2 placed its extents (segment by segment)."""
+    with loop_devices(pv_spans) as devs:
         lvm("pvcreate", "-q", *devs)
         lvm("vgcreate", "-q", "-s", "4m", vg, *devs)
         for name, size_mb, stripes in lvs:
@@ -68,32 +71,41 @@ def lvm_volume_group(disk: Path, pv_spans: list[tuple[int, int]], vg: str, lvs: 
             dev, start = line.split()
             pe_start[dev] = int(start)
         extent = int(lvm("vgs", "--noheadings", "--units", "b", "--nosuffix", "-o", "vg_extent_size", vg).strip())
-        layout = {}
-        for line in lvm("lvs", "--noheadings", "-o", "lv_name,stripes,stripe_size,seg_pe_ranges", "--units", "b",
-                        "--nosuffix", vg).splitlines():
-            name, stripes, stripe_size, ranges = line.split(None, 3)
-            layout[name] = (int(stripes), int(stripe_size), ranges.split())
+        segments: dict[str, list] = {}
+        for line in lvm("lvs", "--segments", "--noheadings", "-o", "lv_name,stripes,stripe_size,seg_start_pe,seg_pe_ranges",
+                        "--units", "b", "--nosuffix", vg).splitlines():
+            name, stripes, stripe_size, seg_start, ranges = line.split(None, 4)
+            segments.setdefault(name, []).append((int(stripes), int(stripe_size), int(seg_start), ranges.split()))
     span_of = dict(zip(devs, pv_spans))
-    with open(disk, "r+b") as out:
-        for name, image in images.items():
-            stripes, stripe_size, ranges = layout[name]
-            targets = []  # byte offsets on the disk where each stripe's extents begin
+    for name, image in images.items():
+        for stripes, stripe_size, seg_start, ranges in segments[name]:
+            targets = []  # (disk file, byte offset where each stripe's extents begin)
             for r in ranges:
                 dev, pe = r.rsplit(":", 1)
-                first = int(pe.split("-")[0])
-                targets.append(span_of[dev][0] + pe_start[dev] + first * extent)
-            chunk = stripe_size if stripes > 1 else 1 << 62
-            with open(image, "rb") as f:
-                index = 0
-                while data := f.read(min(chunk, MiB)):
-                    if data.count(0) != len(data):
-                        if stripes > 1:
-                            row, column = divmod(index, stripes)
-                            out.seek(targets[column] + row * chunk)
-                        else:
-                            out.seek(targets[0] + index * MiB)
-                        out.write(data)
-                    index += 1
+                first, last = (int(x) for x in pe.split("-"))
+                disk, offset, _ = span_of[dev]
+                targets.append((disk, offset + pe_start[dev] + first * extent, (last - first + 1) * extent))
+            _write_segment(image, seg_start * extent, targets, stripes, stripe_size)
+
+
+def _write_segment(image: Path, image_offset: int, targets: list, stripes: int, stripe_size: int) -> None:
+    length = sum(t[2] for t in targets)
+    chunk = stripe_size if stripes > 1 else MiB
+    with open(image, "rb") as f:
+        f.seek(image_offset)
+        done = 0
+        while done < length and (data := f.read(min(chunk, length - done))):
+            if data.count(0) != len(data):
+                index = done // chunk
+                if stripes > 1:
+                    row, column = divmod(index, stripes)
+                    disk, at = targets[column][0], targets[column][1] + row * chunk
+                else:
+                    disk, at = targets[0][0], targets[0][1] + done
+                with open(disk, "r+b") as out:
+                    out.seek(at)
+                    out.write(data)
+            done += len(data)
 
 
 def _lvm_disk(out: Path, name: str, work: Path, *, distro: Distro, root_fs: str, layout: str, fstab: str) -> None:
@@ -115,16 +127,16 @@ def _lvm_disk(out: Path, name: str, work: Path, *, distro: Distro, root_fs: str,
         make_esp(esp, 40, {"EFI/BOOT/BOOTX64.EFI": loader, "EFI/rocky/grubx64.efi": loader}, fs_uuid(name, "esp").replace("-", "")[:8])
         parts = [Part(40, ESP_GUID, esp), Part(32, LINUX_FS_GUID, boot_img), Part(root_mb + 24, LVM_GUID)]
         assemble(out, name, "gpt", parts, sum(p.size_mb for p in parts) + 2)
-        pv_spans = [((1 + 40 + 32) * MiB, (root_mb + 24) * MiB)]
+        pv_spans = [(out, (1 + 40 + 32) * MiB, (root_mb + 24) * MiB)]
         lvs = [("root", root_mb, 1), ("swap", 8, 1)]
     else:
         pv_mb = root_mb // 2 + 12
         parts = [Part(32, "83", boot_img, bootable=True), Part(pv_mb, "8e"), Part(pv_mb, "8e")]
         assemble(out, name, "dos", parts, 32 + 2 * pv_mb + 2, grub_boot_img())
-        pv_spans = [((1 + 32) * MiB, pv_mb * MiB), ((1 + 32 + pv_mb) * MiB, pv_mb * MiB)]
+        pv_spans = [(out, (1 + 32) * MiB, pv_mb * MiB), (out, (1 + 32 + pv_mb) * MiB, pv_mb * MiB)]
         lvs = [("root", root_mb, 2), ("swap", 8, 1)]
     vg = {"gpt-uefi": "rl", "mbr-striped": "centos"}[layout]
-    lvm_volume_group(out, pv_spans, vg, lvs, {"root": root_img})
+    lvm_volume_group(pv_spans, vg, lvs, {"root": root_img})
 
 
 RECIPES = {
@@ -142,3 +154,51 @@ RECIPES = {
             partition_scheme="mbr", hostname="centos-lvm", kernel="3.10.0-1160.el7.x86_64", boot_mode="legacy-bios"),
     ),
 }
+
+
+TWO_DISKS = "rhel9-ext4-lvm-two-disks"
+RHEL_9 = Distro(
+    os_release=('NAME="Red Hat Enterprise Linux"\nVERSION="9.3 (Plow)"\nID="rhel"\nID_LIKE="fedora"\nVERSION_ID="9.3"\n'
+                'PRETTY_NAME="Red Hat Enterprise Linux 9.3 (Plow)"\n'),
+    kernel="5.14.0-362.8.1.el9_3.x86_64",
+    hostname="rhel-db",
+    extra={"etc/redhat-release": "Red Hat Enterprise Linux release 9.3 (Plow)\n"},
+)
+
+
+def build_two_disks(cache_dir: Path) -> tuple[Path, Path]:
+    """An import of two disks whose volume group spans both: disk 1 holds the ESP, /boot and the first
+    PV; disk 2 is a whole-disk PV (no partition table). The root LV starts on disk 1 and ends on disk 2."""
+    from tests.guest_disks import BUILD_VERSION
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    first, second = (cache_dir / f"{TWO_DISKS}.v{BUILD_VERSION}.disk{i}.raw" for i in (1, 2))
+    if first.exists() and second.exists():
+        return first, second
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=f".build-{TWO_DISKS}-") as tmp:
+        work = Path(tmp)
+        d1, d2 = work / "disk1.raw", work / "disk2.raw"
+        tree = work / "root"
+        linux_root(tree, RHEL_9)
+        write(tree, "etc/fstab", f"/dev/mapper/rhel-root / ext4 defaults 1 1\nUUID={fs_uuid(TWO_DISKS, 'boot')} /boot ext4 defaults 1 2\n")
+        boot_tree = work / "boot"
+        (tree / "boot").rename(boot_tree)
+        (tree / "boot").mkdir()
+        boot_img, root_img = work / "boot.ext4", work / "root.ext4"
+        make_ext4(boot_img, 32, boot_tree, fs_uuid(TWO_DISKS, "boot"))
+        make_ext4(root_img, 96, tree, fs_uuid(TWO_DISKS, "root"))
+        esp = work / "esp.img"
+        loader = grub_efi_loader(work)
+        make_esp(esp, 40, {"EFI/BOOT/BOOTX64.EFI": loader, "EFI/redhat/grubx64.efi": loader},
+                 fs_uuid(TWO_DISKS, "esp").replace("-", "")[:8])
+        parts = [Part(40, ESP_GUID, esp), Part(32, LINUX_FS_GUID, boot_img), Part(48, LVM_GUID)]
+        assemble(d1, TWO_DISKS, "gpt", parts, 40 + 32 + 48 + 2)
+        with open(d2, "wb") as f:
+            f.truncate(80 * MiB)
+        # root first: it takes all of disk 1's PV and continues on disk 2
+        lvm_volume_group([(d1, (1 + 40 + 32) * MiB, 48 * MiB), (d2, 0, 80 * MiB)], "rhel",
+                         [("root", 96, 1), ("swap", 8, 1)], {"root": root_img})
+        os.replace(d2, second)
+        os.replace(d1, first)
+    return first, second

@@ -153,7 +153,7 @@ def test_whole_disk_physical_volume_is_refused_naming_its_group(guest_disks_buil
     disk = tmp_path / "pv.raw"
     with open(disk, "wb") as f:
         f.truncate(16 * 1024 * 1024)
-    with loop_devices(disk, [(0, 16 * 1024 * 1024)]) as devs:
+    with loop_devices([(disk, 0, 16 * 1024 * 1024)]) as devs:
         lvm("pvcreate", "-q", *devs)
         lvm("vgcreate", "-q", "datavg", *devs)
     insp = run_inspection(disk)
@@ -162,3 +162,20 @@ def test_whole_disk_physical_volume_is_refused_naming_its_group(guest_disks_buil
         decide(insp, {})
     assert info.value.message.startswith("No valid partitions. Not a valid volume. The disk has no MBR or GPT partition "
                                          "table: it holds an LVM2 physical volume directly."), info.value.message
+
+
+def test_volume_group_over_two_disks(guest_disk_dir):
+    """The root LV starts on disk 1's PV and ends on disk 2 (a whole-disk PV): read whole only with both."""
+    from tests.guest_disks_lvm import build_two_disks
+    from vmimport.inspect import inspect_disk
+
+    first, second = build_two_disks(guest_disk_dir)
+    with open(first, "rb") as a, open(second, "rb") as b:
+        insp = inspect_disk(a, first.stat().st_size, other_disks=[(b, second.stat().st_size)])
+    assert (insp.os_family, insp.distribution, insp.version) == ("Linux", "rhel", "9.3")
+    assert insp.kernel == "5.14.0-362.8.1.el9_3.x86_64"
+    assert "LVM2 volume group rhel on partition 3, disk 2: logical volumes root, swap" in insp.findings
+    assert decide(insp, {}).boot_mode == "uefi"
+    alone = run_inspection(first)
+    with pytest.raises(ImportFailure, match="uses physical volume pv1, which is not on this disk"):
+        decide(alone, {})

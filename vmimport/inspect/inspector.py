@@ -26,16 +26,20 @@ ENCRYPTED = {"BitLocker": "BitLocker-encrypted", "crypto_LUKS": "LUKS-encrypted"
 LDM_TYPES = {"0x42", "5808C8AA-7E8F-42E0-85D2-E1E90434CFB3", "AF9B60A0-1431-4F62-BC68-3311714A69AD"}
 
 
-def inspect_disk(disk: BinaryIO, size: int, deadline_seconds: float = 10.0) -> Inspection:
+def inspect_disk(disk: BinaryIO, size: int, deadline_seconds: float = 10.0,
+                 other_disks: list[tuple[BinaryIO, int]] = ()) -> Inspection:
     """Inspect the guest disk readable from ``disk`` (``size`` bytes), within ``deadline_seconds``.
 
+    ``other_disks`` (file, size) are the import's other volumes: only their LVM2 physical volumes
+    are used, so a volume group spanning several disks is assembled whole.
     Never raises for anything the disk contains: damaged or hostile structures become findings,
     and a deadline or limit stops the inspection with ``incomplete`` set.
     """
     budget = Budget(deadline_seconds)
     insp = Inspection(disk_size=size)
     try:
-        _inspect(BoundedReader(disk, size, budget), insp, budget)
+        others = [BoundedReader(fh, n, budget) for fh, n in other_disks]
+        _inspect(BoundedReader(disk, size, budget), insp, budget, others)
     except InspectionLimit as exc:
         insp.incomplete = True
         insp.note(str(exc))
@@ -47,7 +51,25 @@ def inspect_disk(disk: BinaryIO, size: int, deadline_seconds: float = 10.0) -> I
     return insp
 
 
-def _inspect(reader: BoundedReader, insp: Inspection, budget: Budget) -> None:
+def _other_pvs(readers: list[BoundedReader], insp: Inspection) -> list:
+    """The LVM2 physical volumes on the import's other disks (whole disk or MBR/GPT partitions)."""
+    pvs = []
+    for index, reader in enumerate(readers, 2):
+        table = read_partition_table(reader)
+        spans = [(f"disk {index} partition {p.number}", p.start, p.size) for p in table.partitions]
+        if table.scheme is None:
+            spans = [(f"disk {index}", 0, reader.size)]
+        for where, start, size in spans:
+            if probe(reader.pread(start, min(PROBE_BYTES, size))) != "LVM2_member":
+                continue
+            try:
+                pvs.append(read_pv(reader, start, size, where))
+            except LvmError as exc:
+                insp.note(f"{where} is an LVM2 physical volume that cannot be read: {exc}")
+    return pvs
+
+
+def _inspect(reader: BoundedReader, insp: Inspection, budget: Budget, others: list[BoundedReader] = ()) -> None:
     table = read_partition_table(reader)
     insp.partition_scheme = table.scheme
     insp.partitions = table.partitions
@@ -86,7 +108,9 @@ def _inspect(reader: BoundedReader, insp: Inspection, budget: Budget) -> None:
                 insp.note(f"partition {part.number} is an LVM2 physical volume that cannot be read: {exc}")
             continue
         _examine(reader, part, insp, budget, found, head=head)
-    if pvs:
+    if pvs:  # volume groups with a PV on the boot disk, completed from the other disks
+        groups = {pv.vg_name for pv in pvs}
+        pvs += [pv for pv in _other_pvs(others, insp) if pv.vg_name in groups]
         _logical_volumes(pvs, insp, budget, found)
 
     insp.root_count = len(linux)
@@ -172,8 +196,8 @@ def _logical_volumes(pvs: list, insp: Inspection, budget: Budget, found: tuple) 
             insp.note(f"LVM2 volume group {vg.name} also spans physical volumes not on this disk: {', '.join(vg.missing)}")
         for lv in vg.lvs:
             budget.check()
-            first_pv = next(iter(vg.pvs.values()), None)
-            number = int(first_pv.where.split()[-1]) if first_pv and first_pv.where.split()[-1].isdigit() else 0
+            on_boot_disk = [pv.where for pv in vg.pvs.values() if pv.where.startswith("partition ")]
+            number = int(on_boot_disk[0].split()[-1]) if on_boot_disk else 0
             why = unreadable_reason(vg, lv)
             if why:
                 insp.unreadable_volumes.append(f"logical volume {lv.path} {why}")
