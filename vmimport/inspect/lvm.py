@@ -15,7 +15,7 @@ import re
 import struct
 from dataclasses import dataclass, field
 
-from vmimport.inspect.budget import InspectionLimit
+from vmimport.inspect.budget import MAX_SINGLE_READ, InspectionLimit
 
 SECTOR = 512
 MDA_MAGIC = b" LVM2 x[5A%r0N*>"
@@ -349,6 +349,8 @@ class LogicalVolumeReader(io.RawIOBase):
 
     def pread(self, offset: int, n: int) -> bytes:
         n = max(0, min(n, self.size - offset))
+        if n > MAX_SINGLE_READ:  # checked here too: the zeros for a PV cut short are not read, so not charged
+            raise InspectionLimit(f"a filesystem structure asked for a {n}-byte read (limit {MAX_SINGLE_READ})")
         out = []
         while n > 0:
             piece = self._map(offset, n)
