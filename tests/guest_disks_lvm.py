@@ -35,9 +35,12 @@ CENTOS_7 = Distro(
 )
 
 
-def lvm(*args: str) -> str:
-    done = subprocess.run([args[0], "--config", LVM_CONFIG, *args[1:]], check=True, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
+def lvm(*args: str, devices: list[str] | None = None) -> str:
+    """Run an lvm2 command with activation off; ``devices`` limits what it sees to our loop devices, so
+    volume groups of the same name on other loop devices (a parallel build) do not collide."""
+    only = ["--devices", ",".join(devices)] if devices else []
+    done = subprocess.run([args[0], "--config", LVM_CONFIG, *only, *args[1:]], check=True, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL)
     return done.stdout
 
 
@@ -61,19 +64,19 @@ def lvm_volume_group(pv_spans: list[tuple[Path, int, int]], vg: str, lvs: list[t
     """Make PVs on ``pv_spans`` (disk file, offset, size), a VG over them, and LVs (name, MiB, stripes),
     then write each LV's filesystem image where lvm2 placed its extents (segment by segment)."""
     with loop_devices(pv_spans) as devs:
-        lvm("pvcreate", "-q", *devs)
-        lvm("vgcreate", "-q", "-s", "4m", vg, *devs)
+        lvm("pvcreate", "-q", *devs, devices=devs)
+        lvm("vgcreate", "-q", "-s", "4m", vg, *devs, devices=devs)
         for name, size_mb, stripes in lvs:
             extra = ["-i", str(stripes), "-I", "64k"] if stripes > 1 else []
-            lvm("lvcreate", "-q", "-an", "--zero", "n", "-n", name, "-L", f"{size_mb}m", *extra, vg, *devs)
+            lvm("lvcreate", "-q", "-an", "--zero", "n", "-n", name, "-L", f"{size_mb}m", *extra, vg, *devs, devices=devs)
         pe_start = {}
-        for line in lvm("pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pv_name,pe_start").splitlines():
+        for line in lvm("pvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "pv_name,pe_start", devices=devs).splitlines():
             dev, start = line.split()
             pe_start[dev] = int(start)
-        extent = int(lvm("vgs", "--noheadings", "--units", "b", "--nosuffix", "-o", "vg_extent_size", vg).strip())
+        extent = int(lvm("vgs", "--noheadings", "--units", "b", "--nosuffix", "-o", "vg_extent_size", vg, devices=devs).strip())
         segments: dict[str, list] = {}
         for line in lvm("lvs", "--segments", "--noheadings", "-o", "lv_name,stripes,stripe_size,seg_start_pe,seg_pe_ranges",
-                        "--units", "b", "--nosuffix", vg).splitlines():
+                        "--units", "b", "--nosuffix", vg, devices=devs).splitlines():
             name, stripes, stripe_size, seg_start, ranges = line.split(None, 4)
             segments.setdefault(name, []).append((int(stripes), int(stripe_size), int(seg_start), ranges.split()))
     span_of = dict(zip(devs, pv_spans))

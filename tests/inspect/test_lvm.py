@@ -154,8 +154,8 @@ def test_whole_disk_physical_volume_is_refused_naming_its_group(guest_disks_buil
     with open(disk, "wb") as f:
         f.truncate(16 * 1024 * 1024)
     with loop_devices([(disk, 0, 16 * 1024 * 1024)]) as devs:
-        lvm("pvcreate", "-q", *devs)
-        lvm("vgcreate", "-q", "datavg", *devs)
+        lvm("pvcreate", "-q", *devs, devices=devs)
+        lvm("vgcreate", "-q", "datavg", *devs, devices=devs)
     insp = run_inspection(disk)
     assert "the whole disk is a physical volume of LVM2 volume group datavg, without a partition table" in insp.findings
     with pytest.raises(ImportFailure) as info:
