@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 TARGET_SECONDS = 0.3
+LAYOUT_TARGET_SECONDS = 0.05  # LVM, Btrfs subvolume and dynamic-disk fixtures (issue 20)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,11 +23,13 @@ def run_inspection(cache: Path, bench_disk: Path | None, runs: int, log,
         return [{"section": "inspection", "status": "not available",
                  "message": f"vmimport.inspect.inspect_disk: {exc}"}]
     disks: dict[str, Path] = {}
+    layouts: set[str] = set()
     rows: list[dict] = []
     try:
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
         guest = importlib.import_module("tests.guest_disks")
+        layouts = set(getattr(guest, "LAYOUT_NAMES", ()))
         for name in names or guest.NAMES:
             try:
                 disks[name] = guest.build(name, cache / "guest-disks")
@@ -47,11 +50,12 @@ def run_inspection(cache: Path, bench_disk: Path | None, runs: int, log,
                 last = inspect_disk(f, size)
                 times.append(time.perf_counter() - t0)
         median = statistics.median(times)
+        target = LAYOUT_TARGET_SECONDS if name in layouts else TARGET_SECONDS
         rows.append({"section": "inspection", "disk": name, "status": "measured",
                      "median_seconds": round(median, 4), "max_seconds": round(max(times), 4),
                      "runs": runs, "os": getattr(last, "os_name", None),
                      "incomplete": getattr(last, "incomplete", None),
-                     "pass_": median < TARGET_SECONDS})
+                     "target_seconds": target, "pass_": median < target})
         log(f"  {name:32s} {median * 1000:8.1f} ms  {getattr(last, 'os_name', '') or ''}")
     measured = [r["median_seconds"] for r in rows if r["status"] == "measured"]
     if measured:

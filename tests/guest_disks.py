@@ -734,6 +734,20 @@ RECIPES = {
     "hostile-corrupt-metadata": (_corrupt_metadata, Expected(refusal="Unknown OS / Missing OS files.", partition_scheme="mbr", root_count=0)),
 }
 
+if __name__ == "__main__":  # run as a script: take the recipes from the imported module, which has them all
+    from tests.guest_disks import RECIPES as _ALL  # noqa: E402
+
+    RECIPES.update(_ALL)
+else:
+    from tests.guest_disks_btrfs import RECIPES as _BTRFS  # noqa: E402 (these use the helpers above)
+    from tests.guest_disks_ldm import RECIPES as _LDM  # noqa: E402
+    from tests.guest_disks_lvm import RECIPES as _LVM  # noqa: E402
+
+    RECIPES.update(_LVM)
+    RECIPES.update(_BTRFS)
+    RECIPES.update(_LDM)
+LAYOUT_NAMES: list[str] = [n for n in RECIPES if "lvm" in n or "subvol" in n or "dynamic" in n]  # issue 20's layouts
+
 EXPECTED: dict[str, Expected] = {name: exp for name, (_, exp) in RECIPES.items()}
 NAMES: list[str] = list(RECIPES)
 ACCEPTED: list[str] = [n for n, e in EXPECTED.items() if e.refusal is None]

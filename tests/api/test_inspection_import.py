@@ -89,3 +89,31 @@ def test_user_values_that_contradict_the_disk(server, ec2, guest_disk_cache, tmp
     task = _import(server, ec2, guest_disk_cache, tmp_path, "win10-ntfs-mbr-bios", "raw",
                    LicenseType="AWS")
     assert task["Status"] == "deleted"
+
+
+def test_volume_group_spanning_two_disks(server, ec2, guest_disk_cache, tmp_path):
+    """RHEL with its root LV spread over a PV on disk 1 and a whole-disk PV on disk 2 (made by
+    lvm2): imported as two DiskContainers it is Linux; the boot disk alone is refused, naming the
+    physical volume that is on another disk."""
+    from tests.guest_disks_lvm import build_two_disks
+
+    first, second = build_two_disks(guest_disk_cache)
+    bucket = "insp-" + uuid.uuid4().hex[:8]
+    server.put_object(bucket, "disk1.vmdk", qemu_convert(first, tmp_path / "disk1.vmdk", *FORMATS["vmdk"]))
+    server.put_object(bucket, "disk2.raw", second)
+    both = ec2.import_image(DiskContainers=[
+        {"Format": "vmdk", "UserBucket": {"S3Bucket": bucket, "S3Key": "disk1.vmdk"}},
+        {"Format": "raw", "UserBucket": {"S3Bucket": bucket, "S3Key": "disk2.raw"}}])["ImportTaskId"]
+    alone = ec2.import_image(DiskContainers=[
+        {"Format": "vmdk", "UserBucket": {"S3Bucket": bucket, "S3Key": "disk1.vmdk"}}])["ImportTaskId"]
+    task = wait_task(ec2, both, timeout=300)
+    assert task["Status"] == "completed", task
+    assert (task["Platform"], task["Architecture"], task["BootMode"]) == ("Linux", "x86_64", "uefi")
+    image = ec2.describe_images(ImageIds=[task["ImageId"]])["Images"][0]
+    assert image["Description"] == ("AWS-VMImport service: Linux - Red Hat Enterprise Linux 9.3 (Plow) - "
+                                    "5.14.0-362.8.1.el9_3.x86_64")
+    assert len(image["BlockDeviceMappings"]) == 2
+    task = wait_task(ec2, alone, timeout=300)
+    assert task["Status"] == "deleted"
+    assert task["StatusMessage"].startswith("ClientError: Unknown OS / Missing OS files."), task["StatusMessage"]
+    assert "logical volume rhel/root uses physical volume pv1, which is not on this disk" in task["StatusMessage"]

@@ -13,7 +13,7 @@ import pytest
 from tests import guest_disks
 
 TOOLS = ("sfdisk", "mkfs.ext4", "mkfs.xfs", "mkfs.btrfs", "mkfs.vfat", "mcopy", "mkntfs", "wimlib-imagex",
-         "hivexregedit", "grub-mkimage")
+         "hivexregedit", "grub-mkimage", "pvcreate", "losetup", "ldmtool")
 
 
 @pytest.fixture(scope="session")

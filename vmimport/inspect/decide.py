@@ -43,7 +43,7 @@ def _fail(prefix: str, detail: str) -> ImportFailure:
 
 def _found(insp: Inspection, limit: int = 4) -> str:
     """The most telling findings, for the end of a refusal message."""
-    notes = insp.findings[:limit]
+    notes = [f for f in insp.findings if f not in insp.unreadable_volumes][:limit]
     return ("Found: " + "; ".join(notes) + ".") if notes else ""
 
 
@@ -92,8 +92,10 @@ def _check_requested(req: dict) -> None:
 def _check_os(insp: Inspection) -> None:
     if insp.partition_scheme is None:
         if insp.bare_filesystem:
-            raise _fail(NO_PARTITIONS, f"The disk has no MBR or GPT partition table: it holds a {insp.bare_filesystem} "
-                        "filesystem directly. Import a disk image with a partition table and a boot loader.")
+            what = insp.bare_filesystem + ("" if " " in insp.bare_filesystem else " filesystem")
+            article = "an" if what.startswith("LVM") else "a"
+            raise _fail(NO_PARTITIONS, f"The disk has no MBR or GPT partition table: it holds {article} {what} "
+                        "directly. Import a disk image with a partition table and a boot loader.")
         raise _fail(NO_PARTITIONS, _found(insp) or "The disk has no MBR or GPT partition table.")
     if not insp.partitions:
         raise _fail(NO_PARTITIONS, _found(insp))
@@ -106,19 +108,25 @@ def _check_os(insp: Inspection) -> None:
         dual = next((f for f in insp.findings if "dual-boot" in f), "Linux and Windows")
         raise _fail(MULTIPLE_ROOTS, f"({dual}). Dual-boot disks cannot be imported.")
     if insp.os_family is None:
-        if not any(p.filesystem for p in insp.partitions):
+        if not any(p.filesystem for p in insp.partitions) and not insp.unreadable_volumes:
             parts = ", ".join(f"partition {p.number} (type {p.type})" for p in insp.partitions)
             raise _fail(NO_PARTITIONS, f"No partition holds a filesystem vmimport can read (ext2/3/4, XFS, Btrfs, NTFS, FAT): {parts}.")
         why = "No Linux root (/etc, /bin and /etc/fstab) or Windows directory (Windows/System32/config) was found."
+        if insp.unreadable_volumes:
+            why += " Volumes vmimport cannot read: " + "; ".join(insp.unreadable_volumes) + "."
         if insp.incomplete:
             why = "Inspection stopped before an operating system was found."
         raise _fail(UNKNOWN_OS, f"{why} {_found(insp, 6)}")
     if insp.os_family == "Linux" and not insp.fstab_found:
-        raise _fail(NO_FSTAB, f"(partition {insp.root_partition} ({insp.root_filesystem}) has no /etc/fstab file).")
+        raise _fail(NO_FSTAB, f"({_root_where(insp)} has no /etc/fstab file).")
+
+
+def _root_where(insp: Inspection) -> str:
+    return insp.root_description or f"partition {insp.root_partition} ({insp.root_filesystem})"
 
 
 def _architecture(insp: Inspection, req: dict) -> str:
-    where = f"partition {insp.root_partition} ({insp.root_filesystem})"
+    where = _root_where(insp)
     evidence = next((f.split(": ", 1)[1] for f in insp.findings
                      if f.startswith(f"{where}: ") and (" is an ELF" in f or " is a PE" in f)), None)
     if insp.architecture is None:

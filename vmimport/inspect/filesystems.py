@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import stat
 import struct
+import uuid
 from abc import ABC, abstractmethod
 from typing import Any, BinaryIO
 
@@ -340,3 +341,35 @@ def open_filesystem(kind: str, disk: BinaryIO, offset: int, size: int, budget: B
     except Exception as exc:  # dissect raises many types on corrupt input
         raise FilesystemError(f"cannot read the {kind} filesystem: {type(exc).__name__}: {exc}") from exc
     raise FilesystemError(f"{kind} is not a filesystem vmimport reads")
+
+
+def identity(kind: str | None, head: bytes) -> tuple[str | None, str | None]:
+    """(UUID, label) of the filesystem whose start is ``head``, as blkid prints them (for fstab's UUID=/LABEL=)."""
+
+    def uid(at: int) -> str | None:
+        raw = head[at : at + 16]
+        return str(uuid.UUID(bytes=raw)) if len(raw) == 16 and any(raw) else None
+
+    def text(at: int, n: int) -> str | None:
+        raw = head[at : at + n].split(b"\0", 1)[0].strip()
+        return raw.decode("utf-8", "replace") or None
+
+    try:
+        if kind in ("ext2", "ext3", "ext4"):
+            return uid(1024 + 0x68), text(1024 + 0x78, 16)
+        if kind == "xfs":
+            return uid(32), text(108, 12)
+        if kind == "btrfs":
+            return uid(0x10020), text(0x1012B, 256)
+        if kind == "swap":
+            return uid(1024 + 12), text(1024 + 28, 16)
+        if kind == "vfat":
+            fat32 = head[82:87] == b"FAT32"
+            serial = struct.unpack_from("<I", head, 67 if fat32 else 39)[0]
+            label = text(71 if fat32 else 43, 11)
+            return f"{serial >> 16:04X}-{serial & 0xFFFF:04X}", None if label == "NO NAME" else label
+        if kind == "ntfs":
+            return f"{struct.unpack_from('<Q', head, 72)[0]:016X}", None
+    except struct.error:
+        pass
+    return None, None

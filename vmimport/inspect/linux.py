@@ -42,6 +42,7 @@ class LinuxRoot:
     kernel: str | None = None
     architecture: str | None = None
     fstab: bool = False
+    fstab_entries: list[tuple[str, str, str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -157,11 +158,29 @@ def _architecture(fs: GuestFS, root: LinuxRoot) -> None:
     root.notes.append("no ELF executable among " + ", ".join(ARCH_PROBES))
 
 
+MAX_FSTAB_LINES = 1000
+
+
+def fstab_entries(fs: GuestFS) -> list[tuple[str, str, str, str]]:
+    """(spec, mount point, type, options) of each /etc/fstab line, octal escapes (\\040) decoded."""
+    text = _text(fs, "/etc/fstab", 65536) or ""
+    entries = []
+    for line in text.splitlines()[:MAX_FSTAB_LINES]:
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2:
+            continue
+        fields = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), f) for f in fields]
+        entries.append((fields[0], fields[1], fields[2] if len(fields) > 2 else "", fields[3] if len(fields) > 3 else ""))
+    return entries
+
+
 def inspect_linux_root(fs: GuestFS) -> LinuxRoot:
     root = LinuxRoot()
     _distro(fs, root)
     _architecture(fs, root)
     root.fstab = fs.is_file("/etc/fstab")
+    if root.fstab:
+        root.fstab_entries = fstab_entries(fs)
     hostname = _text(fs, "/etc/hostname", 256)
     if hostname and hostname.strip():
         root.hostname = hostname.strip().splitlines()[0].strip()

@@ -14,9 +14,19 @@ class PartitionInfo:
     active: bool = False  # MBR boot indicator 0x80 (for GPT: the hybrid MBR entry's flag)
     filesystem: str | None = None  # "ext4", "xfs", "btrfs", "ntfs", "vfat", "swap", "LVM2_member", ...
     label: str | None = None  # GPT partition name
+    volume: str | None = None  # "vg/lv" when this is an LVM2 logical volume (number: its first PV's partition)
+    volume_kind: str = "logical volume"  # or "dynamic volume" (Windows LDM; volume is its name)
+
+    fs_uuid: str | None = None  # the filesystem's UUID and label, as fstab's UUID= and LABEL= name them
+    fs_label: str | None = None
+    subvolume: str | None = None  # the Btrfs subvolume holding the root ("root", "@", "/" for the top level)
 
     def describe(self) -> str:
-        return f"partition {self.number} ({self.filesystem or 'type ' + self.type})"
+        if self.volume:
+            where = f"{self.volume_kind} {self.volume} ({self.filesystem or 'no filesystem'})"
+        else:
+            where = f"partition {self.number} ({self.filesystem or 'type ' + self.type})"
+        return where + (f" subvolume {self.subvolume}" if self.subvolume and self.subvolume != "/" else "")
 
 
 @dataclass
@@ -45,6 +55,9 @@ class Inspection:
     windows_roots: int = 0  # Windows system directories found
     encrypted: list[str] = field(default_factory=list)  # descriptions of encrypted volumes found
     bare_filesystem: str | None = None  # a filesystem found on the whole unpartitioned disk
+    logical_volumes: list[PartitionInfo] = field(default_factory=list)  # LVM2 LVs that were read
+    unreadable_volumes: list[str] = field(default_factory=list)  # thin/snapshot/RAID/... volumes, and why
+    root_description: str | None = None  # "partition 2 (ext4)" or "logical volume rhel/root (xfs)"
     incomplete: bool = False  # a deadline or limit stopped inspection early
     seconds: float = 0.0
 

@@ -8,6 +8,7 @@ task had made are removed (no AMI refers to them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -287,16 +288,16 @@ def _inspect_boot_volume(control: JobControl, store: BlockStore, task: ImportTas
     it is, and decide Platform/Architecture/BootMode/licensing as AWS does (or refuse).
     ``known``: (snapshot id, manifest) in hand; any other manifest is read from the store."""
     with control.db.read() as session:
-        boot = session.get(ImportTask, task.id).disks[0]
-        snapshot_id = boot.snapshot_id
-    if known is not None and known[0] == snapshot_id:
-        manifest = known[1]
-    else:
-        manifest = store.read_manifest(snapshot_id)
-    with encryption.snapshot_reader(control.db, control.settings, store, task,
-                                    manifest) as disk:
-        inspection = inspect_disk(disk, manifest.size_bytes,
-                                  deadline_seconds=control.settings.inspect_deadline_seconds)
+        snapshot_ids = [d.snapshot_id for d in session.get(ImportTask, task.id).disks]
+    snapshot_id = snapshot_ids[0]
+    manifests = [known[1] if known is not None and known[0] == sid else store.read_manifest(sid)
+                 for i, sid in enumerate(snapshot_ids) if i == 0 or sid]
+    with contextlib.ExitStack() as stack:  # the other disks: for volume groups that span them
+        disks = [stack.enter_context(encryption.snapshot_reader(control.db, control.settings, store,
+                                                                task, m)) for m in manifests]
+        inspection = inspect_disk(disks[0], manifests[0].size_bytes,
+                                  deadline_seconds=control.settings.inspect_deadline_seconds,
+                                  other_disks=[(d, m.size_bytes) for d, m in zip(disks[1:], manifests[1:])])
     log.info("task %s: boot volume %s inspected in %.3fs: %s", task.id, snapshot_id,
              inspection.seconds, _inspection_summary(inspection))
     return decide(inspection, {
