@@ -130,10 +130,6 @@ def test_put_get_head_and_errors(s3):
     with pytest.raises(ClientError) as info:
         s3.get_object(Bucket=bucket_name("none"), Key="k")
     assert code_of(info.value) == "NoSuchBucket"
-    with pytest.raises(ClientError) as info:
-        s3.copy_object(Bucket=name, Key="copy", CopySource=f"{name}/dir/sub/file.bin")
-    assert code_of(info.value) == "NotImplemented"
-    assert "CopyObject" in info.value.response["Error"]["Message"]
 
 
 def test_bad_content_md5_leaves_nothing(s3, server):
