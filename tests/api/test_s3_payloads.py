@@ -199,3 +199,15 @@ def test_boto3_checksum_algorithms(server, bucket, tmp_path, algorithm):
                    ExtraArgs={"ChecksumAlgorithm": algorithm},
                    Config=TransferConfig(multipart_threshold=8 << 20))
     assert (server.buckets / bucket / f"mpu-{algorithm}").read_bytes() == data
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32C", "CRC64NVME"])
+def test_aws_cli_checksum_algorithm(server, bucket, tmp_path, algorithm):
+    """aws s3 cp --checksum-algorithm, multipart (12 MiB in the CLI's 8 MiB parts)."""
+    from .test_s3_objects import aws_cli
+    data = bytes(range(251)) * (12 * 4096)
+    source = tmp_path / "cli.bin"
+    source.write_bytes(data)
+    aws_cli(server, "s3", "cp", str(source), f"s3://{bucket}/cli-{algorithm}",
+            "--checksum-algorithm", algorithm)
+    assert (server.buckets / bucket / f"cli-{algorithm}").read_bytes() == data
