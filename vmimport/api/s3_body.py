@@ -17,7 +17,6 @@ import hmac
 import zlib
 from typing import Callable, Iterator
 
-from awscrt import checksums as crt_checksums
 from botocore.auth import UNSIGNED_PAYLOAD
 
 from vmimport.service.errors import S3Error
@@ -43,14 +42,21 @@ class _Crc:
         return self.value.to_bytes(self._width, "big")
 
 
-# CRC32C and CRC64NVME by awscrt (the library botocore itself uses for them, in C).
-_CRCS = {"crc32": (zlib.crc32, 4), "crc32c": (crt_checksums.crc32c, 4),
-         "crc64nvme": (crt_checksums.crc64nvme, 8)}
+_CRCS = {"crc32": (zlib.crc32, 4)}
+try:  # CRC32C and CRC64NVME by awscrt (a dependency; the C library botocore uses for them)
+    from awscrt import checksums as _crt
+    _CRCS.update(crc32c=(_crt.crc32c, 4), crc64nvme=(_crt.crc64nvme, 8))
+except ImportError:  # an install without it still serves the other checksums
+    pass
 
 
 def _checksum(algorithm: str):
     if algorithm in _CRCS:
         return _Crc(*_CRCS[algorithm])
+    if algorithm in ("crc32c", "crc64nvme"):
+        raise S3Error("NotImplemented", f"x-amz-checksum-{algorithm} needs the awscrt package, "
+                      "which this server's installation lacks (scripts/setup installs it); "
+                      "use CRC32, SHA1 or SHA256 meanwhile")
     return hashlib.new(algorithm)
 
 
