@@ -11,6 +11,7 @@ import uuid
 import zlib
 
 import pytest
+from awscrt import checksums as crt_checksums
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -106,11 +107,27 @@ def trailer_body(data: bytes, name: str, value: str) -> bytes:
             + f"0\r\n{name}:{value}\r\n\r\n".encode())
 
 
-@pytest.mark.parametrize("algorithm", ["crc32", "sha1", "sha256"])
+def reference_digest(algorithm: str, data: bytes) -> bytes:
+    if algorithm == "crc32":
+        return zlib.crc32(data).to_bytes(4, "big")
+    if algorithm == "crc32c":
+        return crt_checksums.crc32c(data).to_bytes(4, "big")
+    if algorithm == "crc64nvme":
+        return crt_checksums.crc64nvme(data).to_bytes(8, "big")
+    return hashlib.new(algorithm, data).digest()
+
+
+def test_reference_crcs_match_published_check_values():
+    """The catalogue's check values (CRC of b"123456789"), so that the reference used
+    below is itself checked."""
+    assert reference_digest("crc32c", b"123456789").hex() == "e3069283"
+    assert reference_digest("crc64nvme", b"123456789").hex() == "ae8b14860a799888"
+
+
+@pytest.mark.parametrize("algorithm", ["crc32", "crc32c", "crc64nvme", "sha1", "sha256"])
 def test_unsigned_trailer(server, bucket, algorithm):
     data = b"trailer " * 20000
-    digest = (zlib.crc32(data).to_bytes(4, "big") if algorithm == "crc32"
-              else hashlib.new(algorithm, data).digest())
+    digest = reference_digest(algorithm, data)
     value = base64.b64encode(digest).decode()
     headers = {"Content-Encoding": "aws-chunked", "X-Amz-Trailer": f"x-amz-checksum-{algorithm}",
                "X-Amz-Decoded-Content-Length": str(len(data))}
@@ -152,7 +169,45 @@ def test_checksum_headers(server, bucket):
                          {"x-amz-checksum-sha1": wrong})
     status, payload = send(server, request, data)
     assert status == 400 and b"<Code>BadDigest</Code>" in payload
-    request = signed_put(server, bucket, "crc32c", hashlib.sha256(data).hexdigest(),
-                         {"x-amz-checksum-crc32c": "AAAAAA=="})
-    status, payload = send(server, request, data)
-    assert status == 501 and b"crc32c is not supported" in payload
+    for algorithm in ("crc32c", "crc64nvme"):
+        right = base64.b64encode(reference_digest(algorithm, data)).decode()
+        request = signed_put(server, bucket, algorithm, hashlib.sha256(data).hexdigest(),
+                             {f"x-amz-checksum-{algorithm}": right})
+        status, payload = send(server, request, data)
+        assert status == 200, payload
+        wrong = base64.b64encode(reference_digest(algorithm, b"other")).decode()
+        request = signed_put(server, bucket, f"bad-{algorithm}",
+                             hashlib.sha256(data).hexdigest(),
+                             {f"x-amz-checksum-{algorithm}": wrong})
+        status, payload = send(server, request, data)
+        assert status == 400 and b"<Code>BadDigest</Code>" in payload
+        assert not (server.buckets / bucket / f"bad-{algorithm}").exists()
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32C", "CRC64NVME"])
+def test_boto3_checksum_algorithms(server, bucket, tmp_path, algorithm):
+    """boto3 as users call it: a PutObject and a multipart upload_file with the algorithm."""
+    from boto3.s3.transfer import TransferConfig
+    s3 = server.client("s3")
+    s3.put_object(Bucket=bucket, Key=f"put-{algorithm}", Body=b"small body",
+                  ChecksumAlgorithm=algorithm)
+    assert (server.buckets / bucket / f"put-{algorithm}").read_bytes() == b"small body"
+    data = bytes(range(256)) * (12 * 4096)  # 12 MiB: two parts of the 8 MiB default
+    source = tmp_path / "source.bin"
+    source.write_bytes(data)
+    s3.upload_file(str(source), bucket, f"mpu-{algorithm}",
+                   ExtraArgs={"ChecksumAlgorithm": algorithm},
+                   Config=TransferConfig(multipart_threshold=8 << 20))
+    assert (server.buckets / bucket / f"mpu-{algorithm}").read_bytes() == data
+
+
+@pytest.mark.parametrize("algorithm", ["CRC32C", "CRC64NVME"])
+def test_aws_cli_checksum_algorithm(server, bucket, tmp_path, algorithm):
+    """aws s3 cp --checksum-algorithm, multipart (12 MiB in the CLI's 8 MiB parts)."""
+    from .test_s3_objects import aws_cli
+    data = bytes(range(251)) * (12 * 4096)
+    source = tmp_path / "cli.bin"
+    source.write_bytes(data)
+    aws_cli(server, "s3", "cp", str(source), f"s3://{bucket}/cli-{algorithm}",
+            "--checksum-algorithm", algorithm)
+    assert (server.buckets / bucket / f"cli-{algorithm}").read_bytes() == data

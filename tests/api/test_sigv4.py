@@ -125,6 +125,12 @@ def test_unsigned_payload_only_for_s3():
     # names) may opt out. boto3 sends EBS PutSnapshotBlock so (EBS checks its own checksum).
     args = wire(boto3_request("ebs", "put_snapshot_block", SnapshotId="snap-1", BlockIndex=3, BlockData=b"x" * 10,
                               DataLength=10, Checksum="abc", ChecksumAlgorithm="SHA256"))
+    if "x-amz-content-sha256" not in args["headers"]:
+        # botocore signing with awscrt (installed with vmimport, as in the AWS CLI v2) signs
+        # the body's SHA-256 here: a signed body, which another body cannot replace
+        assert verify_request(**args).payload_signed
+        expect("SignatureDoesNotMatch", {**args, "body": b"x" * 9 + b"y"}, "does not match")
+        return
     assert args["headers"]["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
     expect("SignatureDoesNotMatch", args, "accepted by S3 only")
     ebs_ok = frozenset({"ebs"})

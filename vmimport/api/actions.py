@@ -2,7 +2,8 @@
 function; parsing and serializing come from botocore's models."""
 
 from vmimport.service import (account, attributes, copy_image, ebs_direct, exports, iam, images,
-                              imports, kms_api, register_image, s3_api, sts, tags)
+                              imports, kms_api, register_image, s3_api, s3_copy, sts,
+                              tags)
 
 EC2_ACTIONS = {
     "ImportImage": imports.import_image,
@@ -91,8 +92,8 @@ S3_ACTIONS = {
     "HeadObject": s3_api.head_object,
     "DeleteObject": s3_api.delete_object,
     "DeleteObjects": s3_api.delete_objects,
-    "CopyObject": s3_api.not_served("CopyObject"),
-    "UploadPartCopy": s3_api.not_served("UploadPartCopy"),
+    "CopyObject": s3_copy.copy_object,
+    "UploadPartCopy": s3_copy.upload_part_copy,
     "CreateMultipartUpload": s3_api.create_multipart_upload,
     "UploadPart": s3_api.upload_part,
     "CompleteMultipartUpload": s3_api.complete_multipart_upload,

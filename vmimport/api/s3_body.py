@@ -27,27 +27,37 @@ from .sigv4 import SIGNED_STREAMING, UNSIGNED_TRAILER, Caller
 # A streamed body is handed to its handler in pieces of about this size.
 STREAM_PIECE = 1024 * 1024
 CHECKSUM_ALGORITHMS = ("crc32", "crc32c", "crc64nvme", "sha1", "sha256")
-_MISSING_IMPLEMENTATION = {"crc32c", "crc64nvme"}
 
 
-class _Crc32:
-    def __init__(self):
-        self.value = 0
+class _Crc:
+    """A running CRC with hashlib's update/digest; S3 sends it big-endian, base64."""
+
+    def __init__(self, function: Callable[[bytes, int], int], width: int):
+        self._function, self._width, self.value = function, width, 0
 
     def update(self, data) -> None:
-        self.value = zlib.crc32(data, self.value)
+        self.value = self._function(data, self.value)
 
     def digest(self) -> bytes:
-        return self.value.to_bytes(4, "big")
+        return self.value.to_bytes(self._width, "big")
+
+
+_CRCS = {"crc32": (zlib.crc32, 4)}
+try:  # CRC32C and CRC64NVME by awscrt (a dependency; the C library botocore uses for them)
+    from awscrt import checksums as _crt
+    _CRCS.update(crc32c=(_crt.crc32c, 4), crc64nvme=(_crt.crc64nvme, 8))
+except ImportError:  # an install without it still serves the other checksums
+    pass
 
 
 def _checksum(algorithm: str):
-    if algorithm in _MISSING_IMPLEMENTATION:
-        raise S3Error("NotImplemented", f"x-amz-checksum-{algorithm} is not supported by this "
-                      f"server (no {algorithm.upper()} implementation is installed); use "
-                      "CRC32, SHA1 or SHA256 (for the AWS CLI and boto3: "
-                      "--checksum-algorithm / ChecksumAlgorithm)")
-    return _Crc32() if algorithm == "crc32" else hashlib.new(algorithm)
+    if algorithm in _CRCS:
+        return _Crc(*_CRCS[algorithm])
+    if algorithm in ("crc32c", "crc64nvme"):
+        raise S3Error("NotImplemented", f"x-amz-checksum-{algorithm} needs the awscrt package, "
+                      "which this server's installation lacks (scripts/setup installs it); "
+                      "use CRC32, SHA1 or SHA256 meanwhile")
+    return hashlib.new(algorithm)
 
 
 class RequestBody:

@@ -20,7 +20,7 @@ MAX_DELETE = 1000
 
 
 @contextlib.contextmanager
-def _bucket(ctx: Context, name: str):
+def owned_bucket(ctx: Context, name: str):
     fd = buckets.authorize(ctx.db, ctx.settings, ctx.account_id, name)
     try:
         yield fd
@@ -55,7 +55,7 @@ def create_bucket(ctx: Context, params: dict) -> dict:
 
 
 def head_bucket(ctx: Context, params: dict) -> dict:
-    with _bucket(ctx, params["Bucket"]):
+    with owned_bucket(ctx, params["Bucket"]):
         return {"BucketRegion": ctx.region}
 
 
@@ -65,7 +65,7 @@ def delete_bucket(ctx: Context, params: dict) -> dict:
 
 
 def get_bucket_location(ctx: Context, params: dict) -> dict:
-    with _bucket(ctx, params["Bucket"]):
+    with owned_bucket(ctx, params["Bucket"]):
         # us-east-1 is the empty constraint, as S3 answers it.
         return {"LocationConstraint": "" if ctx.region == "us-east-1" else ctx.region}
 
@@ -75,7 +75,7 @@ def _listing(ctx: Context, params: dict, after: str) -> dict:
     """Keys after ``after`` under Prefix, grouped by Delimiter, at most MaxKeys of them."""
     prefix, delimiter = params.get("Prefix") or "", params.get("Delimiter") or ""
     limit = min(MAX_KEYS, max(0, params.get("MaxKeys", MAX_KEYS)))
-    with _bucket(ctx, params["Bucket"]) as fd:
+    with owned_bucket(ctx, params["Bucket"]) as fd:
         listed = s3_objects.keys_under(fd, prefix)
     contents, prefixes, truncated, last = [], [], False, None
     for key, st in listed:
@@ -162,7 +162,7 @@ def list_objects(ctx: Context, params: dict) -> dict:
 # --- objects -------------------------------------------------------------------------------
 def put_object(ctx: Context, params: dict) -> dict:
     body = params["Body"]
-    with _bucket(ctx, params["Bucket"]) as fd:
+    with owned_bucket(ctx, params["Bucket"]) as fd:
         s3_objects.parts_of(params["Bucket"], params["Key"])
         area = s3_objects.upload_area(fd)
         try:
@@ -180,7 +180,7 @@ def _check_conditions(params: dict, info: s3_objects.ObjectInfo) -> None:
     as S3 orders them."""
     etag = info.etag
     if_match = params.get("IfMatch")
-    if if_match is not None and not _etag_in(etag, if_match):
+    if if_match is not None and not etag_in(etag, if_match):
         raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified "
                       "did not hold", "If-Match")
     since = params.get("IfUnmodifiedSince")
@@ -188,7 +188,7 @@ def _check_conditions(params: dict, info: s3_objects.ObjectInfo) -> None:
         raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified "
                       "did not hold", "If-Unmodified-Since")
     none_match = params.get("IfNoneMatch")
-    if none_match is not None and _etag_in(etag, none_match):
+    if none_match is not None and etag_in(etag, none_match):
         raise S3Error("NotModified", "Not Modified", status=304)
     modified_since = params.get("IfModifiedSince")
     if none_match is None and modified_since is not None and \
@@ -196,7 +196,7 @@ def _check_conditions(params: dict, info: s3_objects.ObjectInfo) -> None:
         raise S3Error("NotModified", "Not Modified", status=304)
 
 
-def _etag_in(etag: str, header: str) -> bool:
+def etag_in(etag: str, header: str) -> bool:
     wanted = {t.strip().removeprefix("W/").strip('"') for t in header.split(",")}
     return "*" in wanted or etag.strip('"') in wanted
 
@@ -231,7 +231,7 @@ def _object_headers(info: s3_objects.ObjectInfo) -> dict:
 
 
 def get_object(ctx: Context, params: dict, head: bool = False) -> dict:
-    with _bucket(ctx, params["Bucket"]) as bucket_fd:
+    with owned_bucket(ctx, params["Bucket"]) as bucket_fd:
         fd, info = s3_objects.open_object(ctx.db, bucket_fd, params["Bucket"], params["Key"])
     try:
         _check_conditions(params, info)
@@ -256,7 +256,7 @@ def head_object(ctx: Context, params: dict) -> dict:
 
 
 def delete_object(ctx: Context, params: dict) -> dict:
-    with _bucket(ctx, params["Bucket"]) as fd:
+    with owned_bucket(ctx, params["Bucket"]) as fd:
         s3_objects.delete_object(ctx.db, fd, params["Bucket"], params["Key"])
     return {}
 
@@ -267,7 +267,7 @@ def delete_objects(ctx: Context, params: dict) -> dict:
         raise S3Error("MalformedXML", f"The XML you provided was not well-formed or did not "
                       f"validate against our published schema: 1 to {MAX_DELETE} <Object>s")
     deleted, errors = [], []
-    with _bucket(ctx, params["Bucket"]) as fd:
+    with owned_bucket(ctx, params["Bucket"]) as fd:
         for item in objects:
             key = item.get("Key") or ""
             try:
@@ -279,16 +279,9 @@ def delete_objects(ctx: Context, params: dict) -> dict:
     return {"Deleted": None if quiet else deleted, "Errors": errors or None}
 
 
-def not_served(operation: str):
-    def refuse(ctx: Context, params: dict) -> dict:
-        raise S3Error("NotImplemented", f"{operation} is not served by vmimport (yet): upload "
-                      "the object again instead of copying it", params.get("Bucket"))
-    return refuse
-
-
 # --- multipart -----------------------------------------------------------------------------
 def create_multipart_upload(ctx: Context, params: dict) -> dict:
-    with _bucket(ctx, params["Bucket"]) as fd:
+    with owned_bucket(ctx, params["Bucket"]) as fd:
         upload_id = s3_multipart.create(fd, params["Bucket"], params["Key"],
                                         params.get("ContentType"), params.get("Metadata"))
     return {"Bucket": params["Bucket"], "Key": params["Key"], "UploadId": upload_id}
@@ -296,7 +289,7 @@ def create_multipart_upload(ctx: Context, params: dict) -> dict:
 
 def upload_part(ctx: Context, params: dict) -> dict:
     body = params["Body"]
-    with _bucket(ctx, params["Bucket"]) as fd:
+    with owned_bucket(ctx, params["Bucket"]) as fd:
         etag = s3_multipart.upload_part(fd, params["UploadId"], params["Key"],
                                         params["PartNumber"], body, body)
     return {"ETag": etag}
@@ -304,7 +297,7 @@ def upload_part(ctx: Context, params: dict) -> dict:
 
 def complete_multipart_upload(ctx: Context, params: dict) -> dict:
     requested = (params.get("MultipartUpload") or {}).get("Parts") or []
-    with _bucket(ctx, params["Bucket"]) as fd:
+    with owned_bucket(ctx, params["Bucket"]) as fd:
         etag = s3_multipart.complete(ctx.db, fd, params["Bucket"], params["Key"],
                                      params["UploadId"], requested)
     return {"Location": f"/{params['Bucket']}/{params['Key']}", "Bucket": params["Bucket"],
@@ -312,13 +305,13 @@ def complete_multipart_upload(ctx: Context, params: dict) -> dict:
 
 
 def abort_multipart_upload(ctx: Context, params: dict) -> dict:
-    with _bucket(ctx, params["Bucket"]) as fd:
+    with owned_bucket(ctx, params["Bucket"]) as fd:
         s3_multipart.abort(fd, params["UploadId"], params["Key"])
     return {}
 
 
 def list_parts(ctx: Context, params: dict) -> dict:
-    with _bucket(ctx, params["Bucket"]) as fd:
+    with owned_bucket(ctx, params["Bucket"]) as fd:
         upload, parts = s3_multipart.list_parts(fd, params["UploadId"], params["Key"])
     after = params.get("PartNumberMarker") or 0
     limit = min(MAX_KEYS, params.get("MaxParts", MAX_KEYS))
@@ -335,7 +328,7 @@ def list_parts(ctx: Context, params: dict) -> dict:
 
 
 def list_multipart_uploads(ctx: Context, params: dict) -> dict:
-    with _bucket(ctx, params["Bucket"]) as fd:
+    with owned_bucket(ctx, params["Bucket"]) as fd:
         uploads = s3_multipart.list_uploads(fd, params.get("Prefix") or "")
     limit = min(MAX_KEYS, params.get("MaxUploads", MAX_KEYS))
     marker = params.get("KeyMarker") or ""

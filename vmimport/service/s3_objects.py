@@ -116,9 +116,36 @@ def write_temp(area_fd: int, chunks: Iterable[bytes], name: str | None = None) -
     return name, size
 
 
+def kernel_copy(src_fd: int, out_fd: int, offset: int, length: int) -> None:
+    """``length`` bytes of ``src_fd`` from ``offset`` appended to ``out_fd``, in the kernel
+    (no byte passes through Python; a reflink where the filesystem can)."""
+    while length:
+        copied = os.copy_file_range(src_fd, out_fd, min(length, 1 << 30), offset)
+        if not copied:
+            raise OSError(errno.EIO, "the source shrank while it was being copied")
+        offset, length = offset + copied, length - copied
+
+
+def copy_to_temp(area_fd: int, src_fd: int, offset: int, length: int) -> str:
+    """A new temp file of the upload area holding the bytes of ``src_fd`` at ``offset``."""
+    name = f"tmp-{uuid.uuid4().hex}"
+    out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                  0o644, dir_fd=area_fd)
+    try:
+        kernel_copy(src_fd, out, offset, length)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=area_fd)
+        raise
+    finally:
+        os.close(out)
+    return name
+
+
 def publish(db: Database, bucket_fd: int, area_fd: int, temp: str, bucket: str, key: str,
-            etag: str, content_type: str | None, metadata: dict | None) -> None:
-    """Rename a finished temp file onto the key (atomic) and record its ETag."""
+            etag: str, content_type: str | None, metadata: dict | None) -> datetime:
+    """Rename a finished temp file onto the key (atomic) and record its ETag; the object's
+    LastModified."""
     parts = parts_of(bucket, key)
     try:
         try:
@@ -145,6 +172,7 @@ def publish(db: Database, bucket_fd: int, area_fd: int, temp: str, bucket: str, 
         session.merge(S3Object(bucket=bucket, key=key, etag=etag, size=st.st_size,
                                inode=st.st_ino, mtime_ns=st.st_mtime_ns,
                                content_type=content_type, user_metadata=metadata or None))
+    return datetime.fromtimestamp(st.st_mtime_ns // 1_000_000_000, timezone.utc)
 
 
 def delete_object(db: Database, bucket_fd: int, bucket: str, key: str) -> None:
