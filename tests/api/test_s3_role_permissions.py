@@ -66,3 +66,24 @@ def test_uploader_role_runs_a_multipart_upload(server):
     # A HEAD answer has no body: only its status says why.
     assert error(s3.head_object, Bucket=bucket, Key="big")["Code"] == "403"
     assert error(s3.head_bucket, Bucket=bucket)["Code"] == "403"
+
+
+def test_copy_needs_get_object_on_the_source_and_put_object_on_the_target(server):
+    bucket = "role-s3-" + uuid.uuid4().hex[:8]
+    owner = server.client("s3")
+    owner.create_bucket(Bucket=bucket)
+    owner.put_object(Bucket=bucket, Key="disk.raw", Body=b"c" * 2048)
+    source = {"Bucket": bucket, "Key": "disk.raw"}
+
+    writer = client(server, "s3", _session(server, ["s3:PutObject"]))
+    _denied(writer.copy_object, "GetObject", Bucket=bucket, Key="copy", CopySource=source)
+    upload = owner.create_multipart_upload(Bucket=bucket, Key="parts")["UploadId"]
+    _denied(writer.upload_part_copy, "GetObject", Bucket=bucket, Key="parts", UploadId=upload,
+            PartNumber=1, CopySource=source)
+
+    reader = client(server, "s3", _session(server, ["s3:GetObject"]))
+    _denied(reader.copy_object, "PutObject", Bucket=bucket, Key="copy", CopySource=source)
+
+    both = client(server, "s3", _session(server, ["s3:GetObject", "s3:PutObject"]))
+    both.copy_object(Bucket=bucket, Key="copy", CopySource=source)
+    assert owner.get_object(Bucket=bucket, Key="copy")["Body"].read() == b"c" * 2048

@@ -16,7 +16,7 @@ import re
 from datetime import datetime, timezone
 from urllib.parse import parse_qs, unquote
 
-from . import s3_multipart, s3_objects
+from . import s3_multipart, s3_objects, sts
 from .context import Context
 from .errors import S3Error
 from .s3_api import etag_in, owned_bucket
@@ -72,6 +72,7 @@ def _open_source(ctx: Context, params: dict) -> tuple[int, s3_objects.ObjectInfo
     """The source object's descriptor (to close) once the caller may read it and the copy
     conditions hold."""
     bucket, key = parse_copy_source(params["CopySource"])
+    _check_source_read(ctx, bucket, key)
     with owned_bucket(ctx, bucket) as bucket_fd:
         fd, info = s3_objects.open_object(ctx.db, bucket_fd, bucket, key)
     try:
@@ -80,6 +81,19 @@ def _open_source(ctx: Context, params: dict) -> tuple[int, s3_objects.ObjectInfo
         os.close(fd)
         raise
     return fd, info
+
+
+def _check_source_read(ctx: Context, bucket: str, key: str) -> None:
+    """An assumed role copies only what it may read: AWS authorizes a copy as s3:PutObject on
+    the target (checked at the front door) and s3:GetObject on the source (here)."""
+    caller = ctx.caller
+    if caller is None or caller.role_id is None:
+        return
+    decision = sts.role_allows(ctx.db, caller.role_id, "s3:GetObject")
+    if not decision.allowed:
+        raise S3Error("AccessDenied", f"{caller.arn} is not authorized to perform: "
+                      f"s3:GetObject on the copy source ({decision.reason})",
+                      f"/{bucket}/{key}")
 
 
 class _HashedRange:
