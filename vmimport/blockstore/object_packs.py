@@ -103,7 +103,8 @@ class ObjectPackWriter(FinishedOnSuccess):
                 with self._lock:
                     self._shared |= held
         except Exception as exc:  # noqa: BLE001 - costs the dedup of these blocks, never data
-            log.warning("dedup lookup failed (%s); storing the blocks again", exc)
+            log.warning("dedup lookup failed (%s); this write stores every block", exc)
+            self._dedup = False  # once: not a failing query (and a warning) per batch
             return [None] * len(blocks)
         with self._lock:
             shared = set(self._shared)
