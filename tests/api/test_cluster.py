@@ -6,12 +6,14 @@ left behind after gc; a PostgreSQL restart mid-import is survived."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
 
 import boto3
@@ -149,9 +151,10 @@ def test_a_worker_killed_mid_import_is_replaced_and_nothing_leaks(cluster, tmp_p
 
 
 def _env(cluster) -> dict:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from importlib.machinery import SourceFileLoader
-    module = SourceFileLoader("cluster_script", str(CLUSTER)).load_module()
+    """What scripts/cluster gives its processes (one place says it: the script)."""
+    loader = SourceFileLoader("cluster_script", str(CLUSTER))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
+    loader.exec_module(module)
     return {**module.process_env(cluster), "VMIMPORT_LEASE_SECONDS": "6",
             "VMIMPORT_HEARTBEAT_SECONDS": "1", "VMIMPORT_POLL_SECONDS": "0.2",
             "PYTHONPATH": str(ROOT)}
