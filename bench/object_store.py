@@ -34,6 +34,9 @@ def import_into_object_store(vmdk: Path, endpoint: str, access: str, secret: str
     settings = Settings(data_dir=Path(tempfile.mkdtemp()), blocks_url="s3://bench/run/",
                         blocks_s3_endpoint_url=endpoint, blocks_s3_access_key=access,
                         blocks_s3_secret_key=secret)
+    from vmimport.db.session import Database
+
+    Database(settings.sqlalchemy_url).migrate()  # the shared dedup index and pack holds
     store = open_block_store(settings, check=True)
     began, cpu = time.perf_counter(), os.times()
     with LocalSource.open(vmdk.parent, vmdk.parent.name, vmdk.name) as source:

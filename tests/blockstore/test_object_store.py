@@ -20,6 +20,7 @@ from vmimport.blockstore.object_store import ObjectBlockStore
 from vmimport.blockstore.reader import SnapshotReader
 from vmimport.blockstore.writer import write_snapshot
 from vmimport.config import Settings
+from vmimport.db.session import Database
 from vmimport.pipeline.formats import open_guest_disks
 from vmimport.pipeline.formats.base import Limits
 from vmimport.pipeline.source import LocalSource
@@ -48,7 +49,9 @@ def _settings(s3, tmp_path: Path, prefix: str, **extra) -> Settings:
 
 @pytest.fixture
 def store(s3, tmp_path, request) -> ObjectBlockStore:
-    opened = open_block_store(_settings(s3, tmp_path, request.node.name), check=True)
+    settings = _settings(s3, tmp_path, request.node.name)
+    Database(settings.sqlalchemy_url).migrate()  # the dedup index and pack holds
+    opened = open_block_store(settings, check=True)
     assert isinstance(opened, ObjectBlockStore)
     return opened
 

@@ -54,10 +54,20 @@ def _object_store(settings: "Settings", check: bool) -> BlockStore:
         raise BlockStoreUnavailable(str(exc)) from None
     client = make_client(settings.blocks_s3_endpoint_url, settings.blocks_s3_access_key,
                          settings.blocks_s3_secret_key, settings.blocks_s3_region)
-    store = ObjectBlockStore(client, location)
+    store = ObjectBlockStore(client, location, _shared_index(settings))
     if check:
         try:
             store.check()
         except BlockStoreError as exc:
             raise BlockStoreUnavailable(str(exc)) from None
     return store
+
+
+def _shared_index(settings: "Settings"):
+    """The dedup index and pack holds in the service's database (every machine's processes
+    share it). One engine per process: ``open_block_store`` is called once per process."""
+    from vmimport.db.session import Database
+
+    from .shared_index import SharedDedupIndex
+
+    return SharedDedupIndex(Database(settings.sqlalchemy_url))

@@ -8,15 +8,21 @@ an upload is open, a small marker object ``uploads/<pack>-<pid>@<host>`` holds i
 so that the writer's host can abort the uploads of its dead processes when a worker starts
 (``ObjectBlockStore.reclaim_own_leftovers``); others are aborted by gc after the grace period.
 
-No dedup yet: every block is stored (``dedup`` is ignored). Sharing a block needs an index
-that every machine sees (the database) and a byte compare by ranged GET; until then blocks
-are never looked up, which costs space, never data.
+Dedup, given a ``shared_index.SharedDedupIndex`` (the database every machine shares): a batch's
+fingerprints are looked up in one query; a candidate's pack is held (``SharedDedupIndex.hold``,
+which gc respects) and its block read back by ranged GET and compared before its place is
+reused, so a fingerprint collision (xxh3 is no cryptographic hash) never costs data. The
+blocks a write stores enter the index once its packs are complete. Holds on the packs a write
+uses are renewed every ``HOLD_RENEW_SECONDS`` while it runs, so gc leaves them alone.
+Not shared: twins within one write (their pack is not readable until it completes), and a
+block whose fingerprint a crafted block took first is stored again each time.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,9 +31,9 @@ from botocore.exceptions import ClientError
 
 from .interface import FinishedOnSuccess
 from .leftovers import owner_tag
-from .manifest import BLOCK_SIZE, BlockRef
+from .manifest import BLOCK_SIZE, BlockRef, BlockStoreError
 from .object_client import ObjectLocation, is_missing, store_errors
-from .packs import ZERO_BLOCK, block_digest, digest_pieces
+from .packs import ZERO_BLOCK, block_digest, digest_pieces, join_pieces
 
 log = logging.getLogger("vmimport.blockstore")
 
@@ -41,6 +47,8 @@ PACK_PARTS = 1024
 # waiting for the next part. Memory per writing thread: (this + 1) parts.
 PARTS_IN_FLIGHT = 2
 UPLOAD_THREADS = 4  # per write
+# Holds are renewed this often while a write runs: far below gc's grace (hours).
+HOLD_RENEW_SECONDS = 300
 
 _ZEROS = memoryview(ZERO_BLOCK)  # slices of it are views: padding copies nothing twice
 
@@ -49,9 +57,18 @@ class ObjectPackWriter(FinishedOnSuccess):
     """``interface.PackSink`` on the object store. A context manager: on success every pack's
     upload is completed; on an exception all are aborted and completed packs deleted."""
 
-    def __init__(self, client, location: ObjectLocation):
+    def __init__(self, client, location: ObjectLocation, index=None, dedup: bool = True,
+                 read_block=None):
+        """``index``: a ``SharedDedupIndex`` (None: no holds, no dedup); ``read_block(ref)``:
+        the stored bytes of a block, checked (the store's ``get_block``)."""
         self._client = client
         self._location = location
+        self._index = index
+        self._dedup = dedup and index is not None and read_block is not None
+        self._read_block = read_block
+        self._shared: set[str] = set()  # other writes' packs this one reuses blocks of (held)
+        self._mine: dict[str, BlockRef] = {}  # blocks this write stored, by digest (first)
+        self._held_at = time.monotonic()
         self._lock = threading.Lock()
         self._open = True
         self._uploads: dict[int, _PackUpload] = {}  # by writing thread
@@ -59,9 +76,71 @@ class ObjectPackWriter(FinishedOnSuccess):
         self._senders = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="pack-upload")
 
     def put_blocks(self, blocks: list[list[tuple[int, memoryview]]]) -> list[BlockRef]:
-        """Store every block (no dedup yet: see the module docstring)."""
-        upload = self._upload()
-        return [upload.append(pieces, BLOCK_SIZE) for pieces in blocks]
+        """Store the blocks not stored already (see the module docstring)."""
+        self._renew_holds()
+        if not self._dedup:
+            upload = self._upload()
+            return [upload.append(pieces, BLOCK_SIZE) for pieces in blocks]
+        digests = [digest_pieces(pieces) for pieces in blocks]
+        refs = self._reuse(digests, blocks)
+        new = [n for n, ref in enumerate(refs) if ref is None]
+        if new:
+            upload = self._upload()
+            for n in new:
+                refs[n] = ref = upload.append(blocks[n], BLOCK_SIZE, digests[n])
+                with self._lock:
+                    self._mine.setdefault(ref.digest, ref)
+        return refs
+
+    def _reuse(self, digests: list[str], blocks) -> list[BlockRef | None]:
+        """For each block: the place of a stored block with the same bytes, or None."""
+        try:
+            found = self._index.find_many(digests)
+            with self._lock:
+                wanted = {ref.pack for ref in found.values()} - self._shared
+            if wanted:
+                held = self._index.hold(wanted)
+                with self._lock:
+                    self._shared |= held
+        except Exception as exc:  # noqa: BLE001 - costs the dedup of these blocks, never data
+            log.warning("dedup lookup failed (%s); this write stores every block", exc)
+            self._dedup = False  # once: not a failing query (and a warning) per batch
+            return [None] * len(blocks)
+        with self._lock:
+            shared = set(self._shared)
+        refs: list[BlockRef | None] = []
+        for digest, pieces in zip(digests, blocks):
+            ref = found.get(digest)
+            if ref is not None and (ref.pack not in shared or ref.length != BLOCK_SIZE
+                                    or not self._same_bytes(ref, pieces)):
+                ref = None
+            refs.append(ref)
+        return refs
+
+    def _same_bytes(self, ref: BlockRef, pieces) -> bool:
+        try:
+            return self._read_block(ref) == join_pieces(pieces)
+        except BlockStoreError:  # its pack is gone or damaged: store the block again
+            return False
+
+    def _renew_holds(self, force: bool = False) -> None:
+        """Tell gc again that this write uses its packs; fail if one it reuses was taken."""
+        if self._index is None or (not force and time.monotonic() - self._held_at
+                                   < HOLD_RENEW_SECONDS):
+            return
+        self._held_at = time.monotonic()
+        with self._lock:
+            shared = set(self._shared)
+            own = {upload.name for upload in self._uploads.values()} | set(self._completed)
+        try:
+            held = self._index.hold(shared | own)
+        except Exception as exc:  # noqa: BLE001 - the database is away: try again later
+            log.warning("could not renew this write's pack holds (%s)", exc)
+            return
+        if shared - held:
+            raise BlockStoreError(
+                f"pack(s) {', '.join(sorted(shared - held))} this write reuses blocks of were "
+                f"collected from {self._location} while it ran (hold older than gc's grace)")
 
     def put(self, data) -> BlockRef:
         """Store one sealed block as it is."""
@@ -78,7 +157,15 @@ class ObjectPackWriter(FinishedOnSuccess):
             return upload
         if upload is not None:
             upload.complete()
-        fresh = _PackUpload(self._client, self._location, self._senders)
+        if self._index is not None:
+            name = uuid.uuid4().hex
+            try:
+                self._index.hold_new(name)  # before the upload: gc never sees it unheld
+            except Exception as exc:  # noqa: BLE001 - gc's grace on its age still covers it
+                log.warning("pack %s: could not register it (%s)", name, exc)
+        else:
+            name = None
+        fresh = _PackUpload(self._client, self._location, self._senders, name)
         with self._lock:
             if upload is not None:
                 self._completed.append(upload.name)
@@ -106,6 +193,22 @@ class ObjectPackWriter(FinishedOnSuccess):
             raise
         finally:
             self._senders.shutdown()
+        self._record()
+
+    def _record(self) -> None:
+        """Enter this write's blocks in the dedup index, and renew its holds (its manifest,
+        written next, is what keeps the packs from then on)."""
+        if self._index is None:
+            return
+        try:
+            self._renew_holds(force=True)
+            if self._dedup and self._mine:
+                self._index.add(self._mine.values())
+        except BlockStoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - costs the dedup of these blocks, never data
+            log.warning("pack(s) %s: their blocks could not enter the dedup index (%s)",
+                        ", ".join(self._completed), exc)
 
     def abort(self) -> None:
         if not self._close():
@@ -131,6 +234,11 @@ class ObjectPackWriter(FinishedOnSuccess):
             except Exception as exc:  # noqa: BLE001
                 log.warning("pack %s of a failed write could not be deleted (%s); gc will",
                             name, exc)
+        if self._index is not None:
+            try:
+                self._index.forget([u.name for u in self._uploads.values()] + self._completed)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("the packs of a failed write stay registered (%s)", exc)
 
 
 class _PackUpload:
@@ -138,12 +246,12 @@ class _PackUpload:
     is handed to ``senders`` (``PARTS_IN_FLIGHT`` at most; None: sent by the caller)."""
 
     def __init__(self, client, location: ObjectLocation,
-                 senders: ThreadPoolExecutor | None = None):
+                 senders: ThreadPoolExecutor | None = None, name: str | None = None):
         self._senders = senders
         self._in_flight: deque[Future] = deque()
         self._client = client
         self._location = location
-        self.name = uuid.uuid4().hex
+        self.name = name or uuid.uuid4().hex
         self.key = location.key("packs", self.name)
         self.marker = location.key("uploads", self.name + owner_tag())
         bucket = location.bucket
@@ -165,12 +273,15 @@ class _PackUpload:
     def parts_done(self) -> int:
         return len(self._parts)
 
-    def append(self, pieces: list[tuple[int, memoryview]], length: int) -> BlockRef:
+    def append(self, pieces: list[tuple[int, memoryview]], length: int,
+               digest: str | None = None) -> BlockRef:
         """Add a block given as pieces [(offset within it, data)], zeros elsewhere."""
         if self._closed:
             raise ValueError("the pack is closed")
         at = len(self._buffer)
-        if len(pieces) == 1 and pieces[0][0] == 0 and len(pieces[0][1]) == length:
+        if digest is not None:
+            pass  # fingerprinted already (for the dedup lookup)
+        elif len(pieces) == 1 and pieces[0][0] == 0 and len(pieces[0][1]) == length:
             digest = block_digest(pieces[0][1])  # whole (and sealed blocks, not 512 KiB)
         else:
             digest = digest_pieces(pieces)  # 512 KiB, zeros between and after the pieces

@@ -12,8 +12,10 @@ Layout under the prefix::
 Reads are ranged GETs of one block, checked against its fingerprint every time (and opened
 with the snapshot's cipher when encrypted), through a small LRU cache of checked blocks.
 
-Not yet: dedup (every block is stored; see ``object_packs``), and compaction of packs few
-live blocks still use (gc reclaims packs whole, as the file store does).
+Dedup and pack holds live in the service's database (``shared_index``), given one: then gc
+is safe while imports run on any machine (it deletes a pack only once no write has held it
+for the grace). Not yet: compaction of packs few live blocks still use (gc reclaims packs
+whole, as the file store does).
 """
 
 from __future__ import annotations
@@ -41,8 +43,11 @@ class ObjectBlockStore:
     """Packs and manifests as objects under ``location``; ``client`` is a boto3 S3 client
     (``object_client.make_client``), shared by every thread."""
 
-    def __init__(self, client, location: ObjectLocation):
+    def __init__(self, client, location: ObjectLocation, index=None):
+        """``index``: a ``shared_index.SharedDedupIndex`` (None: no dedup, and gc only while
+        no import runs, as for the file store)."""
         self._client = client
+        self._index = index
         self._where = location
         self.location = str(location)
         self._cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
@@ -58,9 +63,13 @@ class ObjectBlockStore:
 
     # -- blocks --------------------------------------------------------------------------------
 
+    @property
+    def gc_safe_during_imports(self) -> bool:
+        return self._index is not None
+
     def pack_writer(self, dedup: bool = True) -> ObjectPackWriter:
-        """A new write. ``dedup`` is accepted and ignored: this backend stores every block."""
-        return ObjectPackWriter(self._client, self._where)
+        """A new write; ``dedup=False`` for sealed blocks (its packs are still held)."""
+        return ObjectPackWriter(self._client, self._where, self._index, dedup, self.get_block)
 
     def read_block(self, manifest: Manifest, index: int, cipher=None) -> bytes:
         ref = manifest.blocks.get(index)
@@ -178,15 +187,24 @@ class ObjectBlockStore:
                 live.add(ref.pack)
                 used[ref.pack] = used.get(ref.pack, 0) + ref.length
         removed = freed = kept_unused = 0
+        idle_since = datetime.fromtimestamp(cutoff, timezone.utc)
         for name, entry in packs.items():
             if name in live:
                 kept_unused += max(0, entry["Size"] - used[name])
-            elif entry["LastModified"].timestamp() <= cutoff:
+            elif entry["LastModified"].timestamp() <= cutoff and self._released(name,
+                                                                                idle_since):
                 with store_errors(self._where, f"deleting pack {name}"):
                     self._client.delete_object(Bucket=self._where.bucket, Key=entry["Key"])
                 removed += 1
                 freed += entry["Size"]
+        if self._index is not None:  # rows of packs that are gone (deleted by hand, or ...)
+            for name in self._index.idle_packs(idle_since) - packs.keys():
+                self._index.release(name, idle_since)
         return GarbageReport(removed, freed, kept_unused, reclaimed)
+
+    def _released(self, pack: str, idle_since: datetime) -> bool:
+        """Whether no write has held ``pack`` since ``idle_since`` (none can from now on)."""
+        return self._index is None or self._index.release(pack, idle_since)
 
     def reclaim_own_leftovers(self) -> LeftoverReport:
         """Abort the uploads of this host's processes that are gone (their marker says whose

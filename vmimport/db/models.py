@@ -406,3 +406,28 @@ class S3Object(Base):
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     content_type: Mapped[str | None] = mapped_column(String(255))
     user_metadata: Mapped[dict | None] = mapped_column(JSON)
+
+
+class BlockPack(Base):
+    """A pack of the object-store block store that a write holds (its own, or one it shares
+    blocks of): gc deletes a pack no manifest uses only once ``used_at`` is older than its grace,
+    and in the same transaction as its row, so a write either sees the row and keeps the pack,
+    or sees it gone (see ``blockstore/shared_index.py``)."""
+
+    __tablename__ = "block_packs"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class BlockIndexEntry(Base):
+    """The object-store block store's dedup index, shared by every process on every machine:
+    block fingerprint -> where it is stored."""
+
+    __tablename__ = "block_index"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pack: Mapped[str] = mapped_column(String(32), ForeignKey("block_packs.name",
+                                                             ondelete="CASCADE"), index=True)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    length: Mapped[int] = mapped_column(Integer)
