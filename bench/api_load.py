@@ -117,7 +117,7 @@ def percentile(values: list[float], p: float) -> float:
 def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.DiskSpec,
             big_image: Path | None, big_declared: str, tasks: int, seconds: float,
             import_calls: int, log, profile_dir: Path | None = None) -> list[dict]:
-    """``profile_dir``: also run the DescribeImages load once more under py-spy."""
+    """``profile_dir``: also run each Describe* load once more under py-spy."""
     rows: list[dict] = []
     tiny = disks.base_raw(cache / "api", disks.DiskSpec(
         virtual_size=40 * MiB, data_size=1 * MiB, fs_size=8 * MiB, seed=spec.seed))
@@ -166,12 +166,13 @@ def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.Di
     if profile_dir is not None:
         from .profile import PySpy, log_summary
 
-        url = presign(ec2, "describe_images", cases[0][2])
-        with PySpy(server.pid, profile_dir / "profile-api-DescribeImages.txt") as spy:
-            load(url, seconds)
-        rows[-2]["profile"] = spy.summary()
-        log("  DescribeImages under load, profiled:")
-        log_summary(rows[-2]["profile"], log)
+        for row, (action, operation, params) in zip(rows[-len(cases):], cases):
+            url = presign(ec2, operation, params)
+            with PySpy(server.pid, profile_dir / f"profile-api-{action}.txt") as spy:
+                load(url, seconds)
+            row["profile"] = spy.summary()
+            log(f"  {action} under load, profiled:")
+            log_summary(row["profile"], log)
 
     # 4. ImportImage latency while 4 big imports convert
     if big_image is not None and import_calls > 0:
