@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from . import disks
 from .conversion import BUCKET, _wait_gone
 from .disks import MiB
-from .server import VmimportServer, client, moto_server
+from .server import VmimportServer, client, cpu_seconds, moto_server
 
 WRK = shutil.which("wrk")
 CONNECTIONS = 32
@@ -33,11 +33,16 @@ def check_url(url: str) -> bytes:
         return r.read()
 
 
-def load(url: str, seconds: float, connections: int = CONNECTIONS) -> dict:
-    """req/s and latency percentiles of GET ``url`` under ``connections`` connections."""
-    if WRK:
-        return _wrk(url, seconds, connections)
-    return _python_load(url, seconds, connections)
+def load(url: str, seconds: float, connections: int = CONNECTIONS, pid: int | None = None) -> dict:
+    """req/s and latency percentiles of GET ``url`` under ``connections`` connections; with
+    ``pid``, also the CPU that server process tree spent per request (the figure a loaded
+    machine moves least)."""
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    result = _wrk(url, seconds, connections) if WRK else _python_load(url, seconds, connections)
+    if pid and result["requests"]:
+        result["cpu_ms_per_request"] = round((cpu_seconds(pid) - cpu0) * 1000
+                                             / result["requests"], 2)
+    return result
 
 
 def _wrk(url: str, seconds: float, connections: int) -> dict:
@@ -117,7 +122,7 @@ def percentile(values: list[float], p: float) -> float:
 def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.DiskSpec,
             big_image: Path | None, big_declared: str, tasks: int, seconds: float,
             import_calls: int, log, profile_dir: Path | None = None) -> list[dict]:
-    """``profile_dir``: also run the DescribeImages load once more under py-spy."""
+    """``profile_dir``: also run each Describe* load once more under py-spy."""
     rows: list[dict] = []
     tiny = disks.base_raw(cache / "api", disks.DiskSpec(
         virtual_size=40 * MiB, data_size=1 * MiB, fs_size=8 * MiB, seed=spec.seed))
@@ -148,7 +153,7 @@ def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.Di
     for action, operation, params in cases:
         url = presign(ec2, operation, params)
         body = check_url(url)
-        result = load(url, seconds)
+        result = load(url, seconds, pid=server.pid)
         row = {"section": "api", "server": "vmimport", "action": action, **result,
                "items_in_response": body.count(b"<item>"),
                "params": {k: (len(v) if isinstance(v, list) else v) for k, v in params.items()},
@@ -160,18 +165,20 @@ def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.Di
         row["p99_pass"] = row["p99_ms"] is not None and row["p99_ms"] < 50
         rows.append(row)
         log(f"  vmimport {action:25s} {row['rps']:8.1f} req/s  p99 {row['p99_ms']} ms  "
+            f"{row.get('cpu_ms_per_request')} CPU-ms/req  "
             + (f"x{row['ratio']} of moto" if base_rps else "(no moto baseline)")
             + (f"  non-2xx {row['non_2xx']}" if row["non_2xx"] else ""))
 
     if profile_dir is not None:
         from .profile import PySpy, log_summary
 
-        url = presign(ec2, "describe_images", cases[0][2])
-        with PySpy(server.pid, profile_dir / "profile-api-DescribeImages.txt") as spy:
-            load(url, seconds)
-        rows[-2]["profile"] = spy.summary()
-        log("  DescribeImages under load, profiled:")
-        log_summary(rows[-2]["profile"], log)
+        for row, (action, operation, params) in zip(rows[-len(cases):], cases):
+            url = presign(ec2, operation, params)
+            with PySpy(server.pid, profile_dir / f"profile-api-{action}.txt") as spy:
+                load(url, seconds)
+            row["profile"] = spy.summary()
+            log(f"  {action} under load, profiled:")
+            log_summary(row["profile"], log)
 
     # 4. ImportImage latency while 4 big imports convert
     if big_image is not None and import_calls > 0:
@@ -198,11 +205,12 @@ def _moto_baseline(work: Path, seconds: float, log) -> dict | None:
                for i in range(5)]
         url = presign(ec2, "describe_images", {"ImageIds": ids})
         body = check_url(url)
-        result = load(url, seconds)
+        result = load(url, seconds, pid=peer.pid)
     row = {"section": "api", "server": "moto", "moto_version": version("moto"),
            "action": "DescribeImages", **result, "items_in_response": body.count(b"<item>"),
            "params": {"ImageIds": len(ids)}, "status": "measured"}
-    log(f"  moto     DescribeImages            {row['rps']:8.1f} req/s  p99 {row['p99_ms']} ms")
+    log(f"  moto     DescribeImages            {row['rps']:8.1f} req/s  p99 {row['p99_ms']} ms  "
+        f"{row.get('cpu_ms_per_request')} CPU-ms/req")
     return row
 
 

@@ -130,6 +130,8 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
                          _verdict(r["p99_pass"])))
             continue
         measured = f"{r['rps']:.0f} req/s, p99 {r['p99_ms']:.1f} ms"
+        if r.get("cpu_ms_per_request") is not None:
+            measured += f", {r['cpu_ms_per_request']:.2f} CPU-ms/req"
         if r["server"] == "moto":
             rows.append(("api", f"moto {r['action']}", measured, "(baseline)", "", "", "-"))
             continue

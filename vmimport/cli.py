@@ -232,6 +232,8 @@ def worker(args) -> None:
 
         queue.listen_for_wakes(args.wake_fd, on_parent_gone=serve_gone)
     settings = _settings(args)
+    if args.wake_fd is not None and settings.worker_niceness:
+        os.nice(settings.worker_niceness)  # below the serve process that started us
     db = _prepare(settings, migrate=args.wake_fd is None)
     _few_malloc_arenas()
     pool = _worker_pool(settings, db, settings.workers)

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
 
     # Workers: threads run by `serve` (0 = API only), and the job lease.
     workers: int = 2
+    # How much lower than the API `serve`'s worker process runs (nice(2) increment): while
+    # imports keep the cores busy, polling (Describe*) and ImportImage stay fast.
+    worker_niceness: int = Field(default=5, ge=0, le=19)
     lease_seconds: float = 30.0
     heartbeat_seconds: float = 2.0
     poll_seconds: float = 0.5

@@ -37,6 +37,7 @@ def test_bench_runs_on_a_tiny_input(tmp_path):
     assert [r["virtual_size"] for r in growth] == [64 << 20, 256 << 20, 1 << 30]
     api = {r["action"]: r for r in results["api"] if r["server"] == "vmimport"}
     assert api["DescribeImages"]["rps"] > 0 and api["DescribeImages"]["non_2xx"] == 0
+    assert api["DescribeImportImageTasks"]["cpu_ms_per_request"] > 0  # the server's own cost
     assert api["DescribeImportImageTasks"]["items_in_response"] >= 5
     assert api["ImportImage (4 imports converting)"]["calls"] == 5
     assert results["inspection"]

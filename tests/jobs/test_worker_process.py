@@ -109,3 +109,20 @@ def test_a_stopped_worker_process_stops_at_once_and_is_replaced(slow_polling):
     while not [p for p in _worker_processes(srv, 1) if p.pid != worker.pid]:
         assert time.monotonic() < deadline, srv.log_tail()
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize("niceness", [None, "0", "7"])
+def test_the_worker_process_runs_below_the_api(tmp_path, niceness):
+    """Polling stays fast while imports keep the cores busy: serve's worker process is niced
+    `worker_niceness` (default 5) below serve."""
+    env = {} if niceness is None else {"VMIMPORT_WORKER_NICENESS": niceness}
+    srv = Server(tmp_path / "data", env=env).start()
+    try:
+        (worker,) = _worker_processes(srv)
+        want = psutil.Process(srv.proc.pid).nice() + int(niceness or 5)
+        deadline = time.monotonic() + 30  # it renices itself once it has read its settings
+        while worker.nice() != want and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert worker.nice() == want, srv.log_tail()
+    finally:
+        srv.stop()

@@ -115,7 +115,8 @@ class TaskDisk(Base):
     __tablename__ = "task_disks"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    task_id: Mapped[str] = mapped_column(ForeignKey("import_tasks.id", ondelete="CASCADE"))
+    task_id: Mapped[str] = mapped_column(ForeignKey("import_tasks.id", ondelete="CASCADE"),
+                                         index=True)
     position: Mapped[int] = mapped_column(Integer)
     # A container holding several disks (OVA) becomes one row per disk: member 0, 1, ...
     member_index: Mapped[int] = mapped_column(Integer, default=0)
@@ -179,7 +180,8 @@ class BlockDeviceMapping(Base):
     __tablename__ = "block_device_mappings"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    image_id: Mapped[str] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"),
+                                          index=True)
     position: Mapped[int] = mapped_column(Integer)
     device_name: Mapped[str] = mapped_column(String(64))
     snapshot_id: Mapped[str] = mapped_column(String(32), index=True)
