@@ -24,3 +24,9 @@ def test_dead_ends_and_what_was_seen_before_them():
     assert "ALERT! /dev/sda9 does not exist." in seen and "dump_stack" not in seen
     assert _judge("error: file `/boot/grub/i386-pc/normal.mod' not found.\ngrub rescue> ")[1] \
         == "GRUB rescue prompt"
+
+
+def test_an_initramfs_shell_is_a_dead_end():
+    console = "ALERT!  UUID=0a1b does not exist.  Dropping to a shell!\n(initramfs) "
+    assert _judge(console)[1].startswith("the initramfs gave up")
+    assert "ALERT!  UUID=0a1b does not exist." in _last_seen(console)

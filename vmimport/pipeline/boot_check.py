@@ -62,6 +62,8 @@ FAILED = [
     (re.compile(r"(Boot error|Could not find kernel image: .*)"), "the boot loader says: {0}"),
     (re.compile(r"(UEFI Interactive Shell|Shell> )"),
      "the UEFI firmware found no boot loader and started its shell"),
+    (re.compile(r"^\(initramfs\) *$|^dracut:/# *$"),
+     "the initramfs gave up and started its shell (the root filesystem was not found)"),
     (re.compile(r"reboot: Restarting system"), "the guest rebooted"),
 ]
 # Lines worth quoting when the end is not itself telling (e.g. "error: file ... not found").
