@@ -28,7 +28,7 @@ from pathlib import Path
 from . import disks, report
 from .disks import FORMATS, GiB, MiB, TiB
 
-SECTIONS = ("conversion", "growth", "export", "api", "api_abuse", "inspection", "s3")
+SECTIONS = ("conversion", "growth", "export", "api", "api_abuse", "inspection", "s3", "boot")
 DEFAULT_CACHE = Path(os.environ.get("VMIMPORT_BENCH_CACHE",
                                     Path(tempfile.gettempdir()) / "vmimport-bench-cache"))
 ROOT = Path(__file__).resolve().parent.parent
@@ -214,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
             log("inspection:")
             results["inspection"] = run_inspection(cache, base, max(args.runs, 5), log,
                                                    args.fixtures)
+        if "boot" in args.sections:
+            from .boot import run_boot
+
+            log(f"boot ({args.runs} run(s), median):")
+            results["boot"] = run_boot(cache, work, args.runs, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["total_seconds"] = round(time.perf_counter() - started, 1)

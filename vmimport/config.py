@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     import_max_bytes_per_second: float = 0.0
     # Guest inspection gives up (and refuses the image) after this long.
     inspect_deadline_seconds: float = 10.0
+    # The `booting` phase: start each imported image in QEMU (needs qemu-system-x86, and ovmf
+    # for UEFI images) and fail the import unless it reaches init within boot_check_seconds.
+    boot_check: bool = False
+    boot_check_seconds: float = Field(default=300.0, gt=0)
+    boot_check_memory_mib: int = Field(default=512, ge=64, le=8192)
     # Threads used to inflate compressed grains.
     inflate_threads: int = Field(default_factory=lambda: max(2, os.cpu_count() or 2))
 

@@ -12,12 +12,14 @@ import contextlib
 import logging
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from sqlalchemy import update
 
 from vmimport.blockstore.interface import BlockStore, BlockStoreFull
 from vmimport.blockstore.manifest import BlockStoreError, Manifest
+from vmimport.blockstore.reader import SnapshotBlocks
 from vmimport.blockstore.writer import write_snapshot
 from vmimport.db.models import ImportTask, Snapshot, TaskDisk
 from vmimport.db.tasks import mark_cancelled, mark_failed
@@ -26,9 +28,11 @@ from vmimport.jobs.worker import JobControl
 from vmimport.db.ids import new_id
 from vmimport.inspect import Decision, decide, inspect_disk
 from vmimport.service.sharing import may_read_snapshot
+from vmimport.service import snapshot_keys
 from vmimport.service.snapshot_keys import SnapshotKeyError, TaskKey
 
 from . import access, encryption
+from .boot_check import check_boot
 from .errors import ImportCancelled, ImportFailure
 from .job_start import complete, should_run, stop_if_asked
 from .formats import Limits, open_guest_disks
@@ -39,6 +43,7 @@ log = logging.getLogger("vmimport.pipeline")
 
 # Where each phase puts the task's Progress (AWS shows a climbing percentage).
 PROGRESS_VALIDATING, PROGRESS_CONVERTING, PROGRESS_CONVERTED, PROGRESS_AMI = 2, 5, 85, 95
+PROGRESS_BOOTING, PROGRESS_BOOTED = 88, 93
 GIB = 1024 ** 3
 MAX_VOLUMES = 21
 
@@ -61,10 +66,16 @@ def run_import_job(control: JobControl) -> None:
         for disk in _pending_disks(control, store):
             written = _import_disk(control, store, task, key, disk, reporter)
             first_written = first_written or written
-        reporter.phase("preparing ami" if task.kind == "image" else "completing",
-                       PROGRESS_AMI)
+        booting = task.kind == "image" and control.settings.boot_check
+        # AWS's order: ... converting, preparing to boot, booting, booted, preparing ami.
+        reporter.phase("preparing to boot" if booting else
+                       "preparing ami" if task.kind == "image" else "completing",
+                       PROGRESS_CONVERTED if booting else PROGRESS_AMI)
         decision = (_inspect_boot_volume(control, store, task, first_written)
                     if task.kind == "image" else None)
+        if booting:
+            decision = _boot_check(control, store, task, decision, reporter)
+            reporter.phase("preparing ami", PROGRESS_AMI)
         _complete(control, task, decision)
     except ImportCancelled:
         _end_task(control, store, failure=None)
@@ -304,6 +315,30 @@ def _inspect_boot_volume(control: JobControl, store: BlockStore, task: ImportTas
         "Platform": task.platform, "Architecture": task.architecture,
         "BootMode": task.boot_mode, "LicenseType": task.license_type,
         "UsageOperation": task.usage_operation, "Hypervisor": task.hypervisor})
+
+
+def _boot_check(control: JobControl, store: BlockStore, task: ImportTask, decision: Decision,
+                reporter: ProgressReporter) -> Decision:
+    """The ``booting`` phase (setting ``boot_check``): the boot volume must come up in QEMU;
+    the AMI's description then says so."""
+    if decision.platform != "Linux":
+        # Windows is not watched yet (its boot manager prints nothing on the serial port).
+        log.info("task %s: boot check skipped: only Linux guests are checked", task.id)
+        return decision
+    settings = control.settings
+    reporter.phase("booting", PROGRESS_BOOTING)
+    with control.db.read() as session:
+        snapshot_id = session.get(ImportTask, task.id).disks[0].snapshot_id
+    manifest = store.read_manifest(snapshot_id)
+    cipher = snapshot_keys.snapshot_cipher(control.db, settings, manifest, task.account_id)
+    result = check_boot(SnapshotBlocks(store, manifest, cipher), decision.boot_mode,
+                        seconds=settings.boot_check_seconds,
+                        memory_mib=settings.boot_check_memory_mib,
+                        work_dir=settings.data_dir / "boot-check", stop=reporter.check)
+    log.info("task %s: booted (%s) in %.1fs", task.id, result.reached, result.seconds)
+    reporter.phase("booted", PROGRESS_BOOTED)
+    return replace(decision, description=f"{decision.description} - booted ({result.reached}, "
+                                         f"{decision.boot_mode})")
 
 
 def _inspection_summary(inspection) -> str:
