@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 
 from .interface import BlockStore
 from .manifest import Manifest
+from ..seekable import SeekableView
 
 
 CACHED_BLOCKS = 8  # 4 MiB
 
 
-class SnapshotReader(io.RawIOBase):
+class SnapshotReader(SeekableView):
     """Reads a manifest's blocks on demand; blocks not in the manifest read as zeros.
     Keeps the last ``CACHED_BLOCKS`` blocks read in memory: filesystem readers read small
     pieces and come back to the same few blocks (inspecting the bench disk's ext4 root read 30
@@ -30,22 +30,6 @@ class SnapshotReader(io.RawIOBase):
         self.size = manifest.size_bytes
         self._pos = 0
         self._cached: OrderedDict[int, bytes] = OrderedDict()
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise ValueError("negative seek position")
-        self._pos = base + offset
-        return self._pos
 
     def _block(self, index: int) -> bytes:
         data = self._cached.get(index)

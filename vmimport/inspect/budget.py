@@ -7,9 +7,9 @@ deadline or the byte budget on its next read instead of stalling the import or e
 
 from __future__ import annotations
 
-import io
 import time
 from typing import BinaryIO
+from vmimport.seekable import SeekableView
 
 MAX_SINGLE_READ = 64 * 1024 * 1024  # no legitimate structure we parse needs more at once
 MAX_TOTAL_READ = 1024 * 1024 * 1024  # per inspection
@@ -42,7 +42,7 @@ class Budget:
         return time.monotonic() - self.started
 
 
-class BoundedReader(io.RawIOBase):
+class BoundedReader(SeekableView):
     """A read-only, seekable view of ``fh`` (``size`` bytes) that charges every read to ``budget``."""
 
     def __init__(self, fh: BinaryIO, size: int, budget: Budget):
@@ -55,29 +55,6 @@ class BoundedReader(io.RawIOBase):
     @property
     def size(self) -> int:
         return self._size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self._size + offset
-        else:
-            raise ValueError(f"invalid whence {whence}")
-        if pos < 0:
-            raise OSError("negative seek position")
-        self._pos = pos
-        return pos
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:

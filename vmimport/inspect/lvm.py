@@ -10,12 +10,12 @@ their type so the refusal can say exactly what was found.
 
 from __future__ import annotations
 
-import io
 import re
 import struct
 from dataclasses import dataclass, field
 
 from vmimport.inspect.budget import MAX_SINGLE_READ, InspectionLimit
+from vmimport.seekable import SeekableView
 
 SECTOR = 512
 MDA_MAGIC = b" LVM2 x[5A%r0N*>"
@@ -310,7 +310,7 @@ def unreadable_reason(vg: VolumeGroup, lv: LogicalVolume) -> str | None:
     return None
 
 
-class LogicalVolumeReader(io.RawIOBase):
+class LogicalVolumeReader(SeekableView):
     """A logical volume as a readable, seekable stream (with ``pread``/``size`` like BoundedReader)."""
 
     def __init__(self, vg: VolumeGroup, lv: LogicalVolume):
@@ -318,22 +318,6 @@ class LogicalVolumeReader(io.RawIOBase):
         self.vg, self.lv = vg, lv
         self.size = sum(s.extent_count for s in lv.segments) * vg.extent_size
         self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise OSError("negative seek position")
-        self._pos = base + offset
-        return self._pos
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
