@@ -24,18 +24,9 @@ from vmimport.pipeline.formats.base import Limits
 from vmimport.pipeline.source import LocalSource
 
 from ..helpers import make_raw_disk
-from ..s3server import S3Server
+from .object_bucket import BUCKET
 
 MiB = 1024 * 1024
-BUCKET = "blocks"
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("s3")).start()
-    server.client().create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
 
 
 def _settings(s3, data_dir, prefix: str) -> Settings:
