@@ -34,14 +34,15 @@ RELIED_ON = {
 }
 
 
-def _recorder(client, problems: dict[str, list[str]], seen: set[str]):
+def _recorder(client, problems: dict[str, list[str]], seen: set[str],
+              service: str = "ec2"):
     def check(operation_model, response_dict, **_):
         if response_dict["status_code"] < 300:
             seen.add(operation_model.name)
             found = check_response(operation_model, response_dict["body"])
             if found:
                 problems[operation_model.name] = found
-    client.meta.events.register("before-parse.ec2.*", check)
+    client.meta.events.register(f"before-parse.{service}.*", check)
 
     def relied_on(http_response, parsed, model, **_):
         if http_response.status_code >= 300:
@@ -152,13 +153,7 @@ def test_every_served_iam_and_sts_action_answers_in_its_shape(server):
     seen: set[str] = set()
     iam, sts = server.client("iam"), server.client("sts")
     for client, service in ((iam, "iam"), (sts, "sts")):
-        def check(operation_model, response_dict, **_):
-            if response_dict["status_code"] < 300:
-                seen.add(operation_model.name)
-                found = check_response(operation_model, response_dict["body"])
-                if found:
-                    problems[operation_model.name] = found
-        client.meta.events.register(f"before-parse.{service}.*", check)
+        _recorder(client, problems, seen, service)
     name = "shapes-" + uuid.uuid4().hex[:8]
     trust = {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"AWS": "000000000000"}, "Action": "sts:AssumeRole"}]}
