@@ -1,6 +1,6 @@
 """The read-only, seekable file object every view of ours over stored bytes is (a bounded
 inspection reader, a snapshot, a logical volume): one place that keeps the position and
-answers what ``io`` and dissect ask of a raw stream. A subclass sets ``size`` and reads at
+answers what ``io`` and dissect ask of a raw stream. A subclass sets ``size`` and ``read``s at
 ``_pos``."""
 
 from __future__ import annotations
@@ -34,3 +34,8 @@ class SeekableView(io.RawIOBase):
             raise OSError("negative seek position")
         self._pos = pos
         return pos
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)

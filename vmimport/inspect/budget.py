@@ -68,11 +68,6 @@ class BoundedReader(SeekableView):
         self._pos += len(data)
         return data
 
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
     def pread(self, offset: int, n: int) -> bytes:
         self.seek(offset)
         return self.read(n)

@@ -326,11 +326,6 @@ class LogicalVolumeReader(SeekableView):
         self._pos += len(data)
         return data
 
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
     def pread(self, offset: int, n: int) -> bytes:
         n = max(0, min(n, self.size - offset))
         if n > MAX_SINGLE_READ:  # checked here too: the zeros for a PV cut short are not read, so not charged
