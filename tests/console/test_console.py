@@ -118,6 +118,19 @@ def test_task_detail_shows_disks_ami_and_inspection(server, ec2, disks, browser,
     assert "s3://console-test/detail.vmdk" in disks_text
     image_text = _text(browser, "detail-image")
     assert "Linux/UNIX" in image_text and "/dev/sda1" in image_text and snapshot_id in image_text
+    # The snapshot's block map, read by the page through ListSnapshotBlocks (EBS direct API,
+    # GET signed in the page), agrees with what boto3 reads.
+    browser.wait_for("document.querySelector('#detail-blockmaps .blockmap') !== null")
+    listed = server.client("ebs").list_snapshot_blocks(SnapshotId=snapshot_id, MaxResults=10000)
+    assert "NextToken" not in listed
+    indexes = [b["BlockIndex"] for b in listed["Blocks"]]
+    summary = browser.evaluate("document.querySelector('.blockmap-summary').textContent")
+    assert summary.startswith(f"{snapshot_id}: {len(indexes)} of 2048 blocks of 512 KiB"), summary
+    full = browser.evaluate("document.querySelectorAll('.blockmap span.full').length")
+    assert 0 < full < 256
+    assert browser.evaluate("document.querySelector('.blockmap span').offsetHeight") > 0
+    ranges = browser.evaluate("document.querySelector('.blockmap-ranges').textContent")
+    assert ranges.startswith(f"block ranges with data: {indexes[0]}")
     # A completed task offers no cancel.
     assert browser.evaluate("document.getElementById('cancel-task').offsetParent") is None
     shot = tmp_path / "console-task-detail.png"

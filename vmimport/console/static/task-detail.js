@@ -67,7 +67,28 @@ const TaskDetail = (() => {
                              field(d, "status")]),
            "No disk details yet.");
     el("cancel-task").hidden = state !== "active";
+    await showBlockMaps(disks.map((d) => field(d, "snapshotId")).filter(Boolean), taskId);
     await showImage(field(task, "imageId"), taskId);
+  }
+
+  // Each snapshot's block map, drawn once per snapshot (a completed snapshot does not change).
+  async function showBlockMaps(snapshotIds, taskId) {
+    const box = el("detail-blockmaps");
+    if (box.dataset.snapshots === snapshotIds.join(" ")) return;
+    box.dataset.snapshots = snapshotIds.join(" ");
+    box.replaceChildren();
+    for (const snapshotId of snapshotIds) {
+      const map = document.createElement("div");
+      map.dataset.snapshot = snapshotId;
+      box.append(map);
+      try {
+        await BlockMap.draw(map, snapshotId);
+      } catch (err) {
+        map.className = "error";
+        map.textContent = `${snapshotId}: ${err.message}`;
+      }
+      if (current !== taskId) return;
+    }
   }
 
   // The AMI as DescribeImages shows it: what inspection decided, its block devices.
@@ -118,6 +139,8 @@ const TaskDetail = (() => {
 
   function close() {
     current = null;
+    el("detail-blockmaps").dataset.snapshots = "";
+    el("detail-blockmaps").replaceChildren();
     el("detail").hidden = true;
   }
 
