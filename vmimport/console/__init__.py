@@ -12,7 +12,9 @@ from starlette.responses import FileResponse, PlainTextResponse, RedirectRespons
 STATIC_DIR = Path(__file__).parent / "static"
 # Only these files are served: a fixed list needs no path checks against traversal.
 FILES = {"": "index.html", "index.html": "index.html", "console.js": "console.js",
-         "sigv4.js": "sigv4.js", "console.css": "console.css"}
+         "sigv4.js": "sigv4.js", "task-detail.js": "task-detail.js",
+         "block-map.js": "block-map.js",
+         "console.css": "console.css"}
 # The page runs only its own scripts and talks only to this server.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "

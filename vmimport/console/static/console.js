@@ -88,12 +88,12 @@ async function refresh() {
     ec2("DescribeImages", { "Owner.1": "self" }), ec2("DescribeSnapshots", { "Owner.1": "self" }),
   ]);
   const taskRows = items(tasks, "importImageTaskSet").map((t) => [
-    field(t, "importTaskId"), "image", field(t, "status"), progressBar(t),
+    taskLink(field(t, "importTaskId")), "image", field(t, "status"), progressBar(t),
     { message: field(t, "statusMessage") }, field(t, "imageId"),
   ]);
   for (const t of items(snapshotTasks, "importSnapshotTaskSet")) {
     const detail = t.getElementsByTagName("snapshotTaskDetail")[0];
-    taskRows.push([field(t, "importTaskId"), "snapshot", field(detail, "status"),
+    taskRows.push([taskLink(field(t, "importTaskId")), "snapshot", field(detail, "status"),
                    progressBar(detail), { message: field(detail, "statusMessage") },
                    field(detail, "snapshotId")]);
   }
@@ -109,6 +109,16 @@ async function refresh() {
            field(s, "snapshotId"), `${field(s, "volumeSize")} GiB`, field(s, "status"),
            field(s, "encrypted"), field(s, "startTime"), field(s, "description")]),
          "No snapshots.");
+  if (TaskDetail.shown()) await TaskDetail.update();
+}
+
+// A task's id as a button that opens its detail (task-detail.js).
+function taskLink(taskId) {
+  const button = document.createElement("button");
+  button.className = "link";
+  button.dataset.task = taskId;
+  button.textContent = taskId;
+  return button;
 }
 
 let timer = null;
@@ -149,5 +159,13 @@ $("sign-in").addEventListener("submit", async (event) => {
   $("sign-in-error").textContent = "";
   show();
 });
-$("sign-out").addEventListener("click", () => { sessionStorage.removeItem(STORE); show(); });
+$("sign-out").addEventListener("click", () => {
+  sessionStorage.removeItem(STORE);
+  TaskDetail.close();
+  show();
+});
+$("tasks").addEventListener("click", (event) => {
+  const taskId = event.target.closest("button[data-task]")?.dataset.task;
+  if (taskId) TaskDetail.open(taskId).catch((err) => { $("error").textContent = err.message; });
+});
 show();

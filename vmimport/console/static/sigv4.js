@@ -17,13 +17,16 @@ const SigV4 = (() => {
   const encode = (value) => encodeURIComponent(value).replace(/[!'()*]/g,
     (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase());
 
-  // The headers for a POST of `body` to `host` + "/", signed for `service` in `region`.
-  async function sign({ accessKey, secretKey, region, service, host, body, contentType, now }) {
+  // The headers for a request to `host` + `path` (default: a POST of `body` to "/"), signed for
+  // `service` in `region`. `query` is the query string as built by queryBody (already encoded).
+  async function sign({ accessKey, secretKey, region, service, host, body = "", contentType,
+                        now, method = "POST", path = "/", query = "" }) {
     const amzDate = (now || new Date()).toISOString().replace(/[-:]/g, "").replace(/\.\d+/, "");
     const day = amzDate.slice(0, 8);
-    const headers = { "content-type": contentType, host, "x-amz-date": amzDate };
+    const headers = { host, "x-amz-date": amzDate };
+    if (contentType) headers["content-type"] = contentType;
     const names = Object.keys(headers).sort();
-    const canonical = ["POST", "/", "", names.map((n) => `${n}:${headers[n]}\n`).join(""),
+    const canonical = [method, path, query, names.map((n) => `${n}:${headers[n]}\n`).join(""),
                        names.join(";"), await sha256(body)].join("\n");
     const scope = `${day}/${region}/${service}/aws4_request`;
     const toSign = ["AWS4-HMAC-SHA256", amzDate, scope, await sha256(canonical)].join("\n");
@@ -31,7 +34,7 @@ const SigV4 = (() => {
     for (const part of [region, service, "aws4_request"]) key = await hmac(key, part);
     const signature = hex(await hmac(key, toSign));
     return {
-      "Content-Type": contentType, "X-Amz-Date": amzDate,
+      ...(contentType ? { "Content-Type": contentType } : {}), "X-Amz-Date": amzDate,
       Authorization: `AWS4-HMAC-SHA256 Credential=${accessKey}/${scope}, ` +
                      `SignedHeaders=${names.join(";")}, Signature=${signature}`,
     };
