@@ -21,7 +21,8 @@ BUCKET = "packer-imports"
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving packer a hosts file of its own "
                     "(unshare --mount) needs root")
-def test_packer_amazon_import_registers_an_ami(tmp_path, disks):
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "ami_encrypt"])
+def test_packer_amazon_import_registers_an_ami(tmp_path, disks, encrypt):
     packer = shutil.which("packer")
     assert packer, "packer is missing: scripts/setup --test installs it (scripts/test-packages)"
     srv = Server(tmp_path / "data").start()
@@ -37,7 +38,8 @@ def test_packer_amazon_import_registers_an_ami(tmp_path, disks):
                 "region": "us-east-1", "custom_endpoint_ec2": f"http://localhost:{srv.port}",
                 "s3_bucket_name": BUCKET, "format": "raw", "license_type": "BYOL",
                 "ami_name": "packer-{{timestamp}}", "ami_description": "made by packer",
-                "ami_users": ["111111111111"], "skip_clean": True}]}
+                "ami_users": ["111111111111"], "skip_clean": True,
+                **({"ami_encrypt": True} if encrypt else {})}]}
         (tmp_path / "template.json").write_text(json.dumps(template))
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(HOME=str(tmp_path), CHECKPOINT_DISABLE="1", PACKER_CACHE_DIR=str(tmp_path))
@@ -57,5 +59,7 @@ def test_packer_amazon_import_registers_an_ami(tmp_path, disks):
         permissions = srv.client("ec2").describe_image_attribute(
             ImageId=image_id, Attribute="launchPermission")["LaunchPermissions"]
         assert permissions == [{"UserId": "111111111111"}]  # ami_users
+        # ami_encrypt: the copy Packer makes is sealed under the account's default EBS key
+        assert [m["Ebs"]["Encrypted"] for m in image["BlockDeviceMappings"]] == [encrypt]
     finally:
         srv.stop()
