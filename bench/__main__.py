@@ -109,12 +109,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     else:
         args.spec = disks.DiskSpec()
         args.guest_spec = guest_disk.GuestSpec()
+        args.growth_sizes = [4 * GiB, 64 * GiB, 1 * TiB]
+        args.fixtures = args.inspection_fixtures.split(",") if args.inspection_fixtures else None
     args.disk_names = [d for d in args.disks.split(",") if d]
     unknown = set(args.disk_names) - {"bench", "guest"}
     if unknown:
         raise SystemExit(f"unknown --disks {','.join(sorted(unknown))} (bench, guest)")
-        args.growth_sizes = [4 * GiB, 64 * GiB, 1 * TiB]
-        args.fixtures = args.inspection_fixtures.split(",") if args.inspection_fixtures else None
     return args
 
 
