@@ -18,8 +18,6 @@ member hashed in a separate sequential pass at that point.
 from __future__ import annotations
 
 import hashlib
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 from ..errors import ImportFailure
@@ -32,11 +30,6 @@ __all__ = ["Member", "MemberSource", "open_ova", "open_single_disk_ova", "walk_t
 
 MAX_MANIFEST = 1 << 20
 HASH_CHUNK = 4 << 20
-# Streamed chunks hashed behind the reader on a thread of their own (hashlib releases the GIL):
-# SHA-256 of the member on the parser's thread made it the import's longest serial thread
-# (guest bench disk's OVA: 0.80 CPU-s there vs 0.46 for the same VMDK alone; issue 22). At most
-# this many chunks wait for the hasher (4-8 MiB each) before the reader waits for it.
-HASH_BEHIND = 2
 
 OpenDisk = Callable[..., GuestDisk]  # formats.open_guest_disk, passed in to avoid an import cycle
 
@@ -57,8 +50,6 @@ class MemberSource:
         self._hashes = {alg: hashlib.new(alg.lower()) for alg in digests or {}}
         self._expected = dict(digests or {})
         self._hashed = 0  # member bytes [0, _hashed) are in the hashes
-        self._hasher: ThreadPoolExecutor | None = None  # hashes streamed chunks, in order
-        self._behind: deque = deque()  # its pending work
 
     def read_at(self, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0:
@@ -79,7 +70,7 @@ class MemberSource:
                 if len(chunk) > remaining:
                     chunk = chunk[:remaining]
                 if self._hashes:
-                    self._hash_behind(at, chunk)
+                    self._hash(at, chunk)
                 at += len(chunk)
                 remaining -= len(chunk)
                 yield chunk
@@ -89,24 +80,6 @@ class MemberSource:
             close = getattr(chunks, "close", None)
             if close:
                 close()
-
-    def _hash_behind(self, at: int, chunk) -> None:
-        """Hash ``chunk`` on the hasher thread (one thread: chunks are hashed in order).
-        Only immutable chunks: a reused buffer could change before it is hashed."""
-        if not isinstance(chunk, bytes):
-            self._catch_up()
-            self._hash(at, chunk)
-            return
-        if self._hasher is None:
-            self._hasher = ThreadPoolExecutor(1, thread_name_prefix="ova-digest")
-        self._behind.append(self._hasher.submit(self._hash, at, chunk))
-        while len(self._behind) > HASH_BEHIND:
-            self._behind.popleft().result()
-
-    def _catch_up(self) -> None:
-        """Wait for the hasher: every streamed chunk is in the hashes (or its error raised)."""
-        while self._behind:
-            self._behind.popleft().result()
 
     def _hash(self, at: int, chunk) -> None:
         if at > self._hashed:
@@ -132,12 +105,6 @@ class MemberSource:
     def verify(self, manifest: str) -> None:
         if not self._hashes:
             return
-        try:
-            self._catch_up()
-        finally:
-            if self._hasher is not None:
-                self._hasher.shutdown(wait=False, cancel_futures=True)
-                self._hasher = None
         self._hash_range(self._hashed, self.size)
         for alg, h in self._hashes.items():
             if h.hexdigest() != self._expected[alg].lower():
