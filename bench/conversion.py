@@ -230,16 +230,19 @@ def probe_support(server: VmimportServer, ec2, names: list[str], spec: disks.Dis
 def run_conversion(server: VmimportServer, ec2, sampler: MemorySampler, names: list[str],
                    support: dict, base: Path, runs: int, work: Path, log,
                    timeout: float = 900, profile: set[str] = frozenset(),
-                   profile_dir: Path | None = None) -> list[dict]:
-    """``profile``: formats to import once more under py-spy (not counted in the figures)."""
+                   profile_dir: Path | None = None, disk: str = "bench") -> list[dict]:
+    """``profile``: formats to import once more under py-spy (not counted in the figures).
+    ``disk``: which bench disk ``base`` is ("bench", "guest"), named in every row."""
     rows = []
+    label = "" if disk == "bench" else f" [{disk}]"
     for name in names:
         fmt = FORMATS[name]
-        row = {"section": "conversion", "format": name, "target_speedup": fmt.target}
+        row = {"section": "conversion", "format": name, "disk": disk,
+               "target_speedup": fmt.target}
         rows.append(row)
         if support[name]["status"] != "supported":
             row.update(status=support[name]["status"], message=support[name].get("message", ""))
-            log(f"  {name:17s} {row['status']}")
+            log(f"  {name + label:17s} {row['status']}")
             continue
         t = time.perf_counter()
         image = disks.render(base, fmt)
@@ -253,7 +256,7 @@ def run_conversion(server: VmimportServer, ec2, sampler: MemorySampler, names: l
             from .profile import PySpy, log_summary
 
             server.clear_blocks()
-            with PySpy(server.pid, profile_dir / f"profile-import-{name}.txt") as spy:
+            with PySpy(server.pid, profile_dir / f"profile-import-{name}-{disk}.txt") as spy:
                 import_once(server, ec2, key, fmt.declared, timeout)
             row["profile"] = spy.summary()
         server.drop(BUCKET, key)
@@ -264,12 +267,12 @@ def run_conversion(server: VmimportServer, ec2, sampler: MemorySampler, names: l
         row["vmimport_polled_seconds"] = [round(r.polled_seconds, 3) for r in ours]
         row["vmimport_peak_rss_sum"] = max(r.peak_rss_sum for r in ours)
         if row["status"] == "error":
-            log(f"  {name:17s} import failed: {row['message'][:200]}")
+            log(f"  {name + label:17s} import failed: {row['message'][:200]}")
             continue
         q, v = row["qemu_median"], row["vmimport_median"]
         stored = [r.store_seconds for r in ours if r.store_seconds is not None]
         row["vmimport_store_median"] = round(statistics.median(stored), 3) if stored else None
-        log(f"  {name:17s} vmimport {v:7.2f}s (store {_seconds(row['vmimport_store_median'])}, "
+        log(f"  {name + label:17s} vmimport {v:7.2f}s (store {_seconds(row['vmimport_store_median'])}, "
             f"{row['vmimport_cpu_median']:.2f} CPU-s)  qemu-img {q:7.2f}s "
             f"({row['qemu_cpu_median']:.2f} CPU-s)  x{q / v:5.2f} (target {fmt.target}x)  "
             f"PSS {row['vmimport_peak_rss'] / MiB:.0f} MiB")

@@ -48,7 +48,7 @@ class Format:
 FORMATS: dict[str, Format] = {f.name: f for f in [
     Format("raw", "raw", "raw", suffix=".raw"),
     Format("vmdk-stream", "vmdk", "vmdk", ("-O", "vmdk", "-o", "subformat=streamOptimized"),
-           ".vmdk", target=2.0),
+           ".vmdk", target=3.0),
     Format("vmdk-sparse", "vmdk", "vmdk", ("-O", "vmdk", "-o", "subformat=monolithicSparse"),
            ".sparse.vmdk"),
     Format("vhd-dynamic", "vhd", "vpc", ("-O", "vpc", "-o", "subformat=dynamic,force_size=on"),
@@ -58,7 +58,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in [
     Format("vhdx", "vhdx", "vhdx", ("-O", "vhdx"), ".vhdx"),
     Format("qcow2", "qcow2", "qcow2", ("-O", "qcow2"), ".qcow2"),
     Format("qcow2-compressed", "qcow2", "qcow2", ("-O", "qcow2", "-c"), ".z.qcow2"),
-    Format("ova", "ova", "", (), ".ova", target=2.0),
+    Format("ova", "ova", "", (), ".ova", target=3.0),
 ]}
 
 

@@ -87,11 +87,12 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
     """(section, item, measured, baseline, ratio, target, result) for every figure."""
     rows = []
     for r in results.get("conversion", []):
+        item = r["format"] + ("" if r.get("disk", "bench") == "bench" else f" [{r['disk']}]")
         if r.get("status") != "measured":
-            rows.append(("conversion", r["format"], r.get("status", ""), "", "", "", "-"))
+            rows.append(("conversion", item, r.get("status", ""), "", "", "", "-"))
             continue
         store = r.get("vmimport_store_median")
-        rows.append(("conversion", r["format"],
+        rows.append(("conversion", item,
                      f"{r['vmimport_median']:.2f} s ("
                      + (f"store {store:.2f} s, " if store is not None else "")
                      + f"{r['vmimport_cpu_median']:.2f} CPU-s), "
