@@ -149,26 +149,38 @@ def _sparse_copy_into(src: Path, dst_fd: int, offset: int) -> None:
 
 
 def _build_base(path: Path, spec: DiskSpec) -> None:
-    rng = random.Random(spec.seed)
+    build_ext4_disk(path, spec.virtual_size, spec.fs_size, b"0x4d424e43", spec.seed,
+                    fill_root=lambda root, fs_uuid, rng: _rootfs(root, fs_uuid, rng, spec.fs_size),
+                    fill_rest=lambda fd, rng: _write_data(fd, spec, rng))
+
+
+def build_ext4_disk(path: Path, virtual_size: int, fs_size: int, label_id: bytes, seed: int,
+                    fill_root, fill_rest) -> None:
+    """An MBR disk of ``virtual_size`` with one bootable ext4 partition at 1 MiB made by
+    ``mkfs.ext4 -d`` from the tree ``fill_root(root, fs_uuid, rng)`` writes, GRUB's boot code
+    when installed, then ``fill_rest(fd, rng)`` writes the rest; one seeded ``rng`` for all,
+    so a spec always gives the same bytes (the cache's name is the spec)."""
+    rng = random.Random(seed)
     fs_uuid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".rootfs-") as tmp:
         root, fs_img = Path(tmp) / "root", Path(tmp) / "fs.img"
         root.mkdir()
-        _rootfs(root, fs_uuid, rng, spec.fs_size)
+        fill_root(root, fs_uuid, rng)
         env = {**os.environ, "E2FSPROGS_FAKE_TIME": "1700000000"}
         run("mkfs.ext4", "-q", "-F", "-L", "root", "-U", fs_uuid, "-E", "root_owner=0:0",
-            "-d", root, fs_img, f"{spec.fs_size // KiB}k", env=env)
+            "-d", root, fs_img, f"{fs_size // KiB}k", env=env)
+        shutil.rmtree(root)
         partial = path.with_suffix(".partial")
         with open(partial, "wb") as f:
-            f.truncate(spec.virtual_size)
+            f.truncate(virtual_size)
         run("sfdisk", "-q", "--no-reread", "--no-tell-kernel", partial,
-            input=b"label: dos\nlabel-id: 0x4d424e43\nstart=2048, type=83, bootable\n")
+            input=b"label: dos\nlabel-id: " + label_id + b"\nstart=2048, type=83, bootable\n")
         fd = os.open(partial, os.O_RDWR)
         try:
             if GRUB_BOOT_IMG.exists():
                 os.pwrite(fd, GRUB_BOOT_IMG.read_bytes()[:440], 0)
             _sparse_copy_into(fs_img, fd, MiB)
-            _write_data(fd, spec, rng)
+            fill_rest(fd, rng)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -209,10 +221,14 @@ def _write_data(fd: int, spec: DiskSpec, rng: random.Random) -> None:
 
 def base_raw(cache_dir: Path, spec: DiskSpec) -> Path:
     """The raw base disk (built once per recipe)."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"base-{spec.key}.raw"
+    return cached_raw(cache_dir / f"base-{spec.key}.raw", lambda path: _build_base(path, spec))
+
+
+def cached_raw(path: Path, build) -> Path:
+    """``path``, made by ``build(path)`` when it is not in the cache yet."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        _build_base(path, spec)
+        build(path)
     return path
 
 

@@ -21,12 +21,10 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .disks import GRUB_BOOT_IMG, KERNEL, OS_RELEASE, GiB, KiB, MiB, _sparse_copy_into, _text, run
+from .disks import KERNEL, OS_RELEASE, GiB, KiB, MiB, _text, build_ext4_disk, cached_raw
 
 GUEST_RECIPE_VERSION = 1
 HOST_TREES = ("/usr/bin", "/usr/lib", "/usr/share/doc")
@@ -60,11 +58,7 @@ TINY_GUEST = GuestSpec(virtual_size=96 * MiB, fs_size=48 * MiB, host_files=12 * 
 
 def guest_raw(cache_dir: Path, spec: GuestSpec) -> Path:
     """The realistic guest disk as a raw file (built once per recipe)."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{spec.key}.raw"
-    if not path.exists():
-        _build(path, spec)
-    return path
+    return cached_raw(cache_dir / f"{spec.key}.raw", lambda path: _build(path, spec))
 
 
 def _copy_host_files(dest: Path, budget: int) -> int:
@@ -128,31 +122,9 @@ def _rootfs(root: Path, fs_uuid: str, rng: random.Random, spec: GuestSpec) -> No
 
 
 def _build(path: Path, spec: GuestSpec) -> None:
-    rng = random.Random(spec.seed)
-    fs_uuid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".guestfs-") as tmp:
-        root, fs_img = Path(tmp) / "root", Path(tmp) / "fs.img"
-        root.mkdir()
-        _rootfs(root, fs_uuid, rng, spec)
-        env = {**os.environ, "E2FSPROGS_FAKE_TIME": "1700000000"}
-        run("mkfs.ext4", "-q", "-F", "-L", "root", "-U", fs_uuid, "-E", "root_owner=0:0",
-            "-d", root, fs_img, f"{spec.fs_size // KiB}k", env=env)
-        shutil.rmtree(root)
-        partial = path.with_suffix(".partial")
-        with open(partial, "wb") as f:
-            f.truncate(spec.virtual_size)
-        run("sfdisk", "-q", "--no-reread", "--no-tell-kernel", partial,
-            input=b"label: dos\nlabel-id: 0x4d424e44\nstart=2048, type=83, bootable\n")
-        fd = os.open(partial, os.O_RDWR)
-        try:
-            if GRUB_BOOT_IMG.exists():
-                os.pwrite(fd, GRUB_BOOT_IMG.read_bytes()[:440], 0)
-            _sparse_copy_into(fs_img, fd, MiB)
-            _write_tail(fd, spec, rng, MiB + spec.fs_size)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(partial, path)
+    build_ext4_disk(path, spec.virtual_size, spec.fs_size, b"0x4d424e44", spec.seed,
+                    fill_root=lambda root, fs_uuid, rng: _rootfs(root, fs_uuid, rng, spec),
+                    fill_rest=lambda fd, rng: _write_tail(fd, spec, rng, MiB + spec.fs_size))
 
 
 def _write_tail(fd: int, spec: GuestSpec, rng: random.Random, start: int) -> None:
