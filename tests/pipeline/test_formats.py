@@ -31,7 +31,7 @@ from tests.guards import forbid_opening_outside
 
 from vmimport.pipeline.errors import ImportFailure
 from vmimport.pipeline.formats import Limits, open_guest_disk, probe_format
-from vmimport.pipeline.formats import vmdk_stream
+from vmimport.pipeline.formats import vmdk_grains, vmdk_stream
 
 QEMU_IMG = shutil.which("qemu-img")
 MiB = 1 << 20
@@ -223,7 +223,7 @@ def test_vmdk_file_source_and_sizes(tmp_path):
 
 
 def test_vmdk_without_libdeflate(images, monkeypatch):
-    monkeypatch.setattr(vmdk_stream, "_libdeflate", None)
+    monkeypatch.setattr(vmdk_grains, "_libdeflate", None)
     disk = open_guest_disk(BytesSource(images["vmdk"]), "vmdk", Limits())
     assert flatten(disk) == padded(images["raw"])
 
@@ -458,7 +458,7 @@ def test_grain_with_wrong_length(images):
 @pytest.mark.parametrize("libdeflate", [True, False])
 def test_deflate_bomb_is_bounded(images, monkeypatch, libdeflate):
     if not libdeflate:
-        monkeypatch.setattr(vmdk_stream, "_libdeflate", None)
+        monkeypatch.setattr(vmdk_grains, "_libdeflate", None)
     vmdk = images["vmdk"]
     bomb = zlib.compress(bytes(64 * MiB), 9)  # ~64 KiB that inflates to 64 MiB
     bad = assemble(vmdk, [(0, bomb)])

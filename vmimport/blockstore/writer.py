@@ -67,7 +67,8 @@ def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[i
             while len(pending) > max_in_flight:
                 manifest.blocks.update(pending.popleft().result())
 
-        for index, pieces, deferred in _blocks(size_bytes, extents):
+        fault: list[Exception] = []  # the reader's, raised once the blocks before it are seen
+        for index, pieces, deferred in _blocks(size_bytes, extents, fault):
             if deferred or not _all_zero(pieces):  # deferred: checked once read
                 batch.append((index, pieces))
                 if len(batch) >= (BATCH_BLOCKS if deferred else BYTES_BATCH_BLOCKS):
@@ -80,6 +81,10 @@ def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[i
                 next_progress = index + PROGRESS_EVERY
         if batch:
             submit()
+        if fault:  # deferred reads before it may fail: such a fault lies earlier in the disk
+            while pending:
+                pending.popleft().result()
+            raise fault[0]
         if on_progress is not None:
             on_progress(size_bytes)
         while pending:
@@ -129,15 +134,25 @@ def _read_deferred(batch: list[tuple[int, list]], buffers: threading.local) -> l
             if not (was_read and _all_zero(pieces))]
 
 
-def _blocks(size_bytes: int, extents: Iterable[tuple[int, object]]):
+def _blocks(size_bytes: int, extents: Iterable[tuple[int, object]], fault: list[Exception]):
     """Yield (block index, pieces, deferred?) for every block that any extent touches, in
     order; pieces are [(offset within the block, memoryview or deferred range)], increasing —
-    views into the extents, never copies (hashing and writing take them one by one)."""
+    views into the extents, never copies (hashing and writing take them one by one). If the
+    extents fail (the reader met a fault in the image), the blocks before the fault are still
+    yielded, and the fault is left in ``fault``."""
     current_index = -1
     pieces: list[tuple[int, object]] = []
     deferred = False
     last_end = 0
-    for offset, data in extents:
+    extents = iter(extents)
+    while True:
+        try:
+            offset, data = next(extents)
+        except StopIteration:
+            break
+        except Exception as exc:
+            fault.append(exc)
+            break
         if offset < last_end:
             raise ValueError(f"extents overlap or go backwards at offset {offset}")
         lazy = _deferred(data)

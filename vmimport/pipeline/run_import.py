@@ -243,7 +243,7 @@ def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, key: 
             started = time.monotonic()
             data = [0]  # bytes of data the extents held so far
             manifest = write_snapshot(
-                store, size, _tallied(guest.extents(), data),
+                store, size, _tallied(guest.deferred_extents(), data),
                 on_progress=lambda done: reporter.converting(disk, done, size, data[0]),
                 cipher=sealing and sealing.cipher, encryption=sealing and sealing.record)
             log.info("task %s: %s volume %d stored in %.3fs (%d blocks)", task.id, fmt,

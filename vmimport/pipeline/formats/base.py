@@ -57,6 +57,9 @@ class GuestDisk(ABC):
 
     format: str = "RAW"  # as AWS shows it in SnapshotDetails.Format
     virtual_size: int = 0
+    # Added to the faults that deferred work finds later (see ``deferred_extents``): where the
+    # disk sits, when it is a member of a container (OVA).
+    fault_where: str = ""
 
     def __init__(self) -> None:
         self._consumed = 0
@@ -64,6 +67,13 @@ class GuestDisk(ABC):
     @abstractmethod
     def extents(self) -> Iterator[tuple[int, bytes | memoryview]]:
         """(guest offset, data), increasing, non-overlapping; gaps read as zeros."""
+
+    def deferred_extents(self) -> Iterator[tuple[int, object]]:
+        """``extents()`` for the block writer: where a reader can leave work on its data to
+        the writer's threads (inflating compressed grains: ``vmdk_grains.GrainRun``), pieces
+        come as deferred ranges (``len``, slicing, ``read_into(view)``) that may fail when
+        read. Other readers give ``extents()``."""
+        return self.extents()
 
     @property
     def bytes_consumed(self) -> int:

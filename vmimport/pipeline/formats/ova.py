@@ -115,9 +115,12 @@ class MemberSource:
 
 
 def _annotate(exc: ImportFailure, member: Member) -> ImportFailure:
-    where = (f" (in OVA member {member.name!r}, whose data starts at offset {member.offset} "
-             "of the archive)")
-    return ImportFailure(exc.message + where, exc.kind)
+    return ImportFailure(exc.message + _where(member), exc.kind)
+
+
+def _where(member: Member) -> str:
+    return (f" (in OVA member {member.name!r}, whose data starts at offset {member.offset} "
+            "of the archive)")
 
 
 class OvaMemberDisk(GuestDisk):
@@ -128,14 +131,21 @@ class OvaMemberDisk(GuestDisk):
         self.inner, self.source, self.manifest = inner, source, manifest
         self.format, self.virtual_size = inner.format, inner.virtual_size
         self.name = source.member.name
+        inner.fault_where = _where(source.member)  # for faults found in deferred work
 
     @property
     def bytes_consumed(self) -> int:
         return self.inner.bytes_consumed
 
     def extents(self) -> Iterator[tuple[int, bytes | memoryview]]:
+        return self._checked(self.inner.extents())
+
+    def deferred_extents(self) -> Iterator[tuple[int, object]]:
+        return self._checked(self.inner.deferred_extents())
+
+    def _checked(self, extents: Iterator) -> Iterator:
         try:
-            yield from self.inner.extents()
+            yield from extents
             if self.manifest:
                 self.source.verify(self.manifest)
         except ImportFailure as exc:

@@ -24,26 +24,21 @@ from __future__ import annotations
 
 import array
 import sys
-import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from ..errors import ImportFailure
-from .base import BAD_LENGTH, CORRUPTED, SECTOR, GuestDisk, Limits
+from .base import CORRUPTED, SECTOR, GuestDisk, Limits
 from .cursor import ByteCursor
 from .structs import run_checks
 from .vmdk_checks import (DESCRIPTOR_CHECKS, FOOTER_CHECKS, STREAM_HEADER_CHECKS,
                           STREAM_LAYOUT_CHECKS, STREAM_TABLE_CHECKS, EmbeddedDescriptor, Extent,
                           check_footer_matches)
 from .vmdk_descriptor import parse_descriptor
+from .vmdk_grains import GrainRun, inflate_batch
 from .vmdk_structs import (GD_AT_END, MARKER_EOS, MARKER_FOOTER, MARKER_GD, MARKER_GT,
                            MARKER_PROGRESS, GrainMarker, MetadataMarker, SparseExtentHeader)
-
-try:  # libdeflate: ~3x stdlib zlib; both release the GIL.
-    import deflate as _libdeflate
-except ImportError:  # pragma: no cover - the dependency is declared; keep working without it
-    _libdeflate = None
 
 # Unpacked without building objects: there is one marker per grain.
 _GRAIN_MARKER = GrainMarker.FORMAT
@@ -107,7 +102,7 @@ class StreamOptimizedVmdk(GuestDisk):
             error = None
             try:
                 for batch in self._batches(cursor):
-                    pending.append(pool.submit(_inflate_batch, batch, self.grain_sectors * SECTOR))
+                    pending.append(pool.submit(inflate_batch, batch, self.grain_sectors * SECTOR))
                     while len(pending) >= window:
                         yield from pending.popleft().result()
             except ImportFailure as exc:
@@ -120,6 +115,22 @@ class StreamOptimizedVmdk(GuestDisk):
             for future in pending:
                 future.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def deferred_extents(self) -> Iterator[tuple[int, GrainRun]]:
+        """The grains not inflated: a ``GrainRun`` per run of grains that follow each other
+        on the guest disk, for the block writer to inflate on its own threads (see
+        ``vmdk_grains``). The markers are walked and checked here as in ``extents()``; a grain
+        that does not inflate is found by the writer, which reports the first fault in file
+        order."""
+        grain_sectors, grain_bytes = self.grain_sectors, self.grain_sectors * SECTOR
+        start = self.overhead * SECTOR
+        for batch in self._batches(ByteCursor(self._source.stream(start, CHUNK), start)):
+            first = 0
+            for n in range(1, len(batch) + 1):
+                if n == len(batch) or batch[n][0] != batch[n - 1][0] + grain_sectors:
+                    yield batch[first][0] * SECTOR, GrainRun.of(batch[first:n], grain_bytes,
+                                                                 self)
+                    first = n
 
     def _batches(self, cursor: ByteCursor) -> Iterator[list]:
         """Walk the markers, checking each, and group grains into inflate batches.
@@ -290,52 +301,3 @@ class StreamOptimizedVmdk(GuestDisk):
             f"{CORRUPTED} VMDK stream ends at byte {end}{where} without an end-of-stream marker "
             f"(the image is {self._source.size} bytes; was the upload cut short?)"
         )
-
-
-def _inflate_batch(batch: list, grain_bytes: int) -> list[tuple[int, memoryview]]:
-    """Runs on the pool: inflate each grain, bounded to one grain of output."""
-    out = []
-    for lba, at, data, expected in batch:
-        plain = _inflate(data, lba, at, expected, grain_bytes)
-        n = len(plain)
-        if n != expected and n != grain_bytes:
-            raise ImportFailure(
-                f"{BAD_LENGTH}: VMDK grain at LBA {lba} (file offset {at}) inflated to {n} "
-                f"bytes, expected {expected}"
-            )
-        view = memoryview(plain)
-        out.append((lba * SECTOR, view[:expected] if n > expected else view))
-    return out
-
-
-def _inflate(data, lba: int, at: int, expected: int, grain_bytes: int):
-    """Inflate one zlib grain into at most `grain_bytes` (a deflate bomb stops there)."""
-    if _libdeflate is not None:
-        try:
-            return _libdeflate.zlib_decompress(data, grain_bytes)
-        except _libdeflate.DeflateError:
-            pass  # too long, or damaged: let zlib say which
-    inflater = zlib.decompressobj()
-    try:
-        plain = inflater.decompress(data, grain_bytes + 1)
-    except zlib.error as exc:
-        raise ImportFailure(
-            f"{CORRUPTED} VMDK grain at LBA {lba} (file offset {at}): its {len(data)} compressed "
-            f"bytes are not valid zlib data ({exc})"
-        ) from None
-    if len(plain) > grain_bytes:
-        raise ImportFailure(
-            f"{BAD_LENGTH}: VMDK grain at LBA {lba} (file offset {at}) inflated to more than "
-            f"{grain_bytes} bytes, expected {expected}"
-        )
-    if not inflater.eof:
-        raise ImportFailure(
-            f"{CORRUPTED} VMDK grain at LBA {lba} (file offset {at}): its {len(data)} compressed "
-            f"bytes end in the middle of the zlib stream (after {len(plain)} inflated bytes)"
-        )
-    if _libdeflate is not None:  # zlib accepted what libdeflate refused
-        raise ImportFailure(
-            f"{CORRUPTED} VMDK grain at LBA {lba} (file offset {at}): its {len(data)} compressed "
-            "bytes are not valid deflate data (rejected by libdeflate)"
-        )
-    return plain
