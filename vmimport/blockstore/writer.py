@@ -21,7 +21,7 @@ PROGRESS_EVERY = 16  # blocks (8 MiB) between progress calls: the callback is no
 # 0.38 with 16 or 32). A batch of deferred ranges holds no data (each pool thread reads it into
 # its own 8 MiB buffer); a batch of bytes holds them all, so those go 4 blocks at a time
 # (max_in_flight=2: at most 3 batches, 6 MiB, held at once; 24 MiB at 16 was seen in RSS).
-BATCH_BLOCKS = 16
+BATCH_BLOCKS = 16  # a deferred range class may ask for fewer (``batch_blocks``)
 BYTES_BATCH_BLOCKS = 4
 
 
@@ -71,7 +71,9 @@ def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[i
         for index, pieces, deferred in _blocks(size_bytes, extents, fault):
             if deferred or not _all_zero(pieces):  # deferred: checked once read
                 batch.append((index, pieces))
-                if len(batch) >= (BATCH_BLOCKS if deferred else BYTES_BATCH_BLOCKS):
+                limit = (getattr(pieces[0][1], "batch_blocks", BATCH_BLOCKS) if deferred
+                         else BYTES_BATCH_BLOCKS)
+                if len(batch) >= limit:
                     submit()
             # Every PROGRESS_EVERY blocks of the disk, holes included (a sparse disk may hold
             # no block at a given multiple); the first after a batch is submitted, since it
