@@ -5,45 +5,8 @@ $VMIMPORT_TEST_SCREENSHOTS if set) for a person to look at."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from pathlib import Path
-
-import pytest
-
 from ..helpers import wait_task
-from .browser import CHROMIUM, Browser
-
-
-
-@pytest.fixture(autouse=True)
-def chromium_installed():
-    # A missing browser is a broken install step (scripts/test-packages lists it), not a skip.
-    assert CHROMIUM is not None, ("chromium is not installed: scripts/setup --test installs it "
-                                  "(scripts/test-packages)")
-
-
-@pytest.fixture
-def browser(tmp_path):
-    opened = Browser(tmp_path / "profile")
-    yield opened
-    opened.close()
-
-
-def _keep(path: Path) -> None:
-    target = os.environ.get("VMIMPORT_TEST_SCREENSHOTS")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target)
-
-
-def _sign_in(browser, secret: str) -> None:
-    browser.wait_for("!document.getElementById('sign-in').hidden")
-    browser.evaluate(f"""
-        document.getElementById('access-key').value = 'test';
-        document.getElementById('secret-key').value = {json.dumps(secret)};
-        document.getElementById('sign-in').requestSubmit();""")
+from .conftest import keep, sign_in
 
 
 def test_signed_in_console_lists_an_imported_ami(server, ec2, disks, browser, tmp_path):
@@ -52,7 +15,7 @@ def test_signed_in_console_lists_an_imported_ami(server, ec2, disks, browser, tm
         "S3Bucket": "console-test", "S3Key": "disk.vmdk"}}])["ImportTaskId"]
     image_id = wait_task(ec2, task_id)["ImageId"]
     browser.goto(server.endpoint + "/console/")
-    _sign_in(browser, "test")
+    sign_in(browser, "test")
     browser.wait_for(f"document.getElementById('images').textContent.includes('{image_id}')")
     images = browser.evaluate("document.getElementById('images').textContent")
     tasks = browser.evaluate("document.getElementById('tasks').textContent")
@@ -66,7 +29,7 @@ def test_signed_in_console_lists_an_imported_ami(server, ec2, disks, browser, tm
     assert browser.evaluate("document.getElementById('secret-key').value") == ""
     shot = tmp_path / "console-images.png"
     browser.screenshot(shot)
-    _keep(shot)
+    keep(shot)
     browser.evaluate("document.getElementById('sign-out').click()")
     browser.wait_for("!document.getElementById('sign-in').hidden")
     assert browser.evaluate("sessionStorage.length") == 0
@@ -74,7 +37,7 @@ def test_signed_in_console_lists_an_imported_ami(server, ec2, disks, browser, tm
 
 def test_wrong_secret_is_refused_and_forgotten(server, browser):
     browser.goto(server.endpoint + "/console/")
-    _sign_in(browser, "not-the-secret")
+    sign_in(browser, "not-the-secret")
     browser.wait_for("document.getElementById('sign-in-error').textContent !== ''")
     error = browser.evaluate("document.getElementById('sign-in-error').textContent")
     assert "SignatureDoesNotMatch" in error or "AuthFailure" in error

@@ -1,0 +1,112 @@
+// The console's one way to the server: the key of this tab, and signed calls to EC2 (Query),
+// S3 (REST) and EBS (rest-json), each failure an Error worded as the API worded it.
+"use strict";
+
+const Api = (() => {
+  const EC2_VERSION = "2016-11-15";
+  const STORE = "vmimport-console-key";
+
+  function key() {
+    try { return JSON.parse(sessionStorage.getItem(STORE)); } catch { return null; }
+  }
+  const remember = (value) => sessionStorage.setItem(STORE, JSON.stringify(value));
+  const forget = () => sessionStorage.removeItem(STORE);
+
+  const parseXml = (text) => new DOMParser().parseFromString(text, "application/xml");
+  // An error reply (EC2's Response/Errors/Error, S3's Error) as "what: Code: Message".
+  function failure(what, status, text) {
+    const xml = parseXml(text);
+    const code = xml.querySelector("Code")?.textContent || status;
+    const message = xml.querySelector("Message")?.textContent || text.slice(0, 200);
+    return new Error(`${what}: ${code}: ${message}`);
+  }
+
+  async function ec2(action, params = {}) {
+    const body = SigV4.queryBody({ Action: action, Version: EC2_VERSION, ...params });
+    const headers = await SigV4.signRequest(key(), {
+      service: "ec2", method: "POST", path: "/", host: location.host,
+      headers: { "Content-Type": "application/x-www-form-urlencoded; charset=utf-8" },
+      payloadHash: await SigV4.sha256(body) });
+    const reply = await fetch("/", { method: "POST", headers, body, credentials: "omit" });
+    const text = await reply.text();
+    if (!reply.ok) throw failure(action, reply.status, text);
+    return parseXml(text);
+  }
+
+  // An S3 request: `path` unencoded ("/bucket/key"), `body` a string, ArrayBuffer or null.
+  async function s3(method, path, { query = {}, body = null, what = `S3 ${method}` } = {}) {
+    const encoded = SigV4.encodePath(path);
+    const payloadHash = body === null ? SigV4.EMPTY_SHA256 : await SigV4.sha256(body);
+    const headers = await SigV4.signRequest(key(), {
+      service: "s3", method, path: encoded, query, payloadHash, host: location.host });
+    const search = Object.keys(query).length ? `?${SigV4.queryString(query)}` : "";
+    const reply = await fetch(encoded + search, { method, headers, body, credentials: "omit" });
+    const text = await reply.text();
+    if (!reply.ok) throw failure(what, reply.status, text);
+    return { xml: text ? parseXml(text) : null, headers: reply.headers };
+  }
+
+  // One upload part sent with XMLHttpRequest, whose upload progress fetch() cannot report:
+  // `onProgress(bytesSentOfThisPart)`; resolves to the part's ETag.
+  async function s3Part(path, query, data, onProgress) {
+    const encoded = SigV4.encodePath(path);
+    const headers = await SigV4.signRequest(key(), {
+      service: "s3", method: "PUT", path: encoded, query, host: location.host,
+      payloadHash: await SigV4.sha256(data) });
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("PUT", `${encoded}?${SigV4.queryString(query)}`);
+      for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+      xhr.upload.onprogress = (event) => onProgress(event.loaded);
+      xhr.onload = () => (xhr.status < 300 ? resolve(xhr.getResponseHeader("ETag"))
+        : reject(failure(`UploadPart ${query.partNumber}`, xhr.status, xhr.responseText)));
+      xhr.onerror = () => reject(new Error(`UploadPart ${query.partNumber}: the connection failed`));
+      xhr.send(data);
+    });
+  }
+
+  async function ebs(path, query = {}) {
+    const headers = await SigV4.signRequest(key(), {
+      service: "ebs", method: "GET", path, query, host: location.host });
+    const search = Object.keys(query).length ? `?${SigV4.queryString(query)}` : "";
+    const reply = await fetch(path + search, { headers, credentials: "omit" });
+    const document = await reply.json().catch(() => ({}));
+    if (!reply.ok) {
+      throw new Error(`EBS ${path}: ${reply.headers.get("x-amzn-ErrorType") || reply.status}: ` +
+                      `${document.message || document.Message || reply.statusText}`);
+    }
+    return document;
+  }
+
+  // A link to an object of a bucket that works for an hour without the key.
+  const presign = (path, expires = 3600) => SigV4.presign(key(), {
+    path: SigV4.encodePath(path), host: location.host, expires, origin: location.origin });
+
+  // Create `bucket` unless the caller owns it already.
+  async function ensureBucket(bucket) {
+    const region = key().region;
+    const body = region === "us-east-1" ? null : "<CreateBucketConfiguration><LocationConstraint>" +
+      `${region}</LocationConstraint></CreateBucketConfiguration>`;
+    try {
+      await s3("PUT", `/${bucket}`, { body, what: `CreateBucket ${bucket}` });
+    } catch (err) {
+      if (!String(err.message).includes("BucketAlreadyOwnedByYou")) throw err;
+    }
+  }
+
+  // The <item>s directly under the first element named `setName` below `node`.
+  function items(node, setName) {
+    const set = node.getElementsByTagName(setName)[0];
+    return set ? Array.from(set.children).filter((e) => e.tagName === "item") : [];
+  }
+  // The text of `item`'s child `name` ("" when absent); "a/b" walks down.
+  function field(item, name) {
+    let node = item;
+    for (const part of name.split("/")) {
+      node = node && Array.from(node.children).find((e) => e.tagName === part);
+    }
+    return node ? node.textContent : "";
+  }
+
+  return { key, remember, forget, ec2, s3, s3Part, ebs, presign, ensureBucket, items, field };
+})();
