@@ -51,8 +51,12 @@ def test_a_file_uploaded_from_the_page_becomes_an_ami(server, disks, browser, tm
     # The new task's detail is open and follows it to its end without a reload.
     browser.wait_for("document.getElementById('detail-status')?.textContent"
                      ".startsWith('completed')", timeout=240)
+    # ... with the phases it passed and what inspection found (DescribeImportTaskDetail).
+    browser.wait_for("document.getElementById('detail').textContent.includes('preparing ami')"
+                     " && document.getElementById('detail').textContent.includes('ext4')")
     detail = text_of(browser, "detail")
-    assert task_id in detail
+    assert task_id in detail and "validating" in detail and "Found on the boot volume" in detail
+    assert "mbr" in detail and "legacy-bios" in detail
     assert "Ubuntu 22.04.3 LTS" in detail and "5.15.0-91-generic" in detail
     assert "x86_64" in detail and "legacy-bios" in detail and "QCOW2" in detail
     assert f"s3://console-uploads/{source.name}" in detail
@@ -73,6 +77,8 @@ def test_a_refused_import_says_why_in_its_detail(server, browser, tmp_path):
     browser.wait_for("document.getElementById('detail-status')?.textContent"
                      ".startsWith('deleted')")
     assert "No valid partitions" in text_of(browser, "detail-status")
+    # What inspection found (nothing, and why) is there too.
+    browser.wait_for("document.getElementById('detail').textContent.includes('none found')")
 
 
 def test_a_task_is_cancelled_from_its_detail(tmp_path, disks, browser):

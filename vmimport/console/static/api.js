@@ -33,6 +33,20 @@ const Api = (() => {
     return parseXml(text);
   }
 
+  // vmimport's own calls (JSON protocol): what EC2's shapes have no room for.
+  async function vmimport(action, params = {}) {
+    const body = JSON.stringify(params);
+    const headers = await SigV4.signRequest(key(), {
+      service: "vmimport", method: "POST", path: "/", host: location.host,
+      headers: { "Content-Type": "application/x-amz-json-1.1",
+                 "X-Amz-Target": `VmImport.${action}` },
+      payloadHash: await SigV4.sha256(body) });
+    const reply = await fetch("/", { method: "POST", headers, body, credentials: "omit" });
+    const document = await reply.json().catch(() => ({}));
+    if (!reply.ok) throw new Error(`${action}: ${document.__type || reply.status}: ${document.message || ""}`);
+    return document;
+  }
+
   // An S3 request: `path` unencoded ("/bucket/key"), `body` a string, ArrayBuffer or null.
   async function s3(method, path, { query = {}, body = null, what = `S3 ${method}` } = {}) {
     const encoded = SigV4.encodePath(path);
@@ -108,5 +122,5 @@ const Api = (() => {
     return node ? node.textContent : "";
   }
 
-  return { key, remember, forget, ec2, s3, s3Part, ebs, presign, ensureBucket, items, field };
+  return { key, remember, forget, ec2, vmimport, s3, s3Part, ebs, presign, ensureBucket, items, field };
 })();

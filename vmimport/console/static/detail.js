@@ -1,12 +1,14 @@
-// One task in full: its state and message (why it failed), what inspection decided and found
-// (the AMI's description names the OS and kernel, as AWS writes it), every disk, and a
-// button to cancel it while it runs.
+// One task in full: its state and message (why it failed), the phases it passed with their
+// times, what inspection found (partitions, filesystems, OS, kernel, boot modes, findings)
+// and decided, every disk, and a button to cancel it while it runs. Imports are read with
+// vmimport's DescribeImportTaskDetail; exports with EC2's calls only.
 "use strict";
 
 const Detail = (() => {
   const { $, el, bytes, button } = Dom;
-  const { field, items } = Api;
+  const { field } = Api;
   let shown = null;  // {id, kind} of the task on display
+  let extra = { id: null, version: null, data: null, error: null };  // its DescribeImportTaskDetail
 
   // "AWS-VMImport service: Linux - Ubuntu 22.04.3 LTS - 5.15.0-91-generic" -> its parts.
   function osFromDescription(text) {
@@ -25,23 +27,47 @@ const Detail = (() => {
     return list;
   }
 
-  function source(disk) {
-    const bucket = field(disk, "userBucket/s3Bucket");
-    return bucket ? `s3://${bucket}/${field(disk, "userBucket/s3Key")}` : field(disk, "url");
+  const table = (columns, rows, emptyText) => {
+    const box = el("div", { className: "scroll" });
+    Dom.render(box, columns, rows, emptyText);
+    return box;
+  };
+  const clock = (epochSeconds) => new Date(epochSeconds * 1000).toISOString().slice(11, 19);
+  const took = (seconds) => (seconds < 60 ? `${seconds.toFixed(1)} s`
+    : `${Math.floor(seconds / 60)} min ${Math.round(seconds % 60)} s`);
+
+  function phases(list) {
+    return table(["phase", "disk", "at (UTC)", "took"], list.map((p, n) => [
+      p.Phase, p.Disk ?? "", clock(p.Time),
+      n + 1 < list.length ? took(list[n + 1].Time - p.Time) : ""]), "No phases yet.");
   }
 
-  function diskTable(disks, snapshots) {
-    const box = el("div", { className: "scroll" });
-    Dom.render(box, ["#", "source", "format found", "image size", "volume", "status", "snapshot"],
-      disks.map((d, n) => {
-        const snapshotId = field(d, "snapshotId");
-        const snapshot = snapshots.get(snapshotId);
-        return [n + 1, source(d), field(d, "format"), bytes(field(d, "diskImageSize")),
-                snapshot ? `${field(snapshot, "volumeSize")} GiB` : "",
-                [field(d, "status"), field(d, "statusMessage")].filter(Boolean).join(": "),
-                snapshotId ? BlockMap.opener(snapshotId) : ""];
-      }), "No disks.");
-    return box;
+  function inspection(found) {
+    if (!found) return [el("p", { className: "empty" }, "Not inspected (yet).")];
+    const os = found.OsName || [found.Distribution, found.Version].filter(Boolean).join(" ");
+    return [
+      facts([["operating system", found.OsFamily ? `${found.OsFamily} — ${os || "?"}` : "none found"],
+             ["version", found.Version], ["kernel", found.Kernel],
+             ["Windows", [found.WindowsEdition, found.WindowsBuild].filter(Boolean).join(", build ")],
+             ["architecture", found.Architecture],
+             ["boot modes found", (found.BootModes || []).join(", ") || "none"],
+             ["partition table", found.PartitionScheme || "none"],
+             ["root partition", found.RootPartition], ["encrypted volumes", (found.Encrypted || []).join("; ")],
+             ["inspection", `${found.Seconds ?? "?"} s${found.Incomplete ? ", stopped early" : ""}`]]),
+      table(["#", "start", "size", "type", "filesystem", "label", "boot"],
+            (found.Partitions || []).map((p) => [p.Number, bytes(p.Start), bytes(p.Size), p.Type,
+                                                 p.Filesystem || "", p.Label || "", p.Active ? "yes" : ""]),
+            "No partitions."),
+      el("ul", { className: "findings" }, ...(found.Findings || []).map((f) => el("li", {}, f))),
+    ];
+  }
+
+  function disks(list) {
+    return table(["#", "source", "format found", "image size", "disk size", "stored", "status", "snapshot"],
+      list.map((d) => [d.DiskNumber, d.Source, d.Format || "", bytes(d.DiskImageSize),
+                       d.VirtualSize ? bytes(d.VirtualSize) : "", d.StoredBytes ? bytes(d.StoredBytes) : "",
+                       [d.Status, d.StatusMessage].filter(Boolean).join(": "),
+                       d.SnapshotId ? BlockMap.opener(d.SnapshotId) : ""]), "No disks.");
   }
 
   async function cancel(kind, id) {
@@ -51,56 +77,74 @@ const Detail = (() => {
     await Console.refreshNow();
   }
 
+  // Fetch the import's detail again when the listing shows it changed.
+  function fetchExtra(task, state) {
+    const version = `${task.status}/${task.progress}/${task.message}`;
+    if (extra.id === task.id && extra.version === version) return;
+    extra = { id: task.id, version, data: extra.id === task.id ? extra.data : null, error: null };
+    Api.vmimport("DescribeImportTaskDetail", { ImportTaskId: task.id })
+      .then((data) => { if (extra.id === task.id) extra.data = data; })
+      .catch((err) => { if (extra.id === task.id) extra.error = err.message; })
+      .finally(() => render(state));
+  }
+
+  function head(task) {
+    const row = el("div", { className: "row" },
+                   el("h2", {}, `${task.kind === "export" ? "Export" : "Import"} ${task.id}`));
+    if (task.status === "active") {
+      row.append(button("Cancel task", () => cancel(task.kind, task.id),
+                        { id: "cancel-task", className: "danger" }));
+    }
+    row.append(button("Close", () => { shown = null; render(Console.state); }));
+    const status = el("p", { id: "detail-status", className: task.status === "deleted" ? "error" : "" },
+      `${task.status}${task.progress && task.status === "active" ? ` (${task.progress}%)` : ""}` +
+      (task.message ? ` — ${task.message}` : ""));
+    return [row, status];
+  }
+
   // Redraw the detail of the task on display from the latest listings (`state`).
   function render(state) {
     const box = $("detail");
     if (!shown) { box.hidden = true; return; }
-    const task = state.tasks.find((t) => t.id === shown.id);
     box.hidden = false;
+    const task = state.tasks.find((t) => t.id === shown.id);
     if (!task) {
       box.replaceChildren(el("h2", {}, shown.id), el("p", { className: "empty" }, "Not listed."));
       return;
     }
     const node = task.node;
-    const status = task.status;
-    const title = el("h2", {}, `${task.kind === "export" ? "Export" : "Import"} ${task.id}`);
-    const close = button("Close", () => { shown = null; render(state); });
-    const head = el("div", { className: "row" }, title, close);
-    if (status === "active") {
-      head.append(button("Cancel task", () => cancel(task.kind, task.id),
-                         { id: "cancel-task", className: "danger" }));
-    }
-    const parts = [head];
-    const message = task.message;
-    parts.push(el("p", { id: "detail-status", className: status === "deleted" ? "error" : "" },
-                  `${status}${task.progress && status === "active" ? ` (${task.progress}%)` : ""}` +
-                  (message ? ` — ${message}` : "")));
+    const parts = head(task);
     if (task.kind === "export") {
       parts.push(facts([["image", field(node, "imageId")],
                         ["bucket", field(node, "s3ExportLocation/s3Bucket")],
                         ["prefix", field(node, "s3ExportLocation/s3Prefix")],
-                        ["download", status === "completed" ? Exports.result(node) : ""]]));
+                        ["download", task.status === "completed" ? Exports.result(node) : ""]]));
       box.replaceChildren(...parts);
       return;
     }
+    fetchExtra(task, state);
+    const more = extra.id === task.id ? extra.data : null;
     const detail = task.kind === "snapshot" ? node.getElementsByTagName("snapshotTaskDetail")[0] : node;
     const image = state.images.get(field(node, "imageId"));
     const os = osFromDescription(image ? field(image, "description") : "");
-    parts.push(el("h3", {}, "Found"));
-    parts.push(facts([
+    parts.push(el("h3", {}, "Decided"), facts([
       ["AMI", field(node, "imageId")],
       ["operating system", os ? `${os.family} — ${os.name || "?"}` : field(node, "platform")],
-      [os && os.family === "Windows" ? "version" : "kernel", os ? os.version || "" : ""],
       ["platform", image ? field(image, "platformDetails") : field(node, "platform")],
-      ["architecture", field(node, "architecture")],
-      ["boot mode", field(node, "bootMode")],
-      ["license", field(node, "licenseType")],
-      ["usage operation", field(node, "usageOperation")],
+      ["architecture", field(node, "architecture")], ["boot mode", field(node, "bootMode")],
+      ["license", field(node, "licenseType")], ["usage operation", field(node, "usageOperation")],
       ["encrypted", field(detail, "encrypted") === "true" ? `yes (${field(detail, "kmsKeyId")})` : ""],
       ["description", field(detail, "description")],
     ]));
-    const disks = task.kind === "snapshot" ? [detail] : items(node, "snapshotDetailSet");
-    parts.push(el("h3", {}, "Disks"), diskTable(disks, state.snapshots));
+    if (extra.id === task.id && extra.error) {
+      parts.push(el("p", { className: "error" }, extra.error));
+    }
+    if (more) {
+      parts.push(el("h3", {}, "Phases"), phases(more.Phases || []));
+      if (task.kind === "image") parts.push(el("h3", {}, "Found on the boot volume"),
+                                            ...inspection(more.Inspection));
+      parts.push(el("h3", {}, "Disks"), disks(more.Disks || []));
+    }
     box.replaceChildren(...parts);
   }
 
