@@ -5,6 +5,9 @@ $VMIMPORT_TEST_SCREENSHOTS if set) for a person to look at."""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timedelta, timezone
+
 from ..helpers import wait_task
 from .conftest import keep, sign_in
 
@@ -24,9 +27,16 @@ def test_signed_in_console_lists_an_imported_ami(server, ec2, disks, browser, tm
     assert browser.evaluate("document.getElementById('sign-in').offsetParent") is None
     assert browser.evaluate("document.getElementById('images').offsetParent !== null")
     assert browser.evaluate("document.getElementById('error').textContent") == ""
-    # The secret stays in this tab's session storage: not in the page, not in a cookie.
-    assert "test" not in browser.evaluate("document.cookie")
+    # Only an hour's temporary credentials are kept (session storage of this tab): not the
+    # secret, not in the page, not in a cookie.
+    assert browser.evaluate("document.cookie") == ""
     assert browser.evaluate("document.getElementById('secret-key').value") == ""
+    kept = json.loads(browser.evaluate("sessionStorage.getItem('vmimport-console-key')"))
+    assert kept["accessKey"].startswith("ASIA") and kept["sessionToken"]
+    assert kept["secretKey"] != "test" and kept["user"] == "test"
+    left = datetime.fromisoformat(kept["expiration"].replace("Z", "+00:00")) - \
+        datetime.now(timezone.utc)
+    assert timedelta(minutes=50) < left <= timedelta(hours=1)
     shot = tmp_path / "console-images.png"
     browser.screenshot(shot)
     keep(shot)
@@ -43,3 +53,18 @@ def test_wrong_secret_is_refused_and_forgotten(server, browser):
     assert "SignatureDoesNotMatch" in error or "AuthFailure" in error
     assert browser.evaluate("sessionStorage.length") == 0
     assert browser.evaluate("document.getElementById('views').hidden") is True
+
+
+def test_a_refused_session_token_asks_to_sign_in_again(server, browser):
+    browser.goto(server.endpoint + "/console/")
+    sign_in(browser, "test")
+    browser.wait_for("document.body.dataset.loaded === 'yes'")
+    # As if the server no longer knew the session (it expired, or was issued elsewhere).
+    browser.evaluate("""(() => {
+        const kept = JSON.parse(sessionStorage.getItem('vmimport-console-key'));
+        kept.sessionToken = 'not-' + kept.sessionToken;
+        sessionStorage.setItem('vmimport-console-key', JSON.stringify(kept)); })()""")
+    browser.wait_for("!document.getElementById('sign-in').hidden", timeout=30)
+    assert "session has ended" in browser.evaluate(
+        "document.getElementById('sign-in-error').textContent")
+    assert browser.evaluate("sessionStorage.length") == 0

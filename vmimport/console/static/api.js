@@ -1,30 +1,44 @@
-// The console's one way to the server: the key of this tab, and signed calls to EC2 (Query),
-// S3 (REST) and EBS (rest-json), each failure an Error worded as the API worded it.
+// The console's one way to the server: this tab's session, and signed calls to EC2 (Query),
+// S3 (REST), EBS (rest-json) and vmimport's own calls (JSON), each failure an Error worded
+// as the API worded it.
+//
+// Signing in trades the access key for temporary credentials (STS GetSessionToken, one
+// hour): only those are kept, in this tab's session storage; the secret key is used for that
+// one request and forgotten. When they expire, the page asks to sign in again.
 "use strict";
 
 const Api = (() => {
   const EC2_VERSION = "2016-11-15";
   const STORE = "vmimport-console-key";
+  const SESSION_SECONDS = 3600;
+  let onSessionEnd = () => {};
 
-  function key() {
+  function stored() {
     try { return JSON.parse(sessionStorage.getItem(STORE)); } catch { return null; }
   }
-  const remember = (value) => sessionStorage.setItem(STORE, JSON.stringify(value));
   const forget = () => sessionStorage.removeItem(STORE);
 
-  const parseXml = (text) => new DOMParser().parseFromString(text, "application/xml");
-  // An error reply (EC2's Response/Errors/Error, S3's Error) as "what: Code: Message".
-  function failure(what, status, text) {
-    const xml = parseXml(text);
-    const code = xml.querySelector("Code")?.textContent || status;
-    const message = xml.querySelector("Message")?.textContent || text.slice(0, 200);
-    return new Error(`${what}: ${code}: ${message}`);
+  function ended(why) {
+    forget();
+    onSessionEnd(why);
+    return new Error(why);
   }
 
-  async function ec2(action, params = {}) {
-    const body = SigV4.queryBody({ Action: action, Version: EC2_VERSION, ...params });
-    const headers = await SigV4.signRequest(key(), {
-      service: "ec2", method: "POST", path: "/", host: location.host,
+  // The session's credentials; an expired one is forgotten (and the page told).
+  function key() {
+    const value = stored();
+    if (value && Date.now() >= Date.parse(value.expiration)) {
+      throw ended("Your session has ended; sign in again.");
+    }
+    return value;
+  }
+  const signedIn = () => { try { return key(); } catch { return null; } };
+
+  // A Query-protocol call (EC2, STS) signed with `credentials`.
+  async function query(service, version, action, params, credentials) {
+    const body = SigV4.queryBody({ Action: action, Version: version, ...params });
+    const headers = await SigV4.signRequest(credentials, {
+      service, method: "POST", path: "/", host: location.host,
       headers: { "Content-Type": "application/x-www-form-urlencoded; charset=utf-8" },
       payloadHash: await SigV4.sha256(body) });
     const reply = await fetch("/", { method: "POST", headers, body, credentials: "omit" });
@@ -32,6 +46,33 @@ const Api = (() => {
     if (!reply.ok) throw failure(action, reply.status, text);
     return parseXml(text);
   }
+
+  // The access key and secret -> an hour's temporary credentials, kept for this tab.
+  async function signIn(accessKey, secretKey, region) {
+    const xml = await query("sts", "2011-06-15", "GetSessionToken",
+                            { DurationSeconds: String(SESSION_SECONDS) },
+                            { accessKey, secretKey, region });
+    const text = (name) => xml.getElementsByTagName(name)[0].textContent;
+    sessionStorage.setItem(STORE, JSON.stringify({
+      accessKey: text("AccessKeyId"), secretKey: text("SecretAccessKey"),
+      sessionToken: text("SessionToken"), expiration: text("Expiration"), region,
+      user: accessKey }));
+  }
+
+  const parseXml = (text) => new DOMParser().parseFromString(text, "application/xml");
+  // An error reply (EC2's Response/Errors/Error, S3's Error) as "what: Code: Message"; a
+  // refused session token (expired, or gone from the server) ends the session.
+  function failure(what, status, text) {
+    const xml = parseXml(text);
+    const code = xml.querySelector("Code")?.textContent || status;
+    const message = xml.querySelector("Message")?.textContent || text.slice(0, 200);
+    if (stored() && /security token|ExpiredToken/i.test(`${code} ${message}`)) {
+      return ended(`Your session has ended (${message}); sign in again.`);
+    }
+    return new Error(`${what}: ${code}: ${message}`);
+  }
+
+  const ec2 = (action, params = {}) => query("ec2", EC2_VERSION, action, params, key());
 
   // vmimport's own calls (JSON protocol): what EC2's shapes have no room for.
   async function vmimport(action, params = {}) {
@@ -122,5 +163,7 @@ const Api = (() => {
     return node ? node.textContent : "";
   }
 
-  return { key, remember, forget, ec2, vmimport, s3, s3Part, ebs, presign, ensureBucket, items, field };
+  const whenSessionEnds = (callback) => { onSessionEnd = callback; };
+
+  return { key, signedIn, signIn, forget, whenSessionEnds, ec2, vmimport, s3, s3Part, ebs, presign, ensureBucket, items, field };
 })();

@@ -78,15 +78,16 @@ const Console = (() => {
       $("error").textContent = err.message;
     }
     clearTimeout(timer);  // one timer, whichever refresh ends last
-    if (Api.key()) timer = setTimeout(loop, REFRESH_MS);
+    if (Api.signedIn()) timer = setTimeout(loop, REFRESH_MS);
   }
 
   function show() {
-    const key = Api.key();
+    const key = Api.signedIn();
     $("sign-in").hidden = !!key;
     $("views").hidden = !key;
     $("sign-out").hidden = !key;
-    $("who").textContent = key ? `${key.accessKey} · ${key.region}` : "";
+    $("who").textContent = key ? `${key.user} · ${key.region}` : "";
+    $("who").title = key ? `session until ${key.expiration}` : "";
     clearTimeout(timer);
     if (key) loop();
   }
@@ -94,20 +95,21 @@ const Console = (() => {
   function init() {
     $("sign-in").addEventListener("submit", async (event) => {
       event.preventDefault();
-      Api.remember({ accessKey: $("access-key").value.trim(), secretKey: $("secret-key").value,
-                     region: $("region").value.trim() });
-      try {
-        await ec2("DescribeImportImageTasks");  // checks the key before showing anything
+      const secret = $("secret-key");
+      try {  // the key is checked by the exchange: nothing is shown before
+        await Api.signIn($("access-key").value.trim(), secret.value, $("region").value.trim());
       } catch (err) {
         Api.forget();
         $("sign-in-error").textContent = err.message;
         return;
+      } finally {
+        secret.value = "";
       }
-      $("secret-key").value = "";
       $("sign-in-error").textContent = "";
       show();
     });
     $("sign-out").addEventListener("click", () => { Api.forget(); show(); });
+    Api.whenSessionEnds((why) => { show(); $("sign-in-error").textContent = why; });
     Upload.init();
     Exports.init();
     show();

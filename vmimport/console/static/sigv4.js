@@ -42,15 +42,17 @@ const SigV4 = (() => {
   async function signRequest(key, { service, method, path, query = {}, headers = {},
                                     payloadHash = EMPTY_SHA256, host, now }) {
     const amzDate = timestamp(now);
+    // Temporary (STS) credentials: the session token is sent and signed with the request.
+    const all = key.sessionToken ? { ...headers, "X-Amz-Security-Token": key.sessionToken } : headers;
     const signed = { host, "x-amz-date": amzDate };
-    for (const [name, value] of Object.entries(headers)) signed[name.toLowerCase()] = value;
+    for (const [name, value] of Object.entries(all)) signed[name.toLowerCase()] = value;
     if (service === "s3") signed["x-amz-content-sha256"] = payloadHash;
     const names = Object.keys(signed).sort();
     const canonical = [method, path, queryString(query),
                        names.map((n) => `${n}:${String(signed[n]).trim()}\n`).join(""),
                        names.join(";"), payloadHash].join("\n");
     const scope = `${amzDate.slice(0, 8)}/${key.region}/${service}/aws4_request`;
-    const result = { ...headers, "X-Amz-Date": amzDate };
+    const result = { ...all, "X-Amz-Date": amzDate };
     if (service === "s3") result["X-Amz-Content-SHA256"] = payloadHash;
     result.Authorization = `AWS4-HMAC-SHA256 Credential=${key.accessKey}/${scope}, ` +
       `SignedHeaders=${names.join(";")}, Signature=${await signature(key, amzDate, scope, canonical)}`;
@@ -71,6 +73,7 @@ const SigV4 = (() => {
     const query = { "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
                     "X-Amz-Credential": `${key.accessKey}/${scope}`, "X-Amz-Date": amzDate,
                     "X-Amz-Expires": String(expires), "X-Amz-SignedHeaders": "host" };
+    if (key.sessionToken) query["X-Amz-Security-Token"] = key.sessionToken;
     const canonical = ["GET", path, queryString(query), `host:${host}\n`, "host",
                        "UNSIGNED-PAYLOAD"].join("\n");
     const sig = await signature(key, amzDate, scope, canonical);
