@@ -14,6 +14,7 @@ import sys
 import threading
 
 from .config import Settings, load_settings
+from .logs import formatter
 from .db.session import Database
 
 
@@ -64,8 +65,9 @@ class _OnlyUpgrades(logging.Filter):
 def _prepare(settings: Settings, migrate: bool = True, verbose: bool = False) -> Database:
     from .blockstore.backends import BlockStoreUnavailable, open_block_store
 
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper())
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter(settings.log_format))
     if not verbose:
         for handler in logging.getLogger().handlers:  # a logger's filter misses its children
             handler.addFilter(_OnlyUpgrades())
@@ -196,7 +198,8 @@ def serve(args) -> None:
         uvicorn.run(app, host=settings.host, port=settings.port,
                     timeout_keep_alive=settings.keep_alive_seconds,
                     # the app names itself (Server: vmimport); uvicorn's would be a second one
-                    server_header=False, log_level="warning", access_log=False)
+                    server_header=False, log_level="warning", access_log=False,
+                    log_config=None)  # uvicorn's records go through our handler and format
     finally:
         if workers is not None:
             workers.stop()

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -127,6 +128,12 @@ class Settings(BaseSettings):
     task_retention_days: float = 7.0
 
     log_level: str = "info"
+    # "text" (one line per record) or "json" (one JSON object per line, for log collectors).
+    log_format: Literal["text", "json"] = "text"
+    # Who may read GET /metrics (no signature is asked): clients in these networks. Empty:
+    # no one (the page answers 404). Behind a proxy on this host, the proxy's client counts.
+    metrics_allowed_networks: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"])
 
     # KMS: the root key that seals every KMS key's material (32 bytes, base64). Either given
     # here (VMIMPORT_KMS_ROOT_KEY), or read from a file (VMIMPORT_KMS_ROOT_KEY_FILE: the raw 32

@@ -43,7 +43,7 @@ def test_console_files_are_served_with_a_strict_policy(server):
     status, headers, body = _get(server.endpoint + "/console/")
     assert status == 200 and b"<html" in body.lower()
     assert "default-src 'self'" in headers["Content-Security-Policy"]
-    for name in ("console.js", "sigv4.js", "console.css"):
+    for name in ("console.js", "sigv4.js", "api.js", "upload.js", "console.css"):
         assert _get(f"{server.endpoint}/console/{name}")[0] == 200, name
     assert _get(server.endpoint + "/console/../pyproject.toml")[0] == 404
     assert _get(server.endpoint + "/console/nothing.js")[0] == 404

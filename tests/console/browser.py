@@ -80,7 +80,26 @@ class Browser:
                 raise AssertionError(f"still false after {timeout}s: {condition}")
             time.sleep(0.2)
 
-    def screenshot(self, path: Path) -> None:
+    def set_files(self, selector: str, *paths: Path) -> None:
+        """Choose files in an <input type=file>, as a person picking them would."""
+        root = self.call("DOM.getDocument")["root"]["nodeId"]
+        node = self.call("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
+        self.call("DOM.setFileInputFiles", nodeId=node, files=[str(p) for p in paths])
+
+    def phone(self) -> None:
+        """A phone's screen from now on: 390 CSS pixels wide, as a touch device."""
+        self.call("Emulation.setDeviceMetricsOverride", width=390, height=844,
+                  deviceScaleFactor=2, mobile=True)
+
+    def screenshot(self, path: Path, full_page: bool = False) -> None:
+        if full_page:
+            height = self.evaluate("document.documentElement.scrollHeight")
+            width = self.evaluate("document.documentElement.clientWidth")
+            shot = self.call("Page.captureScreenshot", captureBeyondViewport=True,
+                             clip={"x": 0, "y": 0, "width": width, "height": height,
+                                   "scale": 1})
+            path.write_bytes(base64.b64decode(shot["data"]))
+            return
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot")["data"]))
 
     def close(self) -> None:

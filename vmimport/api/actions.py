@@ -2,8 +2,8 @@
 function; parsing and serializing come from botocore's models."""
 
 from vmimport.service import (account, attributes, copy_image, ebs_direct, exports, iam, images,
-                              imports, kms_api, register_image, s3_api, s3_copy, sts,
-                              tags)
+                              imports, kms_api, register_image, s3_api, s3_copy, sts, tags,
+                              task_detail)
 
 EC2_ACTIONS = {
     "ImportImage": imports.import_image,
@@ -100,4 +100,9 @@ S3_ACTIONS = {
     "AbortMultipartUpload": s3_api.abort_multipart_upload,
     "ListParts": s3_api.list_parts,
     "ListMultipartUploads": s3_api.list_multipart_uploads,
+}
+
+# vmimport's own calls (api/service_models/vmimport): what EC2's shapes have no room for.
+VMIMPORT_ACTIONS = {
+    "DescribeImportTaskDetail": task_detail.describe_import_task_detail,
 }

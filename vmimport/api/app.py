@@ -38,6 +38,7 @@ from vmimport.service.iam_actions import iam_action
 
 from .health import health, ready
 from .key_limits import KeySlots, RateLimiter
+from .metrics import Metrics
 from .models import load_models
 from .s3_body import ConnectionBody, RequestBody
 from .protocol_base import (AUTH, EXPIRED, INTERNAL, INVALID, SIGNATURE, THROTTLED, TOKEN,
@@ -76,6 +77,7 @@ class Api:
         self.protocols = served_protocols(settings.s3_virtual_host_suffixes)
         self.transfer_limiter: anyio.CapacityLimiter | None = None  # made on the event loop
         self.blocks = open_block_store(settings)  # one for every request
+        self.metrics = Metrics(db, settings.metrics_allowed_networks)
 
     # --- routing --------------------------------------------------------------------------
     @staticmethod
@@ -164,8 +166,10 @@ class Api:
                 reply = protocol.refusal(Refusal(INTERNAL, "An internal error has occurred; the "
                                                  "server log has details under request "
                                                  f"{request_id}"), request_id)
+        elapsed = time.monotonic() - started
         log.info("%s:%s %s %s %d %.1fms", label[0], label[1], request_id, access_key,
-                 reply.status, (time.monotonic() - started) * 1000)
+                 reply.status, elapsed * 1000)
+        self.metrics.observe(label[0], label[1], reply.status, elapsed)
         headers = {"x-amzn-RequestId": request_id, "Server": "vmimport", **reply.headers}
         if protocol.service == "s3":
             headers["x-amz-request-id"] = request_id
@@ -389,6 +393,7 @@ def create_app(settings: Settings, db: Database) -> Starlette:
         Route("/health", unsigned_page(health_page), methods=every_method),
         Route("/_health", unsigned_page(health_page), methods=every_method),
         Route("/_ready", unsigned_page(ready_page), methods=every_method),
+        Route("/metrics", unsigned_page(api.metrics.page), methods=every_method),
         Route("/console", unsigned_page(console_root), methods=every_method),
         Route("/console/{name:path}", unsigned_page(console_page), methods=every_method),
         Route("/snapshots/{rest:path}", door({"GET", "POST", "PUT"}), methods=every_method),

@@ -1,18 +1,30 @@
-"""botocore's service models, loaded once per process and shared by every protocol."""
+"""botocore's service models, loaded once per process and shared by every protocol; and
+vmimport's own (``service_models/``, in botocore's layout, so that boto3 reads it too)."""
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import botocore.model
 import botocore.session
 
-SERVED = ("ec2", "ebs", "iam", "kms", "s3", "sts")
+SERVED = ("ec2", "ebs", "iam", "kms", "s3", "sts", "vmimport")
+# vmimport/<version>/service-2.json: the calls beyond AWS's shapes (task detail).
+OWN_MODELS = Path(__file__).parent / "service_models"
+
+
+def add_own_models(session: botocore.session.Session) -> botocore.session.Session:
+    """Let ``session`` (botocore's, or a boto3 Session's ``_session``) load vmimport's model."""
+    loader = session.get_component("data_loader")
+    if str(OWN_MODELS) not in loader.search_paths:
+        loader.search_paths.append(str(OWN_MODELS))
+    return session
 
 
 @functools.cache
 def service_model(name: str) -> botocore.model.ServiceModel:
-    return botocore.session.get_session().get_service_model(name)
+    return add_own_models(botocore.session.get_session()).get_service_model(name)
 
 
 def load_models() -> None:

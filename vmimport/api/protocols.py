@@ -170,6 +170,16 @@ class JsonProtocol(Protocol):
                      {"Content-Type": json_protocol.CONTENT_TYPE, "x-amzn-ErrorType": code})
 
 
+class VmimportProtocol(JsonProtocol):
+    """vmimport's own calls: the JSON protocol with service-neutral codes (not KMS's)."""
+
+    codes = {**JsonProtocol.codes, UNAVAILABLE: ("ServiceUnavailableException", 503),
+             INTERNAL: ("InternalServerException", 500)}
+
+    def not_served(self, name):
+        return ApiError("UnknownOperationException", f"{name} is not a vmimport operation")
+
+
 class RestJsonProtocol(Protocol):
     """The rest-json protocol (EBS direct APIs): operations by method and path."""
 
@@ -214,4 +224,5 @@ def served_protocols(virtual_host_suffixes=("localhost",)) -> dict[str, Protocol
     served = {service: _BY_MODEL_PROTOCOL[service_model(service).metadata["protocol"]](service, table)
               for service, table in tables.items()}
     served["s3"] = S3Protocol("s3", actions.S3_ACTIONS, virtual_host_suffixes)
+    served["vmimport"] = VmimportProtocol("vmimport", actions.VMIMPORT_ACTIONS)
     return served

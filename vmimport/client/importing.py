@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from botocore.exceptions import ClientError as BotoError
+from botocore.exceptions import BotoCoreError, ClientError as BotoError
 
 from . import output
 from .session import ClientError, Endpoint, error_text, resolve
@@ -63,7 +63,7 @@ def run(args) -> int:
         task = follow(ec2, task_id, args.snapshot, quiet)
     except KeyboardInterrupt:
         return _interrupted(ec2, task_id, args.snapshot)
-    return _report(ec2, task, args.snapshot, quiet)
+    return _report(endpoint, task, args.snapshot, quiet)
 
 
 def _disk_container(endpoint: Endpoint, args, quiet: bool) -> dict:
@@ -154,7 +154,7 @@ def _interrupted(ec2, task_id: str, snapshot: bool) -> int:
     if sys.stdin.isatty():
         try:
             answer = output.stderr.input(f"\nCancel {task_id}? [y/N] (no: it goes on "
-                                         "without being watched) ")
+                                         "without being watched) ", markup=False)
         except (KeyboardInterrupt, EOFError):
             answer = "y"
         if answer.strip().lower() not in ("y", "yes"):
@@ -169,32 +169,69 @@ def _interrupted(ec2, task_id: str, snapshot: bool) -> int:
     return 130
 
 
-def _report(ec2, task: dict, snapshot: bool, quiet: bool) -> int:
+def _report(endpoint: Endpoint, task: dict, snapshot: bool, quiet: bool) -> int:
+    ec2 = endpoint.client("ec2")
     status = task.get("SnapshotTaskDetail", {}) if snapshot else task
     image = None
     if not snapshot and task.get("ImageId"):
         images = ec2.describe_images(ImageIds=[task["ImageId"]])["Images"]
         image = images[0] if images else None
     failed = status.get("Status") != "completed"
+    found = None if snapshot else _inspection(endpoint, task["ImportTaskId"])
     if quiet:
-        output.print_json({"Task": task, "Image": image} if not snapshot else {"Task": task})
+        document = {"Task": task} if snapshot else {"Task": task, "Image": image}
+        if found is not None:
+            document["Inspection"] = found
+        output.print_json(document)
     elif failed:
         output.stderr.print(f"[bold red]{task['ImportTaskId']} failed:[/] "
                             f"{status.get('StatusMessage', status.get('Status'))}", markup=True)
+        for finding in (found or {}).get("Findings", []):
+            output.stderr.print(f"  found: {finding}")
     elif snapshot:
         output.stdout.print(f"snapshot {status.get('SnapshotId')} "
                             f"({status.get('DiskImageSize', 0) / 2**20:.1f} MiB image)")
     else:
-        _print_found(task, image)
+        _print_found(task, image, found)
     if failed and quiet:
         sys.stderr.write(f"{task['ImportTaskId']} failed: {status.get('StatusMessage')}\n")
     return 1 if failed else 0
 
 
-def _print_found(task: dict, image: dict | None) -> None:
-    """What inspection decided, as the API reports it (the task's and the AMI's fields)."""
+def _inspection(endpoint: Endpoint, task_id: str) -> dict | None:
+    """What inspection found, from vmimport's DescribeImportTaskDetail; None where the
+    endpoint does not offer it (AWS itself) or inspection did not run."""
+    if not endpoint.is_vmimport:
+        return None
+    try:
+        detail = endpoint.client("vmimport").describe_import_task_detail(ImportTaskId=task_id)
+    except (BotoError, BotoCoreError):
+        return None
+    return detail.get("Inspection")
+
+
+def os_from_description(text: str | None) -> dict:
+    """The OS as AWS writes it on an imported AMI that was given no description:
+    'AWS-VMImport service: Linux - Ubuntu 22.04.3 LTS - 5.15.0-91-generic'."""
+    prefix = "AWS-VMImport service: "
+    if not text or not text.startswith(prefix):
+        return {}
+    family, name, version = (text[len(prefix):].split(" - ") + ["", ""])[:3]
+    found = {"OsFamily": family, "OsName": name}
+    found["Kernel" if family == "Linux" else "Version"] = version
+    return {k: v for k, v in found.items() if v}
+
+
+def _print_found(task: dict, image: dict | None, found: dict | None) -> None:
+    """What inspection found and decided: vmimport's detail where the endpoint has it, else
+    what the AMI's description says (as AWS writes it), and the task's decided fields."""
+    found = found or os_from_description((image or {}).get("Description"))
+    os_name = found.get("OsName") or " ".join(filter(None, (found.get("Distribution"),
+                                                            found.get("Version"))))
     rows = [("AMI", task.get("ImageId")),
-            ("OS", (image or {}).get("PlatformDetails") or task.get("Platform")),
+            ("OS", os_name or (image or {}).get("PlatformDetails") or task.get("Platform")),
+            ("version", found.get("Version")),
+            ("kernel", found.get("Kernel")),
             ("platform", task.get("Platform")),
             ("architecture", task.get("Architecture")),
             ("boot mode", task.get("BootMode") or (image or {}).get("BootMode")),
@@ -203,4 +240,3 @@ def _print_found(task: dict, image: dict | None) -> None:
                                     for d in task.get("SnapshotDetails", [])))]
     for name, value in rows:
         output.stdout.print(f"{name:>12}  {value or '-'}")
-

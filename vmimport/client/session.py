@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import boto3
 from botocore.config import Config
 
+from vmimport.api.models import add_own_models
+
 LOCAL_ENDPOINT = "http://127.0.0.1:8787"
 # The embedded account's key (README: Configuration): tried only against a server on
 # loopback when no credentials are configured at all.
@@ -25,6 +27,16 @@ class Endpoint:
     session: boto3.Session
     endpoint_url: str | None  # None: AWS's own endpoints
     region: str
+
+    def __post_init__(self) -> None:
+        # vmimport's own calls (their model ships in the package), before any client is
+        # made: botocore caches the list of services it can find on the first.
+        add_own_models(self.session._session)
+
+    @property
+    def is_vmimport(self) -> bool:
+        """Whether the endpoint may be a vmimport server (AWS's own have no vmimport calls)."""
+        return self.endpoint_url is not None
 
     def client(self, service: str, read_timeout: int = 60):
         config = Config(retries={"max_attempts": 3, "mode": "standard"},

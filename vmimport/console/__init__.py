@@ -11,10 +11,9 @@ from starlette.responses import FileResponse, PlainTextResponse, RedirectRespons
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Only these files are served: a fixed list needs no path checks against traversal.
-FILES = {"": "index.html", "index.html": "index.html", "console.js": "console.js",
-         "sigv4.js": "sigv4.js", "task-detail.js": "task-detail.js",
-         "block-map.js": "block-map.js",
-         "console.css": "console.css"}
+FILES = {"": "index.html", "index.html": "index.html", "console.css": "console.css",
+         **{name: name for name in ("sigv4.js", "api.js", "dom.js", "blockmap.js", "exports.js",
+                                    "detail.js", "upload.js", "console.js")}}
 # The page runs only its own scripts and talks only to this server.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "

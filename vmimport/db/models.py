@@ -71,6 +71,11 @@ class ImportTask(Base):
     cancel_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Beyond EC2's shapes, for the task's detail (pipeline/task_record.py writes them):
+    # [{"Phase", "Time" (ISO 8601), "Disk"}] as the worker passed them, and what inspection
+    # found on the boot volume.
+    phases: Mapped[list | None] = mapped_column(JSON)
+    inspection: Mapped[dict | None] = mapped_column(JSON)
 
     disks: Mapped[list["TaskDisk"]] = relationship(
         back_populates="task", order_by="[TaskDisk.position, TaskDisk.member_index]",

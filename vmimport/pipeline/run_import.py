@@ -38,6 +38,7 @@ from .job_start import complete, should_run, stop_if_asked
 from .formats import Limits, open_guest_disks
 from .register import register_imported_image
 from .source import open_source
+from .task_record import add_phase, inspection_record
 
 log = logging.getLogger("vmimport.pipeline")
 
@@ -158,8 +159,13 @@ class ProgressReporter:
     def _write(self, message, progress, disk, disk_values) -> None:
         with self._lock:
             self._last_write = time.monotonic()
+            entered = message != self._message
             self._message = message
             with self.control.db.write() as session:
+                if entered:  # a new phase (or disk): kept with its time for the detail
+                    row = session.get(ImportTask, self.task_id)
+                    if row is not None and row.status == "active":
+                        add_phase(row, message, disk.position + 1 if disk is not None else None)
                 session.execute(update(ImportTask)
                                 .where(ImportTask.id == self.task_id,
                                        ImportTask.status == "active")
@@ -311,6 +317,8 @@ def _inspect_boot_volume(control: JobControl, store: BlockStore, task: ImportTas
                                   other_disks=[(d, m.size_bytes) for d, m in zip(disks[1:], manifests[1:])])
     log.info("task %s: boot volume %s inspected in %.3fs: %s", task.id, snapshot_id,
              inspection.seconds, _inspection_summary(inspection))
+    with control.db.write() as session:  # kept before deciding: a refusal shows it too
+        session.get(ImportTask, task.id).inspection = inspection_record(inspection)
     return decide(inspection, {
         "Platform": task.platform, "Architecture": task.architecture,
         "BootMode": task.boot_mode, "LicenseType": task.license_type,

@@ -1,171 +1,121 @@
-// The console: the caller's import tasks, images and snapshots, read through the EC2 API of
-// this server with requests signed in the page (sigv4.js). Text is only ever set as text.
+// The console: the caller's import and export tasks, images and snapshots, read through the
+// API of this server with requests signed in the page (sigv4.js, api.js) and refreshed every
+// few seconds; the other modules add the actions (upload.js, detail.js, exports.js,
+// blockmap.js). Text is only ever set as text.
 "use strict";
 
-const EC2_VERSION = "2016-11-15";
-const REFRESH_MS = 3000;
-const STORE = "vmimport-console-key";
-const $ = (id) => document.getElementById(id);
+const Console = (() => {
+  const { $, el, render } = Dom;
+  const { ec2, items, field } = Api;
+  const REFRESH_MS = 3000;
+  const state = { tasks: [], images: new Map(), snapshots: new Map() };
 
-function credentials() {
-  try { return JSON.parse(sessionStorage.getItem(STORE)); } catch { return null; }
-}
+  // "2026-12-03T07:43:25.000Z" -> "2026-12-03 07:43:25 UTC"
+  const when = (stamp) => (stamp ? `${stamp.slice(0, 10)} ${stamp.slice(11, 19)} UTC` : "");
 
-async function ec2(action, params = {}) {
-  const key = credentials();
-  const body = SigV4.queryBody({ Action: action, Version: EC2_VERSION, ...params });
-  const headers = await SigV4.sign({
-    accessKey: key.accessKey, secretKey: key.secretKey, region: key.region, service: "ec2",
-    host: location.host, body, contentType: "application/x-www-form-urlencoded; charset=utf-8",
-  });
-  const reply = await fetch("/", { method: "POST", headers, body, credentials: "omit" });
-  const xml = new DOMParser().parseFromString(await reply.text(), "application/xml");
-  if (!reply.ok) {
-    const code = xml.querySelector("Code")?.textContent || reply.status;
-    const message = xml.querySelector("Message")?.textContent || reply.statusText;
-    throw new Error(`${action}: ${code}: ${message}`);
+  function progressBar(status, progress) {
+    const bar = el("progress", { max: 100 });
+    bar.value = status === "completed" ? 100 : Number(progress || 0);
+    bar.title = `${bar.value}%`;
+    return bar;
   }
-  return xml;
-}
 
-// The <item>s directly under the response's `setName` element.
-function items(xml, setName) {
-  const set = xml.getElementsByTagName(setName)[0];
-  return set ? Array.from(set.children).filter((e) => e.tagName === "item") : [];
-}
-const field = (item, name) => {
-  const found = Array.from(item.children).find((e) => e.tagName === name);
-  return found ? found.textContent : "";
-};
-
-function render(target, columns, rows, emptyText) {
-  const box = $(target);
-  box.replaceChildren();
-  if (rows.length === 0) {
-    const p = document.createElement("p");
-    p.className = "empty";
-    p.textContent = emptyText;
-    box.append(p);
-    return;
-  }
-  const table = document.createElement("table");
-  const head = table.createTHead().insertRow();
-  for (const c of columns) {
-    const th = document.createElement("th");
-    th.textContent = c;
-    head.append(th);
-  }
-  const bodyRows = table.createTBody();
-  for (const row of rows) {
-    const tr = bodyRows.insertRow();
-    for (const cell of row) {
-      const td = tr.insertCell();
-      if (cell instanceof Node) {
-        td.append(cell);
-      } else if (cell !== null && typeof cell === "object") {  // {message}: a long text
-        td.className = "message";
-        td.textContent = cell.message;
-      } else {
-        td.textContent = cell ?? "";
-      }
+  // Every task as {id, kind, status, progress, message, result, node}, newest kinds first.
+  function tasksOf(images, snapshots, exports) {
+    const tasks = items(images, "importImageTaskSet").map((t) => ({
+      id: field(t, "importTaskId"), kind: "image", status: field(t, "status"),
+      progress: field(t, "progress"), message: field(t, "statusMessage"),
+      result: field(t, "imageId"), node: t }));
+    for (const t of items(snapshots, "importSnapshotTaskSet")) {
+      tasks.push({ id: field(t, "importTaskId"), kind: "snapshot",
+                   status: field(t, "snapshotTaskDetail/status"),
+                   progress: field(t, "snapshotTaskDetail/progress"),
+                   message: field(t, "snapshotTaskDetail/statusMessage"),
+                   result: field(t, "snapshotTaskDetail/snapshotId"), node: t });
     }
+    for (const t of items(exports, "exportImageTaskSet")) {
+      tasks.push({ id: field(t, "exportImageTaskId"), kind: "export", status: field(t, "status"),
+                   progress: field(t, "progress"), message: field(t, "statusMessage"),
+                   result: Exports.result(t), node: t });
+    }
+    return tasks;
   }
-  box.append(table);
-}
 
-function progressBar(task) {
-  const status = field(task, "status");
-  const bar = document.createElement("progress");
-  bar.max = 100;
-  bar.value = status === "completed" ? 100 : Number(field(task, "progress") || 0);
-  bar.title = `${bar.value}%`;
-  return bar;
-}
-
-async function refresh() {
-  const [tasks, snapshotTasks, images, snapshots] = await Promise.all([
-    ec2("DescribeImportImageTasks"), ec2("DescribeImportSnapshotTasks"),
-    ec2("DescribeImages", { "Owner.1": "self" }), ec2("DescribeSnapshots", { "Owner.1": "self" }),
-  ]);
-  const taskRows = items(tasks, "importImageTaskSet").map((t) => [
-    taskLink(field(t, "importTaskId")), "image", field(t, "status"), progressBar(t),
-    { message: field(t, "statusMessage") }, field(t, "imageId"),
-  ]);
-  for (const t of items(snapshotTasks, "importSnapshotTaskSet")) {
-    const detail = t.getElementsByTagName("snapshotTaskDetail")[0];
-    taskRows.push([taskLink(field(t, "importTaskId")), "snapshot", field(detail, "status"),
-                   progressBar(detail), { message: field(detail, "statusMessage") },
-                   field(detail, "snapshotId")]);
+  async function refresh() {
+    const [imageTasks, snapshotTasks, exportTasks, images, snapshots] = await Promise.all([
+      ec2("DescribeImportImageTasks"), ec2("DescribeImportSnapshotTasks"),
+      ec2("DescribeExportImageTasks"),
+      ec2("DescribeImages", { "Owner.1": "self" }), ec2("DescribeSnapshots", { "Owner.1": "self" }),
+    ]);
+    state.tasks = tasksOf(imageTasks, snapshotTasks, exportTasks);
+    state.images = new Map(items(images, "imagesSet").map((i) => [field(i, "imageId"), i]));
+    state.snapshots = new Map(items(snapshots, "snapshotSet").map((s) => [field(s, "snapshotId"), s]));
+    render("tasks", ["task", "kind", "status", "progress", "message", "result"],
+           state.tasks.map((t) => [Detail.opener(t.kind, t.id), t.kind, t.status,
+                                   progressBar(t.status, t.progress), { message: t.message },
+                                   t.result]), "No tasks.");
+    render("images", ["AMI", "", "name", "state", "platform", "architecture", "boot mode", "created"],
+           [...state.images.values()].map((i) => [
+             field(i, "imageId"), Exports.opener(field(i, "imageId")), field(i, "name"),
+             field(i, "imageState"), field(i, "platformDetails"), field(i, "architecture"),
+             field(i, "bootMode"), when(field(i, "creationDate"))]), "No images.");
+    render("snapshots", ["snapshot", "size", "state", "encrypted", "started", "description"],
+           [...state.snapshots.values()].map((s) => [
+             BlockMap.opener(field(s, "snapshotId")), `${field(s, "volumeSize")} GiB`,
+             field(s, "status"), field(s, "encrypted"), when(field(s, "startTime")),
+             field(s, "description")]), "No snapshots.");
+    Detail.render(state);
   }
-  render("tasks", ["task", "kind", "status", "progress", "message", "result"], taskRows,
-         "No import tasks.");
-  render("images", ["AMI", "name", "state", "platform", "architecture", "boot mode", "created"],
-         items(images, "imagesSet").map((i) => [
-           field(i, "imageId"), field(i, "name"), field(i, "imageState"),
-           field(i, "platformDetails"), field(i, "architecture"), field(i, "bootMode"),
-           field(i, "creationDate")]), "No images.");
-  render("snapshots", ["snapshot", "size", "state", "encrypted", "started", "description"],
-         items(snapshots, "snapshotSet").map((s) => [
-           field(s, "snapshotId"), `${field(s, "volumeSize")} GiB`, field(s, "status"),
-           field(s, "encrypted"), field(s, "startTime"), field(s, "description")]),
-         "No snapshots.");
-  if (TaskDetail.shown()) await TaskDetail.update();
-}
 
-// A task's id as a button that opens its detail (task-detail.js).
-function taskLink(taskId) {
-  const button = document.createElement("button");
-  button.className = "link";
-  button.dataset.task = taskId;
-  button.textContent = taskId;
-  return button;
-}
-
-let timer = null;
-async function loop() {
-  try {
-    await refresh();
-    $("error").textContent = "";
-    document.body.dataset.loaded = "yes";  // for tests and people: the tables are current
-  } catch (err) {
-    $("error").textContent = err.message;
+  let timer = null;
+  async function loop() {
+    clearTimeout(timer);
+    try {
+      await refresh();
+      $("error").textContent = "";
+      document.body.dataset.loaded = "yes";  // for tests and people: the tables are current
+    } catch (err) {
+      $("error").textContent = err.message;
+    }
+    clearTimeout(timer);  // one timer, whichever refresh ends last
+    if (Api.signedIn()) timer = setTimeout(loop, REFRESH_MS);
   }
-  timer = setTimeout(loop, REFRESH_MS);
-}
 
-function show() {
-  const key = credentials();
-  $("sign-in").hidden = !!key;
-  $("views").hidden = !key;
-  $("sign-out").hidden = !key;
-  $("who").textContent = key ? `${key.accessKey} · ${key.region}` : "";
-  clearTimeout(timer);
-  if (key) loop();
-}
-
-$("sign-in").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const key = { accessKey: $("access-key").value.trim(), secretKey: $("secret-key").value,
-                region: $("region").value.trim() };
-  sessionStorage.setItem(STORE, JSON.stringify(key));
-  try {
-    await ec2("DescribeImportImageTasks");  // checks the key before showing anything
-  } catch (err) {
-    sessionStorage.removeItem(STORE);
-    $("sign-in-error").textContent = err.message;
-    return;
+  function show() {
+    const key = Api.signedIn();
+    $("sign-in").hidden = !!key;
+    $("views").hidden = !key;
+    $("sign-out").hidden = !key;
+    $("who").textContent = key ? `${key.user} · ${key.region}` : "";
+    $("who").title = key ? `session until ${key.expiration}` : "";
+    clearTimeout(timer);
+    if (key) loop();
   }
-  $("secret-key").value = "";
-  $("sign-in-error").textContent = "";
-  show();
-});
-$("sign-out").addEventListener("click", () => {
-  sessionStorage.removeItem(STORE);
-  TaskDetail.close();
-  show();
-});
-$("tasks").addEventListener("click", (event) => {
-  const taskId = event.target.closest("button[data-task]")?.dataset.task;
-  if (taskId) TaskDetail.open(taskId).catch((err) => { $("error").textContent = err.message; });
-});
-show();
+
+  function init() {
+    $("sign-in").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const secret = $("secret-key");
+      try {  // the key is checked by the exchange: nothing is shown before
+        await Api.signIn($("access-key").value.trim(), secret.value, $("region").value.trim());
+      } catch (err) {
+        Api.forget();
+        $("sign-in-error").textContent = err.message;
+        return;
+      } finally {
+        secret.value = "";
+      }
+      $("sign-in-error").textContent = "";
+      show();
+    });
+    $("sign-out").addEventListener("click", () => { Api.forget(); show(); });
+    Api.whenSessionEnds((why) => { show(); $("sign-in-error").textContent = why; });
+    Upload.init();
+    Exports.init();
+    show();
+  }
+
+  return { state, init, refreshNow: loop };
+})();
+
+Console.init();
