@@ -15,6 +15,18 @@ import termios
 import time
 
 
+def with_default_sigint() -> None:
+    """For ``preexec_fn``: SIGINT back to its default in the child. A suite started in the
+    background by a non-interactive shell (``scripts/test &``, some CI runners) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt handler: Ctrl-C would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _as_a_shell_starts_it() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    with_default_sigint()
+
+
 class Terminal:
     def __init__(self, argv: list[str], env: dict, columns: int = 100, rows: int = 30):
         self.master, slave = pty.openpty()
@@ -25,7 +37,7 @@ class Terminal:
         # Its own session, with the pty as its controlling terminal, as a shell would start it.
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
                                      start_new_session=True,
-                                     preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+                                     preexec_fn=_as_a_shell_starts_it)
         os.close(slave)
         self.output = b""
 

@@ -12,6 +12,7 @@ import time
 
 from ..conftest import CREDENTIALS
 from ..helpers import BIN, Server, wait_task
+from .terminal import with_default_sigint
 from .test_client_commands import ROOT
 
 
@@ -28,7 +29,8 @@ def test_sigint_without_a_terminal_cancels_the_task(disks, tmp_path):
         proc = subprocess.Popen([str(BIN / "vmimport"), "import", "s3://cli-slow/slow.raw",
                                  "--endpoint-url", server.endpoint],
                                 env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=with_default_sigint)
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
         reader.start()
