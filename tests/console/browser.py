@@ -1,77 +1,50 @@
-"""Debian's headless Chromium driven over the DevTools protocol (websockets, already a
-dependency of uvicorn[standard]): enough to load a page, type, click, read the DOM and take a
-screenshot, without Playwright or Selenium."""
+"""Debian's headless Chromium driven by Selenium through Debian's chromedriver: a person's
+actions (typing into a field, clicking, choosing a file) go through WebDriver, which sends
+real input events; reading the page state and the phone's screen go through the DevTools
+commands Selenium passes on (``execute_cdp_cmd``)."""
 
 from __future__ import annotations
 
 import base64
-import itertools
-import json
+import os
 import shutil
-import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
-from websockets.sync.client import connect
-
-from ..helpers import free_port
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
 # No connections to the outside: this machine has no internet (and tests must not need it).
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--window-size=1200,900"]
+# Selenium Manager would look for drivers and browsers on the internet: both are given.
+os.environ.setdefault("SE_OFFLINE", "true")
 
 
 class Browser:
     def __init__(self, profile: Path):
-        self.port = free_port()
-        self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}",
-                                      f"--remote-debugging-port={self.port}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._ids = itertools.count(1)
-        # entered as a context manager would be (websockets warns otherwise); left in close()
-        self.socket = connect(self._page_socket(), max_size=64 << 20).__enter__()
-        self.call("Page.enable")
-        self.call("Runtime.enable")
-
-    def _page_socket(self, timeout: float = 30) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list",
-                                            timeout=2) as reply:
-                    pages = [p for p in json.load(reply) if p.get("type") == "page"]
-                if pages:
-                    return pages[0]["webSocketDebuggerUrl"]
-            except OSError:
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("chromium did not offer its DevTools socket")
-            time.sleep(0.2)
-
-    def call(self, method: str, **params) -> dict:
-        message_id = next(self._ids)
-        self.socket.send(json.dumps({"id": message_id, "method": method, "params": params}))
-        while True:  # events arrive in between; only our answer matters
-            message = json.loads(self.socket.recv(timeout=60))
-            if message.get("id") == message_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message["result"]
+        options = Options()
+        options.binary_location = CHROMIUM
+        for flag in [*FLAGS, f"--user-data-dir={profile}"]:
+            options.add_argument(flag)
+        self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
 
     def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, awaitPromise=True,
-                           returnByValue=True)
+        """The value of a JavaScript expression (statements allowed; a promise is awaited)."""
+        result = self.driver.execute_cdp_cmd("Runtime.evaluate", {
+            "expression": expression, "awaitPromise": True, "returnByValue": True})
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
     def goto(self, url: str) -> None:
-        self.call("Page.navigate", url=url)
-        self.wait_for("document.readyState === 'complete' && location.href.startsWith("
-                      f"{json.dumps(url)})")
+        self.driver.get(url)  # returns once the page has loaded
 
     def wait_for(self, condition: str, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -80,35 +53,40 @@ class Browser:
                 raise AssertionError(f"still false after {timeout}s: {condition}")
             time.sleep(0.2)
 
+    def type(self, selector: str, text: str) -> None:
+        """Type ``text`` into the field, key by key, as a person would (what was there is
+        cleared first)."""
+        field = self.driver.find_element(By.CSS_SELECTOR, selector)
+        field.clear()
+        field.send_keys(text)
+
+    def click(self, selector: str) -> None:
+        self.driver.find_element(By.CSS_SELECTOR, selector).click()
+
+    def choose(self, selector: str, option: str) -> None:
+        """Pick the option a person sees as ``option`` in a <select>."""
+        Select(self.driver.find_element(By.CSS_SELECTOR, selector)).select_by_visible_text(option)
+
     def set_files(self, selector: str, *paths: Path) -> None:
         """Choose files in an <input type=file>, as a person picking them would."""
-        root = self.call("DOM.getDocument")["root"]["nodeId"]
-        node = self.call("DOM.querySelector", nodeId=root, selector=selector)["nodeId"]
-        self.call("DOM.setFileInputFiles", nodeId=node, files=[str(p) for p in paths])
+        self.driver.find_element(By.CSS_SELECTOR, selector).send_keys(
+            "\n".join(str(p) for p in paths))
 
     def phone(self) -> None:
         """A phone's screen from now on: 390 CSS pixels wide, as a touch device."""
-        self.call("Emulation.setDeviceMetricsOverride", width=390, height=844,
-                  deviceScaleFactor=2, mobile=True)
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True})
 
     def screenshot(self, path: Path, full_page: bool = False) -> None:
-        if full_page:
-            height = self.evaluate("document.documentElement.scrollHeight")
-            width = self.evaluate("document.documentElement.clientWidth")
-            shot = self.call("Page.captureScreenshot", captureBeyondViewport=True,
-                             clip={"x": 0, "y": 0, "width": width, "height": height,
-                                   "scale": 1})
-            path.write_bytes(base64.b64decode(shot["data"]))
+        if not full_page:
+            path.write_bytes(self.driver.get_screenshot_as_png())
             return
-        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot")["data"]))
+        height = self.evaluate("document.documentElement.scrollHeight")
+        width = self.evaluate("document.documentElement.clientWidth")
+        shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
+        path.write_bytes(base64.b64decode(shot["data"]))
 
     def close(self) -> None:
-        try:
-            self.socket.close()
-        finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.driver.quit()  # ends chromedriver and the browser it started

@@ -40,7 +40,7 @@ def test_signed_in_console_lists_an_imported_ami(server, ec2, disks, browser, tm
     shot = tmp_path / "console-images.png"
     browser.screenshot(shot)
     keep(shot)
-    browser.evaluate("document.getElementById('sign-out').click()")
+    browser.click("#sign-out")
     browser.wait_for("!document.getElementById('sign-in').hidden")
     assert browser.evaluate("sessionStorage.length") == 0
 
