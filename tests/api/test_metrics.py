@@ -25,10 +25,13 @@ def _scrape(endpoint: str) -> tuple[str, dict[tuple[str, tuple], float]]:
 
 
 def test_metrics_count_requests_and_tasks(server, ec2, disks):
-    server.put_object("metrics-test", "disk.vmdk", disks["vmdk"])
-    task = wait_task(ec2, ec2.import_image(DiskContainers=[{"UserBucket": {
-        "S3Bucket": "metrics-test", "S3Key": "disk.vmdk"}}])["ImportTaskId"])
-    assert task["Status"] == "completed"
+    for name in ("disk.vmdk", "again.vmdk"):  # the second one's blocks are all shared
+        server.put_object("metrics-test", name, disks["vmdk"])
+        task = wait_task(ec2, ec2.import_image(DiskContainers=[{"UserBucket": {
+            "S3Bucket": "metrics-test", "S3Key": name}}])["ImportTaskId"])
+        assert task["Status"] == "completed"
+    again, = ec2.describe_snapshots(SnapshotIds=[task["SnapshotDetails"][0]["SnapshotId"]])[
+        "Snapshots"]
     with pytest.raises(ClientError):
         ec2.describe_images(ImageIds=["ami-0000000000000000f"])
     text, samples = _scrape(server.endpoint)
@@ -46,6 +49,9 @@ def test_metrics_count_requests_and_tasks(server, ec2, disks):
     assert samples[("vmimport_snapshot_bytes", (("kind", "virtual"),))] >= \
         disks["raw"].stat().st_size
     assert 0 < samples[("vmimport_snapshot_bytes", (("kind", "stored"),))]
+    stored = samples[("vmimport_snapshot_blocks", (("kind", "stored"),))]
+    shared = samples[("vmimport_snapshot_blocks", (("kind", "shared"),))]
+    assert stored >= shared >= again["FullSnapshotSizeInBytes"] // (512 * 1024) > 0
     assert samples[("vmimport_imported_disk_image_bytes", ())] >= disks["vmdk"].stat().st_size
     assert ("vmimport_worker_leases", ()) in samples
     # Nothing about accounts, keys or places.

@@ -4,6 +4,9 @@ for a completed import and for one that inspection refused; per account, like ev
 
 from __future__ import annotations
 
+import random
+import subprocess
+
 import boto3
 import pytest
 from botocore.config import Config
@@ -75,3 +78,28 @@ def test_detail_is_per_account_and_a_describe_action(server, ec2, disks):
     with pytest.raises(ClientError) as unknown:
         _client(server).describe_import_task_detail(ImportTaskId="ami-0123")
     assert "ami-0123" in unknown.value.response["Error"]["Message"]
+
+
+def test_detail_counts_the_blocks_a_disk_shares(server, ec2, tmp_path):
+    """Blocks found stored already are shared, not written again, and the detail says how
+    many: a block repeated inside the disk, then every block of a second copy of the disk."""
+    block = 512 * 1024
+    rng = random.Random(22)
+    repeated = rng.randbytes(block)
+    raw = tmp_path / "blocks.raw"
+    # 6 blocks of data: 3 different, the 4th repeated 3 times; then a hole
+    raw.write_bytes(b"".join(rng.randbytes(block) for _ in range(3)) + repeated * 3
+                    + b"\0" * (2 * block))
+    vmdk = tmp_path / "blocks.vmdk"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o",
+                    "subformat=streamOptimized", str(raw), str(vmdk)], check=True)
+    client = _client(server)
+    found = []
+    for name, source, fmt in (("blocks.vmdk", vmdk, "VMDK"), ("blocks.raw", raw, "RAW")):
+        server.put_object("detail-shared", name, source)
+        task = wait_task(ec2, ec2.import_snapshot(DiskContainer={"Format": fmt, "UserBucket": {
+            "S3Bucket": "detail-shared", "S3Key": name}})["ImportTaskId"], snapshot=True)
+        assert task["SnapshotTaskDetail"]["Status"] == "completed"
+        disk, = client.describe_import_task_detail(ImportTaskId=task["ImportTaskId"])["Disks"]
+        found.append((disk["StoredBytes"] // block, disk["SharedBlocks"]))
+    assert found == [(6, 2), (6, 6)]

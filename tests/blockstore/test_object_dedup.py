@@ -85,6 +85,7 @@ def test_a_disk_imported_on_another_machine_is_stored_once(s3, two_machines, tmp
     second.write_manifest("snap-two", two)
     assert _packs(s3, request.node.name) == stored  # not one more byte stored
     assert two.blocks == one.blocks and len(two.blocks) > 10
+    assert two.shared_blocks == len(two.blocks) and one.shared_blocks == 0
     expected = raw.read_bytes()
     again = first.read_manifest("snap-two")
     for index in range(len(expected) // BLOCK_SIZE):

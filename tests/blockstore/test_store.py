@@ -210,6 +210,8 @@ def test_a_second_import_of_the_same_bytes_writes_no_pack(tmp_path):
     assert set(second.blocks.values()) <= set(first.blocks.values())
     assert {p.name for p in store.packs_dir.iterdir()} == first.packs()
     assert _read_all(store, second) == data
+    assert second.shared_blocks == len(second.blocks) > 0  # the write says so
+    assert first.shared_blocks < len(first.blocks)
 
 
 @pytest.fixture

@@ -10,7 +10,10 @@ import json
 import re
 import urllib.request
 
+import boto3
 import pytest
+
+from vmimport.api.models import add_own_models
 
 from ..helpers import Server, wait_task
 from .conftest import keep, sign_in, text_of
@@ -18,7 +21,7 @@ from .conftest import keep, sign_in, text_of
 
 def _click(browser, selector: str) -> None:
     browser.wait_for(f"document.querySelector({json.dumps(selector)}) !== null")
-    browser.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
+    browser.click(selector)
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +42,8 @@ def test_a_file_uploaded_from_the_page_becomes_an_ami(server, disks, browser, tm
     sign_in(browser)
     browser.wait_for("document.body.dataset.loaded === 'yes'")
     browser.set_files("#import-file", source)
-    browser.evaluate("""document.getElementById('import-bucket').value = 'console-uploads';
-                        document.getElementById('import-form').requestSubmit();""")
+    browser.type("#import-bucket", "console-uploads")
+    browser.click("#import-form button[type=submit]")
     browser.wait_for("document.getElementById('upload-status').textContent.includes('started')",
                      timeout=120)
     assert text_of(browser, "import-error") == ""
@@ -153,6 +156,15 @@ def test_a_completed_tasks_detail_shows_the_ami_and_a_block_map(server, imported
     assert "/dev/sda1" in devices and snapshot_id in devices
     detail = text_of(browser, "detail")
     assert "VMDK" in detail and "s3://console-actions/disk.vmdk" in detail
+    # How many of the disk's blocks were shared with blocks stored already, as the API says.
+    session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test",
+                            region_name="us-east-1")
+    add_own_models(session._session)
+    shared = session.client("vmimport", endpoint_url=server.endpoint).describe_import_task_detail(
+        ImportTaskId=task_id)["Disks"][0]["SharedBlocks"]
+    stored = len(server.client("ebs").list_snapshot_blocks(
+        SnapshotId=snapshot_id, MaxResults=10000)["Blocks"])
+    assert "blocks shared" in detail and f"{shared} of {stored} (" in detail
     # A completed task offers no cancel.
     assert browser.evaluate("document.getElementById('cancel-task')") is None
     shot = tmp_path / "console-task.png"
@@ -176,9 +188,9 @@ def test_an_ami_is_exported_and_downloaded_by_its_link(server, imported, browser
     browser.goto(server.endpoint + "/console/")
     sign_in(browser)
     _click(browser, f"button.export[data-image='{image_id}']")
-    browser.evaluate("""document.getElementById('export-format').value = 'VHD';
-                        document.getElementById('export-bucket').value = 'console-exports';
-                        document.getElementById('export-form').requestSubmit();""")
+    browser.choose("#export-format", "VHD")
+    browser.type("#export-bucket", "console-exports")
+    browser.click("#export-form button[type=submit]")
     browser.wait_for("document.getElementById('detail-status')?.textContent"
                      ".startsWith('completed')", timeout=240)
     assert text_of(browser, "export-error") == ""

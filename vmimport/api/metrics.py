@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from vmimport.blockstore.manifest import BLOCK_SIZE
 from vmimport.db.models import ExportTask, ImportTask, Job, Snapshot, TaskDisk
 from vmimport.db.session import Database
 
@@ -47,6 +48,9 @@ class DatabaseCollector:
         snapshots = GaugeMetricFamily("vmimport_snapshot_bytes", "Snapshots' guest bytes "
                                       "(virtual) and the bytes of blocks they hold (stored, "
                                       "before deduplication across snapshots)", labels=["kind"])
+        blocks = GaugeMetricFamily("vmimport_snapshot_blocks", "Snapshots' 512 KiB blocks: "
+                                   "all they hold (stored), and those their writes found "
+                                   "stored already and shared (deduplicated)", labels=["kind"])
         now = datetime.now(timezone.utc)
         with self.db.read() as session:
             for kind, state, count in session.execute(
@@ -71,7 +75,10 @@ class DatabaseCollector:
                        func.coalesce(func.sum(Snapshot.stored_bytes), 0))).one()
             snapshots.add_metric(["virtual"], float(virtual))
             snapshots.add_metric(["stored"], float(stored))
-        yield from (tasks, jobs, leases, imported, snapshots)
+            blocks.add_metric(["stored"], float(stored // BLOCK_SIZE))
+            blocks.add_metric(["shared"], float(session.scalar(
+                select(func.coalesce(func.sum(Snapshot.shared_blocks), 0))) or 0))
+        yield from (tasks, jobs, leases, imported, snapshots, blocks)
 
 
 class Metrics:

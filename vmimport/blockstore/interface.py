@@ -55,6 +55,8 @@ class PackSink(Protocol):
     """Where one write (a volume, a re-sealed copy) stores its blocks. A context manager: on
     success the blocks become readable by the refs returned; on an exception all are dropped."""
 
+    blocks_written: int  # blocks this write stored itself (the others it was given were shared)
+
     def put_blocks(self, blocks: list[list[tuple[int, memoryview]]]) -> list[BlockRef]:
         """Store 512 KiB blocks given as pieces [(offset within the block, data)], zeros
         elsewhere; a block stored already (same bytes) may be shared instead of written."""

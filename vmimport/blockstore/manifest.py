@@ -65,6 +65,10 @@ class Manifest:
     blocks: dict[int, BlockRef] = field(default_factory=dict)
     block_size: int = BLOCK_SIZE
     encryption: ManifestEncryption | None = None
+    # Of ``blocks``, how many the write that made this manifest found stored already (in
+    # another snapshot, or earlier in the same disk) and shared instead of writing them. Known
+    # only to that write (None when read back): it goes into the snapshot's row, not the file.
+    shared_blocks: int | None = field(default=None, compare=False)
 
     @property
     def block_count(self) -> int:

@@ -73,6 +73,7 @@ class ObjectPackWriter(FinishedOnSuccess):
         self._open = True
         self._uploads: dict[int, _PackUpload] = {}  # by writing thread
         self._completed: list[str] = []  # packs this write finished (rolled over) already
+        self.blocks_written = 0
         self._senders = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="pack-upload")
 
     def put_blocks(self, blocks: list[list[tuple[int, memoryview]]]) -> list[BlockRef]:
@@ -80,11 +81,13 @@ class ObjectPackWriter(FinishedOnSuccess):
         self._renew_holds()
         if not self._dedup:
             upload = self._upload()
+            self._count_written(len(blocks))
             return [upload.append(pieces, BLOCK_SIZE) for pieces in blocks]
         digests = [digest_pieces(pieces) for pieces in blocks]
         refs = self._reuse(digests, blocks)
         new = [n for n, ref in enumerate(refs) if ref is None]
         if new:
+            self._count_written(len(new))
             upload = self._upload()
             for n in new:
                 refs[n] = ref = upload.append(blocks[n], BLOCK_SIZE, digests[n])
@@ -142,8 +145,13 @@ class ObjectPackWriter(FinishedOnSuccess):
                 f"pack(s) {', '.join(sorted(shared - held))} this write reuses blocks of were "
                 f"collected from {self._location} while it ran (hold older than gc's grace)")
 
+    def _count_written(self, blocks: int) -> None:
+        with self._lock:
+            self.blocks_written += blocks
+
     def put(self, data) -> BlockRef:
         """Store one sealed block as it is."""
+        self._count_written(1)
         return self._upload().append([(0, memoryview(data).cast("B"))], len(data))
 
     def _upload(self) -> "_PackUpload":

@@ -118,6 +118,7 @@ class PackWriter(FinishedOnSuccess):
         self._flushed: set[str] = set()  # ... of those, the ones whose bytes are in the file
         self._partials: dict[str, Path] = {}  # this write's packs, by name: where they are now
         self._packs_seen: set[str] = set()  # other packs found on disk (gc waits for imports)
+        self.blocks_written = 0
 
     def put_blocks(self, blocks: list[list[tuple[int, memoryview]]]) -> list[BlockRef]:
         """Store 512 KiB blocks, each given as pieces [(offset within the block, data)],
@@ -231,6 +232,8 @@ class PackWriter(FinishedOnSuccess):
         return {digest: ref for digest, ref in found.items() if ref.pack in self._packs_seen}
 
     def _reserve(self, digest: str, length: int) -> BlockRef:
+        """A new block's place in this thread's pack (call with the lock held)."""
+        self.blocks_written += 1
         file = self._file()
         ref = BlockRef(digest, file.name, file.end, length)
         file.end += -(-length // ALIGN) * ALIGN

@@ -91,6 +91,7 @@ def write_snapshot(store: BlockStore, size_bytes: int, extents: Iterable[tuple[i
             on_progress(size_bytes)
         while pending:
             manifest.blocks.update(pending.popleft().result())
+    manifest.shared_blocks = len(manifest.blocks) - pack.blocks_written
     return manifest
 
 
@@ -192,4 +193,5 @@ def reseal_snapshot(store: BlockStore, manifest: Manifest, source_cipher: BlockC
             out.blocks[index] = pack.put(cipher.seal_block(index, data))
             if on_progress is not None:
                 on_progress(min(manifest.size_bytes, (index + 1) * manifest.block_size))
+    out.shared_blocks = 0
     return out

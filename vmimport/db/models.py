@@ -210,6 +210,9 @@ class Snapshot(Base):
     volume_size: Mapped[int] = mapped_column(Integer)      # GiB, rounded up, as EBS shows it
     size_bytes: Mapped[int] = mapped_column(BigInteger)    # the guest disk's exact size
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Of its stored blocks, those its write found stored already and shared (deduplicated):
+    # in other snapshots, or earlier in the same disk. None: written before it was counted.
+    shared_blocks: Mapped[int | None] = mapped_column(Integer)
     encrypted: Mapped[bool] = mapped_column(Boolean, default=False)
     kms_key_id: Mapped[str | None] = mapped_column(String(256))
     source_task_id: Mapped[str | None] = mapped_column(String(32))

@@ -8,6 +8,8 @@ Key failures are ``snapshot_keys.SnapshotKeyError``s; ``run_import`` turns them 
 
 from __future__ import annotations
 
+import dataclasses
+
 from sqlalchemy import update
 
 from vmimport.blockstore.interface import BlockStore
@@ -52,7 +54,7 @@ def copy_source_snapshot(db: Database, settings: Settings, store: BlockStore,
     Plaintext to plaintext shares the blocks; anything involving encryption re-seals every
     block under the new snapshot's data key (an encrypted block is bound to its snapshot)."""
     if manifest.encryption is None and sealing is None:
-        return manifest
+        return dataclasses.replace(manifest, shared_blocks=len(manifest.blocks))
     if manifest.encryption is not None and sealing is None:
         raise ImportFailure(f"the snapshot {source.id} is encrypted (KMS key "
                             f"{source.kms_key_id}); a copy of it must be encrypted too: import "

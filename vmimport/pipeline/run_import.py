@@ -252,8 +252,9 @@ def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, key: 
                 store, size, _tallied(guest.deferred_extents(), data),
                 on_progress=lambda done: reporter.converting(disk, done, size, data[0]),
                 cipher=sealing and sealing.cipher, encryption=sealing and sealing.record)
-            log.info("task %s: %s volume %d stored in %.3fs (%d blocks)", task.id, fmt,
-                     disk.position + 1, time.monotonic() - started, len(manifest.blocks))
+            log.info("task %s: %s volume %d stored in %.3fs (%d blocks, %d of them shared "
+                     "with blocks stored already)", task.id, fmt, disk.position + 1,
+                     time.monotonic() - started, len(manifest.blocks), manifest.shared_blocks)
         finally:
             source.close()
     reporter.check()
@@ -268,6 +269,7 @@ def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, key: 
             description=f"Created by AWS-VMImport service for {task.id}",
             state="completed", volume_size=max(1, -(-size // GIB)), size_bytes=size,
             stored_bytes=len(manifest.blocks) * manifest.block_size,
+            shared_blocks=manifest.shared_blocks,
             encrypted=bool(task.encrypted), kms_key_id=task.kms_key_id if task.encrypted else None,
             source_task_id=task.id, started_at=now, completed_at=now))
         row = session.get(TaskDisk, disk.id)

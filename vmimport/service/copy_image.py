@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from vmimport.blockstore.manifest import BLOCK_SIZE
 from vmimport.db.ids import new_id
 from vmimport.db.models import BlockDeviceMapping, Image, Snapshot
 from vmimport.jobs import queue
@@ -143,6 +144,8 @@ def _record_copy(session, ctx: Context, params: dict, name: str, source: Image,
             state="completed" if state == "available" else "pending",
             volume_size=snapshot.volume_size, size_bytes=snapshot.size_bytes,
             stored_bytes=snapshot.stored_bytes, encrypted=encrypted,
+            # a plaintext copy is the source's manifest; an encrypted one re-seals every block
+            shared_blocks=0 if encrypted else snapshot.stored_bytes // BLOCK_SIZE,
             kms_key_id=volume.key_arn, source_snapshot_id=snapshot.id, started_at=now,
             completed_at=now if state == "available" else None))
         copy.mappings.append(BlockDeviceMapping(

@@ -53,5 +53,5 @@ def _disk(number: int, disk, snapshot: Snapshot | None) -> dict:
              "StatusMessage": disk.status_message, "SnapshotId": disk.snapshot_id}
     if snapshot is not None:
         found.update(VirtualSize=snapshot.size_bytes, StoredBytes=snapshot.stored_bytes,
-                     Encrypted=snapshot.encrypted)
+                     SharedBlocks=snapshot.shared_blocks, Encrypted=snapshot.encrypted)
     return found

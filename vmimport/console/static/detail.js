@@ -63,14 +63,24 @@ const Detail = (() => {
   }
 
   function disks(list) {
-    return table(["#", "source", "format found", "image size", "disk size", "stored", "status", "snapshot"],
+    return table(["#", "source", "format found", "image size", "disk size", "stored", "blocks shared",
+                  "status", "snapshot"],
       list.map((d) => [d.DiskNumber, d.Source, d.Format || "", bytes(d.DiskImageSize),
                        d.VirtualSize ? bytes(d.VirtualSize) : "", d.StoredBytes ? bytes(d.StoredBytes) : "",
+                       shared(d),
                        [d.Status, d.StatusMessage].filter(Boolean).join(": "),
                        d.SnapshotId ? BlockMap.opener(d.SnapshotId) : ""]), "No disks.");
   }
 
-  // The AMI's block devices as DescribeImages lists them.
+  // Of a disk's stored 512 KiB blocks, those found stored already when it was written (in
+  // other snapshots, or earlier in the same disk), shared instead of written again.
+  function shared(d) {
+    if (d.SharedBlocks === undefined || d.SharedBlocks === null || !d.StoredBytes) return "";
+    const blocks = Math.round(d.StoredBytes / 524288);
+    return `${d.SharedBlocks} of ${blocks} (${Math.round((100 * d.SharedBlocks) / blocks)} %)`;
+  }
+
+    // The AMI's block devices as DescribeImages lists them.
   function blockDevices(image) {
     const box = table(["device", "snapshot", "size"], Api.items(image, "blockDeviceMapping").map(
       (m) => [field(m, "deviceName"), field(m, "ebs/snapshotId"),
