@@ -273,6 +273,7 @@ class Timed(NamedTuple):
     seconds: float  # wall
     peak_rss: int  # bytes
     cpu: float  # user + system seconds
+    system: float = 0.0  # of which system (kernel) seconds
 
 
 def timed_command(args: list[str]) -> Timed:
@@ -297,4 +298,4 @@ def timed_command(args: list[str]) -> Timed:
             err.seek(0)
             raise RuntimeError(f"{' '.join(args)} failed: "
                                f"{err.read().decode(errors='replace').strip()}")
-    return Timed(seconds, peak, usage.ru_utime + usage.ru_stime)
+    return Timed(seconds, peak, usage.ru_utime + usage.ru_stime, usage.ru_stime)
