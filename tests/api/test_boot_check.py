@@ -83,10 +83,11 @@ def boot_results(boot_server, boot_cache):
 
 
 @pytest.mark.parametrize("name", ["boot-bios", "boot-uefi"])
-def test_a_bootable_image_passes_booting_and_says_so(boot_results, name):
+def test_a_bootable_image_passes_booting_and_says_so(boot_server, boot_results, name):
     ec2, results = boot_results
     task, seen = results[name]
-    assert task["Status"] == "completed", task.get("StatusMessage")
+    # On failure, the server's log says why (a ServerError names only the job).
+    assert task["Status"] == "completed", (task.get("StatusMessage"), boot_server.log_tail(80))
     assert "booting" in seen, seen  # "booted" and "preparing ami" last too little to poll
     assert task["BootMode"] == ("uefi" if name == "boot-uefi" else "legacy-bios")
     image = ec2.describe_images(ImageIds=[task["ImageId"]])["Images"][0]

@@ -14,6 +14,8 @@ from pathlib import Path
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import (ElementClickInterceptedException,
+                                        NoSuchElementException, StaleElementReferenceException)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 
@@ -60,8 +62,20 @@ class Browser:
         field.clear()
         field.send_keys(text)
 
-    def click(self, selector: str) -> None:
-        self.driver.find_element(By.CSS_SELECTOR, selector).click()
+    def click(self, selector: str, timeout: float = 30) -> None:
+        """Click the element, as a person would: the console redraws parts of the page while
+        data arrives, so the element found may be replaced (stale) before the click lands; a
+        person would click the new one, and so does this."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.driver.find_element(By.CSS_SELECTOR, selector).click()
+                return
+            except (StaleElementReferenceException, NoSuchElementException,
+                    ElementClickInterceptedException):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def choose(self, selector: str, option: str) -> None:
         """Pick the option a person sees as ``option`` in a <select>."""
