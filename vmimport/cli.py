@@ -151,12 +151,12 @@ class WorkerProcess:
     def _supervise(self) -> None:
         while not self._stopping.is_set():
             code = self.proc.wait()
-            if self._stopping.is_set():
-                return
-            logging.getLogger("vmimport").error(
-                "worker process %d exited with %s; starting another in 1 s", self.proc.pid, code)
+            # A signal to the whole process group (Ctrl-C, ``kill -- -PGID``) reaches the
+            # worker first; the server is stopping then, and says so within the second.
             if self._stopping.wait(1.0):
                 return
+            logging.getLogger("vmimport").error(
+                "worker process %d exited with %s; started another", self.proc.pid, code)
             self._spawn()
 
     def stop(self, timeout: float = 20.0) -> None:

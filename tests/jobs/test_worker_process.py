@@ -59,7 +59,7 @@ def test_a_dead_worker_process_is_replaced(slow_polling):
     while not (replaced := [p for p in _worker_processes(srv, 1) if p.pid != worker.pid]):
         assert time.monotonic() < deadline, srv.log_tail()
         time.sleep(0.2)
-    assert "exited with -9; starting another" in srv.log_tail(200)
+    assert "exited with -9; started another" in srv.log_tail(200)
     time.sleep(2)  # let the new one get to sleep on its pipe
     task = wait_task(srv.client(), _import(srv), timeout=60)
     assert task["Status"] == "completed", task
