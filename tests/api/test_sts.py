@@ -16,6 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from sqlalchemy import update
 
+from vmimport.api.models import add_own_models
 from vmimport.db.models import TemporaryCredential
 from vmimport.db.session import Database
 
@@ -127,6 +128,44 @@ def test_assumed_role_is_bound_by_its_policies(server, ec2):
                  DurationSeconds=7200)["Code"] == "ValidationError"
     assert error(other_sts.assume_role, RoleArn=role_arn, RoleSessionName="s1",
                  Policy="{}")["Code"] == "ValidationError"
+
+
+def _vmimport(server, credentials: dict | None = None):
+    """A boto3 client of vmimport's own calls, signing with ``credentials`` (temporary) or
+    with the default long-term key."""
+    session = boto3.Session(region_name="us-east-1", **({
+        "aws_access_key_id": credentials["AccessKeyId"],
+        "aws_secret_access_key": credentials["SecretAccessKey"],
+        "aws_session_token": credentials["SessionToken"]} if credentials else {
+        "aws_access_key_id": "test", "aws_secret_access_key": "test"}))
+    add_own_models(session._session)
+    return session.client("vmimport", endpoint_url=server.endpoint, config=NO_RETRIES)
+
+
+def test_end_session_forgets_temporary_credentials_at_once(server):
+    # A Describe*-only key's session may end itself (no permission needed to sign out).
+    session = server.client("sts", "READONLY", "readonlysecret").get_session_token(
+        DurationSeconds=900)["Credentials"]
+    role = server.client("sts").assume_role(
+        RoleArn=make_role(server, OWNER, ["ec2:Describe*"]), RoleSessionName="leaving")[
+        "Credentials"]
+    other = server.client("sts").get_session_token()["Credentials"]
+    for credentials in (session, role):
+        ec2 = client(server, "ec2", credentials)
+        ec2.describe_images(Owners=["self"])
+        assert _vmimport(server, credentials).end_session()["AccessKeyId"] == \
+            credentials["AccessKeyId"]
+        assert error(ec2.describe_images)["Code"] == "AuthFailure"
+        assert error(client(server, "sts", credentials).get_caller_identity)[
+            "Code"] == "InvalidClientTokenId"
+        assert error(_vmimport(server, credentials).end_session)["Code"] == \
+            "UnrecognizedClientException"
+    # Only the signing session ends; a long-term key is not ended this way.
+    assert client(server, "sts", other).get_caller_identity()["Account"] == OWNER
+    refused = error(_vmimport(server).end_session)
+    assert refused["Code"] == "ValidationException" and "long-term key test" in \
+        refused["Message"]
+    assert server.client("sts").get_caller_identity()["Account"] == OWNER
 
 
 def test_expired_credentials_are_refused(server):

@@ -1,12 +1,16 @@
 """The console in a real browser (Debian's headless Chromium) against a live server: sign in
 with a key, see an imported AMI, its snapshot and task listed; a wrong secret is refused;
-signing out forgets the key. Screenshots are kept in the test's tmp dir (and copied to
+signing out forgets the key and ends its session on the server. Screenshots are kept in the test's tmp dir (and copied to
 $VMIMPORT_TEST_SCREENSHOTS if set) for a person to look at."""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
 
 from ..helpers import wait_task
 from .conftest import keep, sign_in
@@ -43,6 +47,12 @@ def test_signed_in_console_lists_an_imported_ami(server, ec2, disks, browser, tm
     browser.click("#sign-out")
     browser.wait_for("!document.getElementById('sign-in').hidden")
     assert browser.evaluate("sessionStorage.length") == 0
+    # Signed out is ended on the server too: the credentials the page held no longer work.
+    with pytest.raises(ClientError) as refused:
+        boto3.client("ec2", endpoint_url=server.endpoint, region_name="us-east-1",
+                     aws_access_key_id=kept["accessKey"], aws_secret_access_key=kept["secretKey"],
+                     aws_session_token=kept["sessionToken"]).describe_images(Owners=["self"])
+    assert refused.value.response["Error"]["Code"] == "AuthFailure"
 
 
 def test_wrong_secret_is_refused_and_forgotten(server, browser):

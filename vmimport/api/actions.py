@@ -105,4 +105,5 @@ S3_ACTIONS = {
 # vmimport's own calls (api/service_models/vmimport): what EC2's shapes have no room for.
 VMIMPORT_ACTIONS = {
     "DescribeImportTaskDetail": task_detail.describe_import_task_detail,
+    "EndSession": sts.end_session,
 }

@@ -63,8 +63,10 @@ _SIGV2_QUERY = re.compile(r"(?:^|&)AWSAccessKeyId=")
 # IAM is a global service: clients sign it for us-east-1 whatever region they use (STS too,
 # when a client uses its global endpoint).
 _GLOBAL_SERVICES = {"iam": "us-east-1", "sts": "us-east-1"}
-# Actions every caller may take whatever its rights, as on AWS.
-_ALWAYS_ALLOWED = {("sts", "GetCallerIdentity"), ("sts", "GetSessionToken")}
+# Actions every caller may take whatever its rights, as on AWS (and ending one's own session:
+# a Describe*-only key may sign out too).
+_ALWAYS_ALLOWED = {("sts", "GetCallerIdentity"), ("sts", "GetSessionToken"),
+                   ("vmimport", "EndSession")}
 
 
 class Api:

@@ -131,6 +131,20 @@ def get_session_token(ctx: Context, params: dict) -> dict:
     return {"Credentials": credentials}
 
 
+def end_session(ctx: Context, params: dict) -> dict:
+    """vmimport's ``EndSession``: forget the temporary credentials that signed the call, so
+    a signed-out console's key (or a leaked one) stops working before it expires."""
+    if not ctx.caller.temporary:
+        raise ApiError("ValidationException", "EndSession ends temporary credentials (from "
+                       "GetSessionToken or AssumeRole); this call was signed with the long-term "
+                       f"key {ctx.caller.access_key}, which only the configuration removes")
+    with ctx.db.write() as session:
+        session.execute(delete(TemporaryCredential).where(
+            TemporaryCredential.access_key_id == ctx.caller.access_key))
+    log.info("temporary credentials %s ended by their holder", ctx.caller.access_key)
+    return {"AccessKeyId": ctx.caller.access_key}
+
+
 def assume_role(ctx: Context, params: dict) -> dict:
     caller = ctx.caller
     for name in _UNSUPPORTED:

@@ -108,7 +108,7 @@ const Console = (() => {
       $("sign-in-error").textContent = "";
       show();
     });
-    $("sign-out").addEventListener("click", () => { Api.forget(); show(); });
+    $("sign-out").addEventListener("click", async () => { await Api.signOut(); show(); });
     Api.whenSessionEnds((why) => { show(); $("sign-in-error").textContent = why; });
     Upload.init();
     Exports.init();
