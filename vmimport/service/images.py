@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 
 from vmimport.db.models import BlockDeviceMapping, DeregisteredImage, Image, Snapshot
 
@@ -92,14 +92,13 @@ def _image_attributes(image: Image, name: str):
     return simple.get(name)
 
 
-def _listed_as_deprecated(params: dict, account_id: str):
+def _listed_as_deprecated(params: dict, account_id: str) -> list:
     """EC2 leaves other accounts' deprecated images out unless IncludeDeprecated or ImageIds
-    asks for them; an owner always sees its own."""
+    asks for them; an owner always sees its own. (A clause for the query, if any.)"""
     if params.get("IncludeDeprecated") or params.get("ImageIds"):
-        return None
-    now = datetime.now(timezone.utc)
-    return lambda image: (image.account_id == account_id or image.deprecation_time is None
-                          or image.deprecation_time > now)
+        return []
+    return [or_(Image.account_id == account_id, Image.deprecation_time.is_(None),
+                Image.deprecation_time > datetime.now(timezone.utc))]
 
 
 def describe_images(ctx: Context, params: dict) -> dict:
@@ -110,8 +109,10 @@ def describe_images(ctx: Context, params: dict) -> dict:
         attributes=_image_attributes, result_key="Images",
         render=lambda session, image, tags: _render_image(image, tags),
         scope=sharing.visible_images(ctx.account_id),
+        where=_listed_as_deprecated(params, ctx.account_id),
+        narrow_sql=None if params.get("ExecutableUsers") else sharing.owners_clauses(
+            Image, params.get("Owners"), ctx.account_id),
         narrow=sharing.both(
-            _listed_as_deprecated(params, ctx.account_id),
             sharing.owners_predicate(params.get("Owners"), ctx.account_id),
             sharing.users_predicate(params.get("ExecutableUsers"), ctx.account_id,
                                     lambda image: image.launch_permissions)))
@@ -214,6 +215,8 @@ def describe_snapshots(ctx: Context, params: dict) -> dict:
         attributes=_snapshot_attributes, result_key="Snapshots",
         render=lambda session, snapshot, tags: _render_snapshot(snapshot, tags),
         scope=sharing.visible_snapshots(ctx.account_id), page_bounds=(5, 1000),
+        narrow_sql=None if params.get("RestorableByUserIds") else sharing.owners_clauses(
+            Snapshot, params.get("OwnerIds"), ctx.account_id),
         narrow=sharing.both(
             sharing.owners_predicate(params.get("OwnerIds"), ctx.account_id),
             sharing.users_predicate(params.get("RestorableByUserIds"), ctx.account_id,

@@ -7,7 +7,7 @@ import base64
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from .errors import ApiError
 from .globs import FilterValues
@@ -83,10 +83,10 @@ def filter_items(items: Iterable[T], filters: list[tuple[str, FilterValues]],
     return items
 
 
-def paginate(items: list[T], max_results: int | None, next_token: str | None,
-             min_results: int = 1, max_allowed: int = 1000) -> tuple[list[T], str | None]:
-    """Slice ``items`` (already in a stable order) for one page; the token is the offset of
-    the next page, opaque to clients."""
+def page_window(max_results: int | None, next_token: str | None, min_results: int = 1,
+                max_allowed: int = 1000) -> int:
+    """Where the page starts (the token is the offset of the next page, opaque to clients);
+    MaxResults checked against the call's bounds."""
     start = 0
     if next_token:
         try:
@@ -95,16 +95,25 @@ def paginate(items: list[T], max_results: int | None, next_token: str | None,
                 raise ValueError
         except (ValueError, UnicodeDecodeError):
             raise ApiError("InvalidNextToken", "The specified NextToken is not valid") from None
-    if max_results is None:
-        return items[start:], None
-    if not min_results <= max_results <= max_allowed:
+    if max_results is not None and not min_results <= max_results <= max_allowed:
         raise ApiError("InvalidParameterValue",
                        f"Value ({max_results}) for parameter maxResults is invalid. "
                        f"Expecting a value between {min_results} and {max_allowed}.")
-    page = items[start:start + max_results]
+    return start
+
+
+def next_token_at(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{offset}".encode()).decode()
+
+
+def paginate(items: list[T], max_results: int | None, next_token: str | None,
+             min_results: int = 1, max_allowed: int = 1000) -> tuple[list[T], str | None]:
+    """Slice ``items`` (already in a stable order) for one page."""
+    start = page_window(max_results, next_token, min_results, max_allowed)
+    if max_results is None:
+        return items[start:], None
     end = start + max_results
-    token = base64.urlsafe_b64encode(f"o:{end}".encode()).decode() if end < len(items) else None
-    return page, token
+    return items[start:end], next_token_at(end) if end < len(items) else None
 
 
 def bool_str(value: bool | None) -> str | None:
@@ -112,22 +121,29 @@ def bool_str(value: bool | None) -> str | None:
 
 
 def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found,
-                   attributes, render, result_key: str, where=(), visible=None,
-                   page_bounds: tuple[int, int] = (1, 1000), scope=None, narrow=None) -> dict:
+                   attributes, render, result_key: str, where=(),
+                   page_bounds: tuple[int, int] = (1, 1000), scope=None, narrow=None,
+                   narrow_sql=None) -> dict:
     """The body of every Describe* call: the caller's rows of ``model`` (or those of the
     ``scope`` clause: shared ones too), optionally only ``ids`` (unknown ones refused with
     ``not_found(unknown_ids)``), filtered, paged and rendered with the caller's tags.
-    ``visible(row)`` hides rows (e.g. old tasks) as if they did not exist; ``narrow(row)``
+    ``where`` hides rows (e.g. old tasks) as if they did not exist; ``narrow(row)``
     (Owner.N, ExecutableBy.N) keeps rows after the ids were checked, so an id it drops is no
-    error."""
+    error; ``narrow_sql``, when given, is the same choice as SQL clauses."""
     filters = check_bounds(params)
     with ctx.db.read() as session:
         scope = model.account_id == ctx.account_id if scope is None else scope
         query = select(model).where(scope, *where)
+        max_results = params.get("MaxResults")
+        if (not ids and not filters and max_results is not None
+                and (narrow is None or narrow_sql is not None)):
+            # A page of a plain listing (what clients paging through everything send): cut
+            # by the database, so a call costs its page, not every row the account has.
+            return _describe_page(ctx, session, params, query.where(*(narrow_sql or ())),
+                                  model, render, result_key, page_bounds)
         if ids:
             query = query.where(model.id.in_(ids))
-        rows = [r for r in session.scalars(query.order_by(model.id))
-                if visible is None or visible(r)]
+        rows = list(session.scalars(query.order_by(model.id)))
         rows.sort(key=_creation_order)
         if ids:
             found = {r.id for r in rows}
@@ -138,11 +154,27 @@ def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found
             rows = [r for r in rows if narrow(r)]
         tags = tags_for(session, ctx.account_id, [r.id for r in rows])
         rows = filter_items(rows, filters, attributes, lambda r: tags.get(r.id, {}))
-        page, token = paginate(rows, params.get("MaxResults"), params.get("NextToken"),
-                               *page_bounds)
+        page, token = paginate(rows, max_results, params.get("NextToken"), *page_bounds)
         result = {result_key: [render(session, r, tags.get(r.id, {})) for r in page]}
     if token:
         result["NextToken"] = token
+    return result
+
+
+def _describe_page(ctx, session, params: dict, query, model, render, result_key: str,
+                   page_bounds: tuple[int, int]) -> dict:
+    """One page in the order of ``_creation_order``, read with OFFSET/LIMIT (one row more
+    than the page tells whether another follows); tokens as ``paginate`` makes them."""
+    max_results = params["MaxResults"]
+    start = page_window(max_results, params.get("NextToken"), *page_bounds)
+    created = model.created_at if hasattr(model, "created_at") else model.started_at
+    rows = list(session.scalars(query.order_by(created, model.id)
+                                .offset(start).limit(max_results + 1)))
+    page = rows[:max_results]
+    tags = tags_for(session, ctx.account_id, [r.id for r in page])
+    result = {result_key: [render(session, r, tags.get(r.id, {})) for r in page]}
+    if len(rows) > max_results:
+        result["NextToken"] = next_token_at(start + max_results)
     return result
 
 
@@ -161,8 +193,8 @@ def describe_tasks(ctx, params: dict, *, model, ids: list[str] | None, not_found
         return ApiError(not_found_code, f"The {noun} id '{missing_ids[0]}' does not exist (or "
                         f"finished more than {days:g} days ago)")
 
+    recent = or_(model.finished_at.is_(None), model.finished_at >= horizon)
     return describe_owned(
-        ctx, params, model=model, ids=ids, not_found=unknown, where=where,
-        visible=lambda t: t.finished_at is None or t.finished_at >= horizon,
+        ctx, params, model=model, ids=ids, not_found=unknown, where=(*where, recent),
         attributes=lambda t, name: [t.status] if name == "task-state" else None,
         render=render, result_key=result_key, page_bounds=(1, 500))

@@ -58,8 +58,17 @@ def owners_predicate(owners: list[str] | None, account_id: str):
     own nothing on this server."""
     if not owners:
         return None
-    wanted = {account_id if o == "self" else o for o in owners}
+    wanted = _owner_ids(owners, account_id)
     return lambda row: row.account_id in wanted
+
+
+def owners_clauses(model, owners: list[str] | None, account_id: str) -> list:
+    """``owners_predicate`` as SQL clauses on ``model`` (none when there are no owners)."""
+    return [model.account_id.in_(_owner_ids(owners, account_id))] if owners else []
+
+
+def _owner_ids(owners: list[str], account_id: str) -> set[str]:
+    return {account_id if o == "self" else o for o in owners}
 
 
 def users_predicate(users: list[str] | None, account_id: str, permissions_of):
