@@ -1,13 +1,15 @@
 """vmimport's benchmark: one command, every figure against a baseline measured in the same run.
 
-    python -m bench [--quick] [--only conversion,growth,export,api,api_abuse,inspection]
+    python -m bench [--quick] [--only conversion,growth,export,api,api_abuse,inspection,s3,boot]
                     [--formats raw,vmdk-stream]
                     [--runs N] [--out bench/results/latest.json] [--markdown BENCHMARKS.md]
 
 Sections (issue 6): conversion (ImportImage end to end vs ``qemu-img convert -O raw``), growth
 (4 GiB -> 64 GiB -> 1 TiB virtual with the same data), export (ExportImage as VMDK, VHD, RAW
-vs ``qemu-img convert -f raw -O vmdk/vpc/raw``), api (signed Describe* under 32
-connections with wrk vs moto's server; ImportImage latency while 4 imports convert), api_abuse
+vs ``qemu-img convert -f raw -O vmdk/vpc/raw``), api (signed Describe* and EBS reads under 32
+connections with wrk vs moto's server, on SQLite and PostgreSQL; pages of a database grown to
+100,000 tasks and images, and the API process's memory then; ImportImage latency while 4
+imports convert), api_abuse
 (a well-behaved client's DescribeImages latency while another key sends the worst requests the
 limits allow, against the same client alone), s3 (``aws s3 cp`` up and down through vmimport
 against SeaweedFS on this machine), inspection
@@ -17,9 +19,11 @@ against SeaweedFS on this machine), inspection
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="cancel a growth import after this many seconds (default 120, quick 30)")
     p.add_argument("--api-seconds", type=float, help="seconds per load test (default 10)")
     p.add_argument("--api-tasks", type=int, help="import tasks in the database (default 100)")
+    p.add_argument("--api-databases", default="sqlite,postgresql",
+                   help="api: the databases to run it on, each with its own server "
+                        "(default sqlite,postgresql; PostgreSQL is started by scripts/postgres)")
+    p.add_argument("--api-scales", help="api: tasks and images the database is grown to for the "
+                   "paged listings and the memory row (default 1000,100000; --quick 1000,10000; "
+                   "'' for none)")
     p.add_argument("--import-calls", type=int,
                    help="ImportImage calls timed while 4 imports convert (default 100)")
     p.add_argument("--abuse-connections", type=int, default=4,
@@ -97,6 +107,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.growth_timeout = args.growth_timeout or (10 if args.tiny else 30 if quick else 120)
     args.api_seconds = args.api_seconds or (1 if args.tiny else 5 if quick else 10)
     args.api_tasks = args.api_tasks if args.api_tasks is not None else (5 if args.tiny else 100)
+    args.api_database_names = [d for d in args.api_databases.split(",") if d]
+    if set(args.api_database_names) - {"sqlite", "postgresql"}:
+        p.error("--api-databases: choose from sqlite, postgresql")
+    scales = args.api_scales if args.api_scales is not None else (
+        "" if args.tiny else "1000,10000" if quick else "1000,100000")
+    args.api_scale_list = [int(n) for n in scales.split(",") if n]
     args.import_calls = (args.import_calls if args.import_calls is not None
                          else 5 if args.tiny else 30 if quick else 100)
     args.abuse_rounds = args.abuse_rounds or (1 if args.tiny else 2 if quick else 3)
@@ -123,6 +139,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 _T0 = time.perf_counter()
 
 
+@contextlib.contextmanager
+def _database(name: str, work: Path):
+    """The URL of the database the api section runs on: None for the server's own SQLite, or
+    a PostgreSQL server started for the run (stopped after)."""
+    if name == "sqlite":
+        yield None
+        return
+    script = ROOT / "scripts" / "postgres"
+    where = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    url = subprocess.run([str(script), str(where)], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    try:
+        yield url
+    finally:
+        subprocess.run([str(script), str(where), "stop"], check=False)
+        shutil.rmtree(where, ignore_errors=True)
+
+
 def log(message: str) -> None:
     print(f"[{time.perf_counter() - _T0:6.1f}s] {message}", flush=True)
 
@@ -141,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                               "seed": args.spec.seed},
                      "growth_sizes": args.growth_sizes, "growth_timeout": args.growth_timeout,
                      "api_seconds": args.api_seconds, "api_tasks": args.api_tasks,
+                     "api_databases": args.api_database_names,
+                     "api_scales": args.api_scale_list,
                      "server": "vmimport serve, default settings (a worker process with 2 threads; 4 for api)",
                      "poll_interval": 0.1},
     }
@@ -207,15 +243,23 @@ def main(argv: list[str] | None = None) -> int:
             big_fmt = FORMATS["vmdk-stream"] if support.get("vmdk-stream", {}).get(
                 "status", "supported") == "supported" else FORMATS["raw"]
             big = disks.render(base, big_fmt)
-            server = VmimportServer(work / "api-data", workers=4).start()
-            try:
-                results["api"] = run_api(server, client(server.endpoint), work, cache,
-                                         args.spec, big, big_fmt.declared, args.api_tasks,
-                                         args.api_seconds, args.import_calls, log,
-                                         args.out.parent if "api" in args.profile_names
-                                         else None)
-            finally:
-                server.stop()
+            results["api"] = []
+            moto = None
+            for database in args.api_database_names:
+                with _database(database, work) as url:
+                    server = VmimportServer(work / f"api-data-{database}", workers=4, env={
+                        "VMIMPORT_DATABASE_URL": url} if url else None).start()
+                    try:
+                        rows = run_api(server, client(server.endpoint), work, cache, args.spec,
+                                       big, big_fmt.declared, args.api_tasks, args.api_seconds,
+                                       args.import_calls, log,
+                                       args.out.parent if "api" in args.profile_names else None,
+                                       database=database, database_url=url,
+                                       scales=args.api_scale_list, moto=moto)
+                    finally:
+                        server.stop()
+                results["api"] += rows
+                moto = moto or next(r for r in rows if r["server"] == "moto")
         if "api_abuse" in args.sections:
             from .api_abuse import abuse_server, run_api_abuse
 

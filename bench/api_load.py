@@ -121,8 +121,14 @@ def percentile(values: list[float], p: float) -> float:
 
 def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.DiskSpec,
             big_image: Path | None, big_declared: str, tasks: int, seconds: float,
-            import_calls: int, log, profile_dir: Path | None = None) -> list[dict]:
-    """``profile_dir``: also run each Describe* load once more under py-spy."""
+            import_calls: int, log, profile_dir: Path | None = None, *,
+            database: str = "sqlite", database_url: str | None = None,
+            scales: list[int] = (), moto: dict | None = None) -> list[dict]:
+    """One database's rows: the Describe* calls on ``tasks`` imported tasks and AMIs; the
+    paged listings once the database holds each of ``scales`` tasks and images (copied rows:
+    ``api_rows``) and the API process's peak memory then; ImportImage while imports convert.
+    ``moto``: the baseline row measured already (by another database's run), else measured
+    here. ``profile_dir``: also run each Describe* load once more under py-spy."""
     rows: list[dict] = []
     tiny = disks.base_raw(cache / "api", disks.DiskSpec(
         virtual_size=40 * MiB, data_size=1 * MiB, fs_size=8 * MiB, seed=spec.seed))
@@ -137,54 +143,114 @@ def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.Di
         _wait_gone(ec2, task_id, timeout=600)
     described = ec2.describe_import_image_tasks(ImportTaskIds=ids)["ImportImageTasks"]
     images = [t["ImageId"] for t in described if t.get("ImageId")]
-    log(f"  {len(ids)} import tasks ({len(images)} AMIs) created in "
+    log(f"  [{database}] {len(ids)} import tasks ({len(images)} AMIs) created in "
         f"{time.perf_counter() - t0:.1f}s")
     some = images[:5]
+    snapshots = [d["SnapshotId"] for t in described if t.get("ImageId")
+                 for d in t.get("SnapshotDetails", []) if d.get("SnapshotId")][:5]
+    if some:
+        ec2.create_tags(Resources=some, Tags=[{"Key": "bench", "Value": "api"}])
 
-    # 2. moto's DescribeImages (the baseline)
-    moto = _moto_baseline(work, seconds, log)
-    if moto:
+    # 2. moto's DescribeImages (the baseline), once for every database
+    if moto is None:
+        moto = _moto_baseline(work, seconds, log)
         rows.append(moto)
-    base_rps = moto.get("rps") if moto and moto.get("status") == "measured" else None
+    base_rps = moto.get("rps") if moto.get("status") == "measured" else None
 
     # 3. vmimport under the same load
-    cases = [("DescribeImages", "describe_images", {"ImageIds": some} if some else {}),
-             ("DescribeImportImageTasks", "describe_import_image_tasks", {})]
-    for action, operation, params in cases:
-        url = presign(ec2, operation, params)
-        body = check_url(url)
-        result = load(url, seconds, pid=server.pid)
-        row = {"section": "api", "server": "vmimport", "action": action, **result,
-               "items_in_response": body.count(b"<item>"),
-               "params": {k: (len(v) if isinstance(v, list) else v) for k, v in params.items()},
-               "status": "measured"}
-        if base_rps:
-            row["baseline_rps"] = base_rps
-            row["ratio"] = round(row["rps"] / base_rps, 2)
-            row["rps_pass"] = row["ratio"] >= 20
-        row["p99_pass"] = row["p99_ms"] is not None and row["p99_ms"] < 50
-        rows.append(row)
-        log(f"  vmimport {action:25s} {row['rps']:8.1f} req/s  p99 {row['p99_ms']} ms  "
-            f"{row.get('cpu_ms_per_request')} CPU-ms/req  "
-            + (f"x{row['ratio']} of moto" if base_rps else "(no moto baseline)")
-            + (f"  non-2xx {row['non_2xx']}" if row["non_2xx"] else ""))
+    ebs = client(server.endpoint, "ebs")
+    cases = [("DescribeImages", ec2, "describe_images", {"ImageIds": some} if some else {}),
+             ("DescribeImportImageTasks", ec2, "describe_import_image_tasks", {}),
+             ("DescribeSnapshots", ec2, "describe_snapshots",
+              {"SnapshotIds": snapshots} if snapshots else {"OwnerIds": ["self"]}),
+             ("DescribeTags", ec2, "describe_tags", {})]
+    if snapshots:
+        listed = ebs.list_snapshot_blocks(SnapshotId=snapshots[0])
+        cases.append(("ListSnapshotBlocks", ebs, "list_snapshot_blocks",
+                      {"SnapshotId": snapshots[0]}))
+        if listed["Blocks"]:
+            block = listed["Blocks"][0]
+            cases.append(("GetSnapshotBlock", ebs, "get_snapshot_block", {
+                "SnapshotId": snapshots[0], "BlockIndex": block["BlockIndex"],
+                "BlockToken": block["BlockToken"]}))
+    measured = [_measure(server, case, seconds, base_rps, database, log) for case in cases]
+    rows += measured
 
     if profile_dir is not None:
         from .profile import PySpy, log_summary
 
-        for row, (action, operation, params) in zip(rows[-len(cases):], cases):
-            url = presign(ec2, operation, params)
-            with PySpy(server.pid, profile_dir / f"profile-api-{action}.txt") as spy:
+        for row, (action, caller, operation, params) in zip(measured, cases):
+            url = presign(caller, operation, params)
+            with PySpy(server.pid, profile_dir / f"profile-api-{action}-{database}.txt") as spy:
                 load(url, seconds)
             row["profile"] = spy.summary()
             log(f"  {action} under load, profiled:")
             log_summary(row["profile"], log)
 
-    # 4. ImportImage latency while 4 big imports convert
+    # 4. many tasks and images: the pages a client walks, and the API process's memory
+    if scales:
+        from . import api_rows
+
+        url = database_url or f"sqlite:///{server.data_dir / 'vmimport.db'}"
+        for scale in scales:
+            t0 = time.perf_counter()
+            counts = api_rows.grow(url, scale)
+            log(f"  [{database}] database grown to {counts['tasks']} tasks and "
+                f"{counts['images']} images in {time.perf_counter() - t0:.1f}s")
+            for action, operation, params in (
+                    ("DescribeImages", "describe_images", {"Owners": ["self"], "MaxResults": 100}),
+                    ("DescribeImportImageTasks", "describe_import_image_tasks",
+                     {"MaxResults": 100})):
+                rows.append(_measure(server, (f"{action} (page of 100 of {scale})", ec2,
+                                              operation, params), seconds, base_rps, database,
+                                     log, scale=scale))
+            peak = _peak_kib(server.pid) * 1024
+            rows.append({"section": "api", "server": "vmimport", "database": database,
+                         "action": f"API process memory ({scale} tasks and images)",
+                         "status": "measured", "scale": scale, "peak_rss": peak,
+                         "memory_pass": peak <= 150 * MiB})
+            log(f"  [{database}] API process peak RSS {peak / MiB:.0f} MiB with {scale} tasks "
+                f"and images (target <= 150 MiB)")
+
+    # 5. ImportImage latency while 4 big imports convert
     if big_image is not None and import_calls > 0:
-        rows.append(_import_latency(server, ec2, big_image, big_declared, import_calls, log))
+        rows.append({**_import_latency(server, ec2, big_image, big_declared, import_calls, log),
+                     "database": database})
     server.drop(BUCKET, "api/tiny.raw")
     return rows
+
+
+def _measure(server: VmimportServer, case: tuple, seconds: float, base_rps: float | None,
+             database: str, log, **extra) -> dict:
+    """One presigned GET replayed under 32 connections: its row, with the ratio to moto."""
+    action, caller, operation, params = case
+    url = presign(caller, operation, params)
+    body = check_url(url)
+    result = load(url, seconds, pid=server.pid)
+    row = {"section": "api", "server": "vmimport", "database": database, "action": action,
+           **result, **extra, "items_in_response": body.count(b"<item>"),
+           "params": {k: (len(v) if isinstance(v, list) else v) for k, v in params.items()
+                      if k != "BlockToken"},
+           "status": "measured"}
+    if base_rps:
+        row["baseline_rps"] = base_rps
+        row["ratio"] = round(row["rps"] / base_rps, 2)
+        row["rps_pass"] = row["ratio"] >= 20
+    row["p99_pass"] = row["p99_ms"] is not None and row["p99_ms"] < 50
+    log(f"  vmimport [{database}] {action:40s} {row['rps']:8.1f} req/s  p99 {row['p99_ms']} ms  "
+        f"{row.get('cpu_ms_per_request')} CPU-ms/req  "
+        + (f"x{row['ratio']} of moto" if base_rps else "(no moto baseline)")
+        + (f"  non-2xx {row['non_2xx']}" if row["non_2xx"] else ""))
+    return row
+
+
+def _peak_kib(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
 
 
 def _moto_baseline(work: Path, seconds: float, log) -> dict | None:

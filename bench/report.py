@@ -123,8 +123,13 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
             rows.append(("api", f"{r['server']} {r['action']}", r.get("status", ""), "", "",
                          "", "-"))
             continue
+        where = f" [{r['database']}]" if r.get("database") else ""
+        if r["action"].startswith("API process memory"):
+            rows.append(("api", r["action"] + where, f"peak RSS {_mib(r['peak_rss'])}", "", "",
+                         "<= 150 MiB", _verdict(r["memory_pass"])))
+            continue
         if r["action"].startswith("ImportImage"):
-            rows.append(("api", r["action"],
+            rows.append(("api", r["action"] + where,
                          f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms",
                          f"{r['calls']} calls, {r['converting_at_start']}->"
                          f"{r['converting_at_end']} converting", "", "p99 < 100 ms",
@@ -136,7 +141,7 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
         if r["server"] == "moto":
             rows.append(("api", f"moto {r['action']}", measured, "(baseline)", "", "", "-"))
             continue
-        rows.append(("api", r["action"], measured,
+        rows.append(("api", r["action"] + where, measured,
                      f"moto {r['baseline_rps']:.0f} req/s" if "baseline_rps" in r else "no moto",
                      f"x{r['ratio']:.1f} req/s" if "ratio" in r else "",
                      ">= 20x, p99 < 50 ms",

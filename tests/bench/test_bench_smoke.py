@@ -18,9 +18,10 @@ def test_bench_runs_on_a_tiny_input(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--tiny", "--formats", "raw,vmdk-stream",
          "--only", "conversion,growth,api,inspection",
-         "--growth-formats", "raw", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+         "--growth-formats", "raw", "--api-databases", "sqlite,postgresql", "--api-scales", "20",
+         "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
          "--markdown", str(tmp_path / "BENCHMARKS.md")],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["machine"]["cores"] >= 1 and results["machine"]["cpu_model"]
@@ -41,11 +42,22 @@ def test_bench_runs_on_a_tiny_input(tmp_path):
         assert row["qemu_cpu_median"] > 0 and row["vmimport_cpu_median"] > 0, row
     growth = [r for r in results["growth"] if r.get("status") == "measured"]
     assert [r["virtual_size"] for r in growth] == [64 << 20, 256 << 20, 1 << 30]
-    api = {r["action"]: r for r in results["api"] if r["server"] == "vmimport"}
-    assert api["DescribeImages"]["rps"] > 0 and api["DescribeImages"]["non_2xx"] == 0
-    assert api["DescribeImportImageTasks"]["cpu_ms_per_request"] > 0  # the server's own cost
-    assert api["DescribeImportImageTasks"]["items_in_response"] >= 5
-    assert api["ImportImage (4 imports converting)"]["calls"] == 5
+    for database in ("sqlite", "postgresql"):  # every row on both databases
+        api = {r["action"]: r for r in results["api"]
+               if r["server"] == "vmimport" and r["database"] == database}
+        for action in ("DescribeImages", "DescribeImportImageTasks", "DescribeSnapshots",
+                       "DescribeTags", "ListSnapshotBlocks", "GetSnapshotBlock",
+                       "DescribeImages (page of 100 of 20)",
+                       "DescribeImportImageTasks (page of 100 of 20)"):
+            assert api[action]["rps"] > 0 and api[action]["non_2xx"] == 0, (database, action)
+        assert api["DescribeImportImageTasks"]["cpu_ms_per_request"] > 0  # the server's own
+        assert api["DescribeImportImageTasks"]["items_in_response"] >= 5
+        assert api["DescribeTags"]["items_in_response"] == 5  # the 5 tagged AMIs, no more
+        # The grown database really holds the copies: a page lists 20 tasks, not the 5 made.
+        assert api["DescribeImportImageTasks (page of 100 of 20)"]["items_in_response"] >= 20
+        assert api["API process memory (20 tasks and images)"]["peak_rss"] > 0
+        assert api["ImportImage (4 imports converting)"]["calls"] == 5
+    assert "| api | GetSnapshotBlock [postgresql] |" in (tmp_path / "BENCHMARKS.md").read_text()
     assert results["inspection"]
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| conversion | raw |" in markdown and "| conversion | vmdk-stream [guest] |" in markdown
