@@ -255,7 +255,14 @@ def worker(args) -> None:
     pool.start()
     logging.getLogger("vmimport").info("worker %s running %d threads", pool.identity,
                                        settings.workers)
+    schedule = None
+    if settings.gc_every_hours > 0:
+        from .jobs.gc import GcSchedule
+
+        schedule = GcSchedule(settings, db, pool.blocks, pool.identity).start()
     stop.wait()
+    if schedule is not None:
+        schedule.stop()
     pool.stop()
     db.dispose()
 
@@ -266,42 +273,22 @@ def migrate(args) -> None:
 
 def gc_command(args) -> None:
     """Delete packs no snapshot refers to any more (DeleteSnapshot and DeregisterImage only
-    drop manifests, since blocks are shared). Refuses while imports are queued or running:
-    their blocks are not in a manifest yet."""
-    from sqlalchemy import func, select
-
+    drop manifests, since blocks are shared), crash leftovers and abandoned uploads. On the
+    file store it refuses while imports are queued or running: their blocks are not in a
+    manifest yet."""
     from .blockstore.backends import open_block_store
-    from .db.models import Job
-
-    from .service.s3_multipart import remove_abandoned
+    from .jobs.gc import GcRefused, collect
 
     settings = _settings(args)
     db = _prepare(settings)
-    count, size = remove_abandoned(settings.buckets_dir, settings.s3_abandoned_upload_days * 86400)
-    print(f"removed {count} abandoned S3 upload(s) older than "
-          f"{settings.s3_abandoned_upload_days:g} days, {size / 2**20:.1f} MiB")
-    store = open_block_store(settings)
-    with db.read() as session:
-        busy = session.scalar(select(func.count()).select_from(Job)
-                              .where(Job.state.in_(["queued", "running"])))
-    # The object store's writes hold their packs in the database: gc leaves those alone.
-    if busy and not getattr(store, "gc_safe_during_imports", False):
-        raise SystemExit(f"vmimport gc: {busy} import job(s) are queued or running; run it "
-                         "when none are (their blocks are not in a manifest yet)")
-    from .pipeline.sinks import reclaim_partial_exports
-
-    grace = settings.gc_leftover_grace_hours * 3600
-    report = store.collect_garbage(grace)
-    exports = reclaim_partial_exports(settings, grace)
-    print(f"removed {report.packs_removed} unreferenced pack(s), "
-          f"{report.bytes_removed / 2**20:.1f} MiB")
-    print(f"removed {report.leftovers.removed} leftover(s) of unfinished writes (partial packs, "
-          f"half-written manifests), {report.leftovers.bytes_removed / 2**20:.1f} MiB")
-    print(f"removed {exports.removed} half-written export(s) in local buckets, "
-          f"{exports.bytes_removed / 2**20:.1f} MiB")
-    if report.unreferenced_bytes_kept:
-        print(f"{report.unreferenced_bytes_kept / 2**20:.1f} MiB of unreferenced blocks remain "
-              "inside packs that other snapshots still use (packs are reclaimed whole)")
+    try:
+        outcome = collect(settings, db, open_block_store(settings))
+    except GcRefused as refused:
+        raise SystemExit(f"vmimport gc: {refused}") from None
+    finally:
+        db.dispose()
+    for line in outcome.lines():
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> None:

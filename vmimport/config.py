@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # manifest) that no live process holds once it is this old; sooner if its writer was a
     # process of this host that is gone.
     gc_leftover_grace_hours: float = Field(default=24.0, ge=0)
+    # Workers run gc this often (0: only `vmimport gc`); the workers of every machine take
+    # turns, so it runs once per interval for the whole installation.
+    gc_every_hours: float = Field(default=0.0, ge=0)
     # SQLAlchemy URL; empty means SQLite at <data_dir>/vmimport.db.
     database_url: str = ""
     region: str = "us-east-1"

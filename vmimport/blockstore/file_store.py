@@ -111,11 +111,13 @@ class FileBlockStore:
     def reclaim_own_leftovers(self) -> LeftoverReport:
         return leftovers.reclaim([self.packs_dir, self.manifests_dir], grace_seconds=None)
 
-    def collect_garbage(self, leftover_grace_seconds: float) -> GarbageReport:
+    def collect_garbage(self, leftover_grace_seconds: float,
+                        written_before: float | None = None) -> GarbageReport:
         """Delete the packs that no manifest refers to (and their index entries), and the crash
         leftovers that are abandoned (see ``leftovers``). Call it while no import is writing: a
-        pack just finished is not in a manifest yet. A pack that some manifest still uses is
-        kept whole; its unused bytes are reported, not reclaimed."""
+        pack just finished is not in a manifest yet (``written_before``: see the interface).
+        A pack that some manifest still uses is kept whole; its unused bytes are reported,
+        not reclaimed."""
         reclaimed = leftovers.reclaim([self.packs_dir, self.manifests_dir],
                                       leftover_grace_seconds)
         wait_for_index()  # this process's recordings; another's are checked at lookup
@@ -136,10 +138,13 @@ class FileBlockStore:
         for path in self.packs_dir.iterdir():
             if path.name.startswith("."):
                 continue
-            size = path.stat().st_blocks * 512
+            stat = path.stat()
+            size = stat.st_blocks * 512
             if path.name in live:
                 kept_unused += max(0, size - sum(length for _, length in used[path.name]))
                 continue
+            if written_before is not None and stat.st_mtime >= written_before:
+                continue  # perhaps an import's begun after the caller looked: not yet named
             path.unlink(missing_ok=True)
             removed += 1
             freed += size

@@ -90,10 +90,14 @@ class BlockStore(Protocol):
     def delete_manifest(self, snapshot_id: str) -> None:
         """Gone, or never there; the blocks stay until ``collect_garbage``."""
 
-    def collect_garbage(self, leftover_grace_seconds: float) -> GarbageReport:
+    def collect_garbage(self, leftover_grace_seconds: float,
+                        written_before: float | None = None) -> GarbageReport:
         """Delete the packs no manifest uses, and crash leftovers that are not in use and are
         either this host's with their process gone or older than ``leftover_grace_seconds``.
-        Call it while no import is writing (a pack just finished is in no manifest yet)."""
+        Call it while no import is writing (a pack just finished is in no manifest yet);
+        ``written_before`` (epoch seconds: when the caller saw no import running) keeps the
+        packs written since, which an import started after that moment may not have named
+        in a manifest yet."""
 
     def reclaim_own_leftovers(self) -> LeftoverReport:
         """Delete the crash leftovers of this host's processes that are gone (worker start)."""

@@ -171,7 +171,8 @@ class ObjectBlockStore:
                 for entry in page.get("Contents", []):
                     yield entry["Key"][len(start):], entry
 
-    def collect_garbage(self, leftover_grace_seconds: float) -> GarbageReport:
+    def collect_garbage(self, leftover_grace_seconds: float,
+                        written_before: float | None = None) -> GarbageReport:
         """Delete the packs no manifest refers to once they are older than the grace (a pack
         completed a moment ago may belong to an import about to write its manifest), and abort
         the abandoned uploads (see ``reclaim_own_leftovers``: their writer is gone, or they
@@ -179,6 +180,8 @@ class ObjectBlockStore:
         completed during the sweep is never seen as unreferenced."""
         reclaimed = self._reclaim_uploads(leftover_grace_seconds)
         cutoff = time.time() - leftover_grace_seconds
+        if written_before is not None:
+            cutoff = min(cutoff, written_before)
         packs = dict(self._list("packs", "listing packs"))
         live: set[str] = set()
         used: dict[str, int] = {}

@@ -441,3 +441,14 @@ class BlockIndexEntry(Base):
                                                              ondelete="CASCADE"), index=True)
     offset: Mapped[int] = mapped_column(BigInteger)
     length: Mapped[int] = mapped_column(Integer)
+
+
+class MaintenanceRun(Base):
+    """When a periodic maintenance (``gc``) last started and where: the workers of every
+    machine take turns through this row (``jobs/gc.py``), so it runs once per interval."""
+
+    __tablename__ = "maintenance_runs"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_by: Mapped[str | None] = mapped_column(String(128))
