@@ -44,7 +44,7 @@ class ImportTask(Base):
 
     __tablename__ = "import_tasks"
     __table_args__ = (UniqueConstraint("account_id", "client_token"),
-                      Index("ix_import_tasks_account_created", "account_id", "created_at"))
+                      Index("ix_import_tasks_account_created_id", "account_id", "created_at", "id"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     account_id: Mapped[str] = mapped_column(String(12))
@@ -88,7 +88,7 @@ class ExportTask(Base):
 
     __tablename__ = "export_tasks"
     __table_args__ = (UniqueConstraint("account_id", "client_token"),
-                      Index("ix_export_tasks_account_created", "account_id", "created_at"))
+                      Index("ix_export_tasks_account_created_id", "account_id", "created_at", "id"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     account_id: Mapped[str] = mapped_column(String(12))
@@ -144,6 +144,8 @@ class TaskDisk(Base):
 
 class Image(Base):
     __tablename__ = "images"
+    # Pages of DescribeImages are read in this order (``listing._describe_page``).
+    __table_args__ = (Index("ix_images_account_created_id", "account_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     account_id: Mapped[str] = mapped_column(String(12), index=True)
@@ -201,6 +203,8 @@ class BlockDeviceMapping(Base):
 
 class Snapshot(Base):
     __tablename__ = "snapshots"
+    __table_args__ = (Index("ix_snapshots_account_started_id", "account_id", "started_at",
+                            "id"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     account_id: Mapped[str] = mapped_column(String(12), index=True)

@@ -125,22 +125,23 @@ def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found
                    page_bounds: tuple[int, int] = (1, 1000), scope=None, narrow=None,
                    narrow_sql=None) -> dict:
     """The body of every Describe* call: the caller's rows of ``model`` (or those of the
-    ``scope`` clause: shared ones too), optionally only ``ids`` (unknown ones refused with
-    ``not_found(unknown_ids)``), filtered, paged and rendered with the caller's tags.
-    ``where`` hides rows (e.g. old tasks) as if they did not exist; ``narrow(row)``
-    (Owner.N, ExecutableBy.N) keeps rows after the ids were checked, so an id it drops is no
-    error; ``narrow_sql``, when given, is the same choice as SQL clauses."""
+    ``scope`` clauses, alternatives: owned or shared with the caller), optionally only ``ids``
+    (unknown ones refused with ``not_found(unknown_ids)``), filtered, paged and rendered with
+    the caller's tags. ``where`` hides rows (e.g. old tasks) as if they did not exist;
+    ``narrow(row)`` (Owner.N, ExecutableBy.N) keeps rows after the ids were checked, so an id
+    it drops is no error; ``narrow_sql``, when given, is the same choice as SQL clauses."""
     filters = check_bounds(params)
+    scopes = [model.account_id == ctx.account_id] if scope is None else list(scope)
     with ctx.db.read() as session:
-        scope = model.account_id == ctx.account_id if scope is None else scope
-        query = select(model).where(scope, *where)
         max_results = params.get("MaxResults")
         if (not ids and not filters and max_results is not None
                 and (narrow is None or narrow_sql is not None)):
             # A page of a plain listing (what clients paging through everything send): cut
             # by the database, so a call costs its page, not every row the account has.
-            return _describe_page(ctx, session, params, query.where(*(narrow_sql or ())),
-                                  model, render, result_key, page_bounds)
+            return _describe_page(ctx, session, params, model, scopes,
+                                  [*where, *(narrow_sql or ())], render, result_key,
+                                  page_bounds)
+        query = select(model).where(or_(*scopes), *where)
         if ids:
             query = query.where(model.id.in_(ids))
         rows = list(session.scalars(query.order_by(model.id)))
@@ -161,19 +162,26 @@ def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found
     return result
 
 
-def _describe_page(ctx, session, params: dict, query, model, render, result_key: str,
-                   page_bounds: tuple[int, int]) -> dict:
-    """One page in the order of ``_creation_order``, read with OFFSET/LIMIT (one row more
-    than the page tells whether another follows); tokens as ``paginate`` makes them."""
+def _describe_page(ctx, session, params: dict, model, scopes: list, where: list, render,
+                   result_key: str, page_bounds: tuple[int, int]) -> dict:
+    """One page in the order of ``_creation_order`` (tokens as ``paginate`` makes them).
+    Each scope is read on its own, in index order (account, creation time, id) up to the
+    page's end plus one row (which tells whether another page follows): an OR of them would
+    make the database sort every row it matches. The page's rows are then loaded by id."""
     max_results = params["MaxResults"]
     start = page_window(max_results, params.get("NextToken"), *page_bounds)
     created = model.created_at if hasattr(model, "created_at") else model.started_at
-    rows = list(session.scalars(query.order_by(created, model.id)
-                                .offset(start).limit(max_results + 1)))
-    page = rows[:max_results]
-    tags = tags_for(session, ctx.account_id, [r.id for r in page])
+    keys: set[tuple] = set()
+    for scope in scopes:
+        keys.update(session.execute(select(created, model.id).where(scope, *where)
+                                    .order_by(created, model.id).limit(start + max_results + 1)))
+    window = sorted(keys)[start:start + max_results + 1]
+    page_ids = [row_id for _, row_id in window[:max_results]]
+    loaded = {r.id: r for r in session.scalars(select(model).where(model.id.in_(page_ids)))}
+    page = [loaded[i] for i in page_ids]
+    tags = tags_for(session, ctx.account_id, page_ids)
     result = {result_key: [render(session, r, tags.get(r.id, {})) for r in page]}
-    if len(rows) > max_results:
+    if len(window) > max_results:
         result["NextToken"] = next_token_at(start + max_results)
     return result
 

@@ -22,18 +22,19 @@ _ACCOUNT = re.compile(r"\d{12}")
 
 # --- who sees what ---------------------------------------------------------------------------
 
-def visible_images(account_id: str):
-    """The clause of DescribeImages' rows: owned, shared with the account, or public."""
+def visible_images(account_id: str) -> list:
+    """DescribeImages' rows, as alternative clauses: owned; shared with the account, or
+    public."""
     shared = select(LaunchPermission.image_id).where(
         or_(LaunchPermission.user_id == account_id, LaunchPermission.group_name == PUBLIC))
-    return or_(Image.account_id == account_id, Image.id.in_(shared))
+    return [Image.account_id == account_id, Image.id.in_(shared)]
 
 
-def visible_snapshots(account_id: str):
+def visible_snapshots(account_id: str) -> list:
     shared = select(CreateVolumePermission.snapshot_id).where(
         or_(CreateVolumePermission.user_id == account_id,
             CreateVolumePermission.group_name == PUBLIC))
-    return or_(Snapshot.account_id == account_id, Snapshot.id.in_(shared))
+    return [Snapshot.account_id == account_id, Snapshot.id.in_(shared)]
 
 
 def _granted(permissions, account_id: str) -> bool:
