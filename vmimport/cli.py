@@ -14,7 +14,7 @@ import sys
 import threading
 
 from .config import Settings, load_settings
-from .logs import formatter
+from .logs import configure
 from .db.session import Database
 
 
@@ -53,24 +53,10 @@ def _settings(args) -> Settings:
                          host=getattr(args, "host", None), port=getattr(args, "port", None))
 
 
-class _OnlyUpgrades(logging.Filter):
-    """Alembic says at INFO which plugins it set up and which dialect it uses, on every start;
-    only its "Running upgrade ..." lines tell something (the schema changed)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return (not record.name.startswith("alembic") or record.levelno > logging.INFO
-                or record.getMessage().startswith("Running upgrade"))
-
-
 def _prepare(settings: Settings, migrate: bool = True, verbose: bool = False) -> Database:
     from .blockstore.backends import BlockStoreUnavailable, open_block_store
 
-    logging.basicConfig(level=settings.log_level.upper())
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(formatter(settings.log_format))
-    if not verbose:
-        for handler in logging.getLogger().handlers:  # a logger's filter misses its children
-            handler.addFilter(_OnlyUpgrades())
+    configure(settings.log_level, settings.log_format, verbose)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.buckets_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -78,8 +64,8 @@ def _prepare(settings: Settings, migrate: bool = True, verbose: bool = False) ->
     except BlockStoreUnavailable as exc:
         raise SystemExit(f"vmimport: {exc}") from None
     db = Database(settings.sqlalchemy_url)
-    if migrate:  # serve's worker process skips it: serve has just done it (Alembic is ~12 MiB)
-        db.migrate()
+    if migrate:  # serve's worker process skips it: serve has just done it
+        db.migrate_in_child(settings.log_level, settings.log_format, verbose)
     return db
 
 
@@ -97,9 +83,16 @@ def _worker_pool(settings: Settings, db: Database, threads: int):
 def _freeze_heap() -> None:
     """Move everything loaded so far (botocore's service models are hundreds of thousands of
     objects) out of the cyclic garbage collector's reach: otherwise every full collection during
-    an import walks them all, which made conversions inside the server ~1.7x slower."""
+    an import walks them all, which made conversions inside the server ~1.7x slower. What
+    start-up freed (the models' documentation, say) goes back to the system."""
     gc.collect()
     gc.freeze()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _few_malloc_arenas() -> None:

@@ -28,3 +28,22 @@ class JsonFormatter(logging.Formatter):
 
 def formatter(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+
+
+class OnlyUpgrades(logging.Filter):
+    """Alembic says at INFO which plugins it set up and which dialect it uses, on every start;
+    only its "Running upgrade ..." lines tell something (the schema changed)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (not record.name.startswith("alembic") or record.levelno > logging.INFO
+                or record.getMessage().startswith("Running upgrade"))
+
+
+def configure(level: str, log_format: str, verbose: bool = False) -> None:
+    """The process's logging: records at ``level`` and above in ``log_format``; alembic's
+    chatter left out unless ``verbose``."""
+    logging.basicConfig(level=level.upper())
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter(log_format))
+        if not verbose:  # a logger's filter misses its children: the handlers filter
+            handler.addFilter(OnlyUpgrades())

@@ -3,15 +3,21 @@ PostgreSQL by URL. Transactions are short and never span image I/O."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The newest migration's revision (tests/test_migrations.py checks it against Alembic's head):
+# a database already there needs no Alembic at all.
+HEAD_REVISION = "0013"
 # No statement of the API or the workers should run this long; one that does (a pathological
 # query) is cancelled instead of holding a connection and its locks. Migrations are exempt.
 STATEMENT_TIMEOUT_MS = 60_000
@@ -63,8 +69,29 @@ class Database:
         with self._read() as session, session.begin():
             yield session
 
+    def revision(self) -> str | None:
+        """The schema's Alembic revision; None for a database without one (new)."""
+        try:
+            with self.read() as session:
+                return session.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except DBAPIError:
+            return None
+
+    def migrate_in_child(self, log_level: str = "info", log_format: str = "text",
+                         verbose: bool = False) -> None:
+        """``migrate`` for a long-running process: Alembic (~12 MiB once imported, never
+        freed) runs in a child process, and only when the schema is not at HEAD_REVISION."""
+        if self.revision() == HEAD_REVISION:
+            return
+        env = {**os.environ, "VMIMPORT_MIGRATE_URL": self.url,  # not argv: ps shows argv
+               "VMIMPORT_MIGRATE_LOG": f"{log_level} {log_format} {int(verbose)}"}
+        done = subprocess.run([sys.executable, "-m", "vmimport.db.upgrade"], env=env)
+        if done.returncode:
+            raise SystemExit(f"vmimport: migrating the database ({self.location()}) failed "
+                             f"with exit status {done.returncode}; its log is above")
+
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
+        """Bring the schema to the newest Alembic revision, in this process."""
         from alembic import command
         from alembic.config import Config
 
