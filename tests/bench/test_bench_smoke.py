@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -184,3 +186,17 @@ def test_s3_runs_on_a_tiny_input(tmp_path):
         assert len(row["vmimport_seconds"]) == len(row["seaweedfs_seconds"]) == 1
         assert row["ratio"] > 0 and row["vmimport_peak_pss"] > 0
     assert "aws s3 cp upload 8 MiB" in proc.stdout
+
+
+@pytest.mark.slow  # a whole scripts/cluster: PostgreSQL, SeaweedFS, 2 APIs, 3 workers
+def test_cluster_bench_runs_on_a_tiny_input(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.cluster", "--imports", "2", "--data-mib", "8",
+         "--reads", "5"], cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "VMIMPORT_BENCH_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["concurrent"]["imports"] == 2 and result["concurrent"]["wall_seconds"] > 0
+    assert result["alone_seconds"] > 0 and result["qemu_img_seconds"] > 0
+    assert result["get_snapshot_block"]["reads"] == 5
+    assert "2 imports at once over 3 workers: all completed" in proc.stdout
