@@ -74,8 +74,10 @@ class ImportTask(Base):
     # Beyond EC2's shapes, for the task's detail (pipeline/task_record.py writes them):
     # [{"Phase", "Time" (ISO 8601), "Disk"}] as the worker passed them, and what inspection
     # found on the boot volume.
-    phases: Mapped[list | None] = mapped_column(JSON)
-    inspection: Mapped[dict | None] = mapped_column(JSON)
+    # Deferred: only the task's detail reads them, and loading them with every row of every
+    # Describe*Tasks call was a third of its time.
+    phases: Mapped[list | None] = mapped_column(JSON, deferred=True)
+    inspection: Mapped[dict | None] = mapped_column(JSON, deferred=True)
 
     disks: Mapped[list["TaskDisk"]] = relationship(
         back_populates="task", order_by="[TaskDisk.position, TaskDisk.member_index]",

@@ -23,10 +23,11 @@ def describe_import_task_detail(ctx: Context, params: dict) -> dict:
             Snapshot.id.in_([d.snapshot_id for d in task.disks if d.snapshot_id]))}
         disks = [_disk(number, disk, snapshots.get(disk.snapshot_id))
                  for number, disk in enumerate(task.disks, 1)]
-    return {"ImportTaskId": task.id, "Kind": task.kind, "Status": task.status,
-            "StatusMessage": task.status_message, "Progress": task.progress,
-            "CreatedAt": task.created_at, "FinishedAt": task.finished_at,
-            "Phases": _phases(task), "Disks": disks, "Inspection": task.inspection}
+        # Inside the session: phases and inspection are loaded on first use (deferred).
+        return {"ImportTaskId": task.id, "Kind": task.kind, "Status": task.status,
+                "StatusMessage": task.status_message, "Progress": task.progress,
+                "CreatedAt": task.created_at, "FinishedAt": task.finished_at,
+                "Phases": _phases(task), "Disks": disks, "Inspection": task.inspection}
 
 
 def _phases(task: ImportTask) -> list[dict]:
