@@ -59,6 +59,22 @@ class Database:
                 or getattr(orig, "sqlstate", None) == "53100"
                 or "database or disk is full" in str(orig))
 
+    @staticmethod
+    def is_transient(exc: BaseException) -> bool:
+        """Whether ``exc`` is the database failing rather than what was asked of it, so that
+        the same work may succeed when tried again: a lost connection, a deadlock or
+        serialization failure, a statement cancelled (its timeout) or the server shutting
+        down, too many connections, SQLite's lock wait run out. Not a full disk."""
+        if not isinstance(exc, DBAPIError) or Database.is_out_of_space(exc):
+            return False
+        if exc.connection_invalidated:
+            return True
+        state = getattr(exc.orig, "sqlstate", None)
+        if state:  # PostgreSQL: connection (08), rollback (40), operator intervention (57)
+            return state[:2] in ("08", "40", "57") or state == "53300"
+        return isinstance(exc, OperationalError) and any(
+            text in str(exc.orig) for text in ("database is locked", "database is busy"))
+
     @contextmanager
     def write(self) -> Iterator[Session]:
         with self._write() as session, session.begin():

@@ -87,6 +87,11 @@ class LeaseLost(Exception):
     """Another worker took the job over (our lease expired); stop working on it at once."""
 
 
+class GivenBack(Exception):
+    """The job stopped on a passing failure (the database's) and was given back: the next
+    claim takes it up again as another attempt."""
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -169,6 +174,16 @@ def finish(session: Session, job_id: int, owner: str, state: str,
         update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.state == "running")
         .values(state=state, last_error=error, lease_expires_at=None, updated_at=_now()))
     return result.rowcount == 1
+
+
+def give_back(db, job_id: int, owner: str) -> None:
+    """Release ``owner``'s lease at once (no owner, expired now), so that any worker claims the
+    job again without waiting out the lease; its heartbeat then finds the job gone."""
+    with db.write() as session:
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.lease_owner == owner,
+                              Job.state == "running")
+            .values(lease_owner=None, lease_expires_at=_now(), updated_at=_now()))
 
 
 def still_owned(session: Session, job_id: int, owner: str) -> bool:

@@ -115,6 +115,8 @@ class WorkerPool:
                 self.handlers[job.kind](control)
             except queue.LeaseLost:
                 log.warning("job %s was taken over by another worker; dropped it", job.id)
+            except queue.GivenBack as back:
+                log.warning("%s", back)
             except Exception:
                 # Handlers turn every failure into a task state; reaching here is a bug.
                 log.exception("job %s crashed", job.id)

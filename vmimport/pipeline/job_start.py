@@ -29,6 +29,23 @@ def should_run(control: JobControl, task, noun: str) -> bool:
     return True
 
 
+def give_back_if_transient(control: JobControl, exc: BaseException) -> None:
+    """A failure of the database itself (``Database.is_transient``: a dropped connection, a
+    deadlock, a statement cancelled) says nothing about the image: rather than end the task
+    ``ServerError``, give the job back for another attempt, which resumes from the last
+    finished volume. Returns (and the caller ends the task) for any other failure, or when
+    this was the last attempt ``max_attempts`` allows."""
+    if not control.db.is_transient(exc) or control.attempt >= control.settings.max_attempts:
+        return
+    try:
+        queue.give_back(control.db, control.job_id, control.owner)
+    except Exception:  # the database is still away: the lease runs out by itself
+        pass
+    raise queue.GivenBack(f"job {control.job_id} (task {control.task_id}), attempt "
+                          f"{control.attempt}: the database failed ({type(exc).__name__}: "
+                          f"{getattr(exc, 'orig', exc)}); given back for another attempt") from exc
+
+
 def finish_job_only(control: JobControl, state: str, error: str | None = None) -> None:
     with control.db.write() as session:
         queue.finish(session, control.job_id, control.owner, state, error)

@@ -26,7 +26,7 @@ from vmimport.service.snapshot_keys import SnapshotKeyError, snapshot_cipher
 
 from . import access
 from .errors import ImportCancelled, ImportFailure
-from .job_start import complete, should_run, stop_if_asked
+from .job_start import complete, give_back_if_transient, should_run, stop_if_asked
 from .formats.vhd_writer import write_vhd
 from .formats.vmdk_stream_writer import write_vmdk_stream
 from .formats.writers import write_raw
@@ -87,6 +87,7 @@ def run_export_job(control: JobControl) -> None:
             f"no space left in the bucket directory {settings.buckets_dir / task.s3_bucket} "
             "for the export", "ServerError"))
     except Exception as exc:  # noqa: BLE001 - the task must end, whatever broke
+        give_back_if_transient(control, exc)
         log.exception("export %s: unexpected error", task.id)
         _end(control, sink, ImportFailure(
             f"internal error while exporting ({type(exc).__name__}); the server log has "

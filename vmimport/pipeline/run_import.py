@@ -34,7 +34,7 @@ from vmimport.service.snapshot_keys import SnapshotKeyError, TaskKey
 from . import access, encryption
 from .boot_check import check_boot
 from .errors import ImportCancelled, ImportFailure
-from .job_start import complete, should_run, stop_if_asked
+from .job_start import complete, give_back_if_transient, should_run, stop_if_asked
 from .formats import Limits, open_guest_disks
 from .register import register_imported_image
 from .source import open_source
@@ -100,6 +100,7 @@ def run_import_job(control: JobControl) -> None:
                 f"the import stopped: no space left for the database ({db.location()})",
                 "ServerError"))
             return
+        give_back_if_transient(control, exc)
         log.exception("task %s: unexpected error", task.id)
         _end_task(control, store, ImportFailure(
             f"internal error while importing ({type(exc).__name__}); the server log has "
