@@ -178,7 +178,8 @@ def _describe_page(ctx, session, params: dict, model, scopes: list, where: list,
     window = sorted(keys)[start:start + max_results + 1]
     page_ids = [row_id for _, row_id in window[:max_results]]
     loaded = {r.id: r for r in session.scalars(select(model).where(model.id.in_(page_ids)))}
-    page = [loaded[i] for i in page_ids]
+    # PostgreSQL reads each statement at its own moment: a row deleted in between is skipped.
+    page = [loaded[i] for i in page_ids if i in loaded]
     tags = tags_for(session, ctx.account_id, page_ids)
     result = {result_key: [render(session, r, tags.get(r.id, {})) for r in page]}
     if len(window) > max_results:
