@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from . import disks
 from .conversion import BUCKET, _wait_gone
 from .disks import MiB
-from .server import VmimportServer, client, cpu_seconds, moto_server
+from .server import VmimportServer, proc_kib, client, cpu_seconds, moto_server
 
 WRK = shutil.which("wrk")
 CONNECTIONS = 32
@@ -204,7 +204,7 @@ def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.Di
                 rows.append(_measure(server, (f"{action} (page of 100 of {scale})", ec2,
                                               operation, params), seconds, base_rps, database,
                                      log, scale=scale))
-            peak = _peak_kib(server.pid) * 1024
+            peak = proc_kib(server.pid, "status", "VmHWM:") * 1024  # its peak RSS
             rows.append({"section": "api", "server": "vmimport", "database": database,
                          "action": f"API process memory ({scale} tasks and images)",
                          "status": "measured", "scale": scale, "peak_rss": peak,
@@ -242,15 +242,6 @@ def _measure(server: VmimportServer, case: tuple, seconds: float, base_rps: floa
         + (f"x{row['ratio']} of moto" if base_rps else "(no moto baseline)")
         + (f"  non-2xx {row['non_2xx']}" if row["non_2xx"] else ""))
     return row
-
-
-def _peak_kib(pid: int) -> int:
-    """The process's peak resident set (VmHWM), in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 def _moto_baseline(work: Path, seconds: float, log) -> dict | None:

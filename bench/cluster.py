@@ -30,6 +30,7 @@ import boto3
 from . import disks
 from .api_load import percentile
 from .disks import GiB, MiB
+from .server import client
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("VMIMPORT_BENCH_CACHE",
@@ -46,9 +47,7 @@ def _cluster(*args) -> str:
 
 
 def _client(state: dict, api: str, service: str = "ec2"):
-    return boto3.client(service, endpoint_url=state["processes"][api]["endpoint"],
-                        region_name="us-east-1", aws_access_key_id="test",
-                        aws_secret_access_key="test")
+    return client(state["processes"][api]["endpoint"], service)
 
 
 def _store(state: dict):

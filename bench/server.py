@@ -168,13 +168,13 @@ def moto_server(log_dir: Path) -> Child:
 
 def tree_rss(pids: list[int]) -> int:
     """Resident bytes of the processes ``pids`` (a tree: see ``_proc_tree``)."""
-    return sum(_proc_kib(p, "status", "VmRSS:") for p in pids) * 1024
+    return sum(proc_kib(p, "status", "VmRSS:") for p in pids) * 1024
 
 
 def tree_pss(pids: list[int]) -> int:
     """Proportional set size of the processes ``pids`` (shared pages divided among the
     processes sharing them); RSS where smaps_rollup is not available."""
-    return sum(_proc_kib(p, "smaps_rollup", "Pss:") or _proc_kib(p, "status", "VmRSS:")
+    return sum(proc_kib(p, "smaps_rollup", "Pss:") or proc_kib(p, "status", "VmRSS:")
                for p in pids) * 1024
 
 
@@ -210,7 +210,7 @@ def _proc_tree(pid: int) -> list[int]:
     return out
 
 
-def _proc_kib(pid: int, name: str, key: str) -> int:
+def proc_kib(pid: int, name: str, key: str) -> int:
     """The KiB figure on the ``key`` line of /proc/<pid>/<name>; 0 if there is none."""
     try:
         with open(f"/proc/{pid}/{name}") as f:
@@ -290,7 +290,7 @@ def timed_command(args: list[str]) -> Timed:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            peak = max(peak, _proc_kib(proc.pid, "status", "VmHWM:") * 1024)
+            peak = max(peak, proc_kib(proc.pid, "status", "VmHWM:") * 1024)
             time.sleep(0.01)
         seconds = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)

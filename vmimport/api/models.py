@@ -24,9 +24,9 @@ def add_own_models(session: botocore.session.Session) -> botocore.session.Sessio
 
 @functools.cache
 def service_model(name: str) -> botocore.model.ServiceModel:
-    model = add_own_models(botocore.session.get_session()).get_service_model(name)
-    _drop_documentation(model._service_description)
-    return model
+    description = add_own_models(botocore.session.get_session()).get_service_data(name)
+    _drop_documentation(description)
+    return botocore.model.ServiceModel(description, service_name=name)
 
 
 def _drop_documentation(node) -> None:

@@ -110,12 +110,8 @@ def describe_images(ctx: Context, params: dict) -> dict:
         render=lambda session, image, tags: _render_image(image, tags),
         scope=sharing.visible_images(ctx.account_id),
         where=_listed_as_deprecated(params, ctx.account_id),
-        narrow_sql=None if params.get("ExecutableUsers") else sharing.owners_clauses(
-            Image, params.get("Owners"), ctx.account_id),
-        narrow=sharing.both(
-            sharing.owners_predicate(params.get("Owners"), ctx.account_id),
-            sharing.users_predicate(params.get("ExecutableUsers"), ctx.account_id,
-                                    lambda image: image.launch_permissions)))
+        **sharing.narrowing(Image, params.get("Owners"), params.get("ExecutableUsers"),
+                            ctx.account_id, lambda image: image.launch_permissions))
 
 
 # How long a deregistered AMI's id answers InvalidAMIID.Unavailable rather than NotFound.
@@ -215,12 +211,8 @@ def describe_snapshots(ctx: Context, params: dict) -> dict:
         attributes=_snapshot_attributes, result_key="Snapshots",
         render=lambda session, snapshot, tags: _render_snapshot(snapshot, tags),
         scope=sharing.visible_snapshots(ctx.account_id), page_bounds=(5, 1000),
-        narrow_sql=None if params.get("RestorableByUserIds") else sharing.owners_clauses(
-            Snapshot, params.get("OwnerIds"), ctx.account_id),
-        narrow=sharing.both(
-            sharing.owners_predicate(params.get("OwnerIds"), ctx.account_id),
-            sharing.users_predicate(params.get("RestorableByUserIds"), ctx.account_id,
-                                    lambda snapshot: snapshot.volume_permissions)))
+        **sharing.narrowing(Snapshot, params.get("OwnerIds"), params.get("RestorableByUserIds"),
+                            ctx.account_id, lambda snapshot: snapshot.volume_permissions))
 
 
 def delete_snapshot(ctx: Context, params: dict) -> dict:

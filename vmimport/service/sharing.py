@@ -54,22 +54,16 @@ def may_read_snapshot(snapshot: Snapshot, account_id: str) -> bool:
             or _granted(snapshot.volume_permissions, account_id))
 
 
-def owners_predicate(owners: list[str] | None, account_id: str):
-    """Owner.N / OwnerId.N: account ids or 'self'. The aliases (amazon, aws-marketplace, ...)
-    own nothing on this server."""
-    if not owners:
-        return None
-    wanted = _owner_ids(owners, account_id)
-    return lambda row: row.account_id in wanted
-
-
-def owners_clauses(model, owners: list[str] | None, account_id: str) -> list:
-    """``owners_predicate`` as SQL clauses on ``model`` (none when there are no owners)."""
-    return [model.account_id.in_(_owner_ids(owners, account_id))] if owners else []
-
-
-def _owner_ids(owners: list[str], account_id: str) -> set[str]:
-    return {account_id if o == "self" else o for o in owners}
+def narrowing(model, owners: list[str] | None, users: list[str] | None, account_id: str,
+              permissions_of) -> dict:
+    """Describe*'s ``narrow`` and ``narrow_sql`` (see ``listing.describe_owned``) for Owner.N /
+    OwnerId.N and ExecutableBy.N / RestorableBy.N: the owners are SQL too; the users need the
+    rows' permissions, so with them there is no SQL form."""
+    wanted = {account_id if o == "self" else o for o in owners or []}
+    owned = (lambda row: row.account_id in wanted) if wanted else None
+    return {"narrow": both(owned, users_predicate(users, account_id, permissions_of)),
+            "narrow_sql": None if users else
+            [model.account_id.in_(wanted)] if wanted else []}
 
 
 def users_predicate(users: list[str] | None, account_id: str, permissions_of):
