@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # Workers run gc this often (0: only `vmimport gc`); the workers of every machine take
     # turns, so it runs once per interval for the whole installation.
     gc_every_hours: float = Field(default=0.0, ge=0)
+    # gc copies the blocks still in use out of a pack that manifests use at most this fraction
+    # of (and 8 MiB or more of it unused), so that the pack can be reclaimed (0: never).
+    gc_compact_below: float = Field(default=0.5, ge=0, le=1)
     # SQLAlchemy URL; empty means SQLite at <data_dir>/vmimport.db.
     database_url: str = ""
     region: str = "us-east-1"

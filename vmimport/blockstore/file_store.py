@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 from . import leftovers
+from .compaction import PackUsage, compact
 from .crypto import plaintext_block
 from .index import DedupIndex
 from .interface import GarbageReport, LeftoverReport
@@ -112,43 +113,49 @@ class FileBlockStore:
         return leftovers.reclaim([self.packs_dir, self.manifests_dir], grace_seconds=None)
 
     def collect_garbage(self, leftover_grace_seconds: float,
-                        written_before: float | None = None) -> GarbageReport:
+                        written_before: float | None = None,
+                        compact_below: float = 0.0) -> GarbageReport:
         """Delete the packs that no manifest refers to (and their index entries), and the crash
-        leftovers that are abandoned (see ``leftovers``). Call it while no import is writing: a
-        pack just finished is not in a manifest yet (``written_before``: see the interface).
-        A pack that some manifest still uses is kept whole; its unused bytes are reported,
-        not reclaimed."""
+        leftovers that are abandoned (see ``leftovers``); then compact the packs manifests use
+        at most ``compact_below`` of (``compaction``: the next run deletes them). Call it while
+        no import is writing: a pack just finished is not in a manifest yet (``written_before``:
+        see the interface)."""
         reclaimed = leftovers.reclaim([self.packs_dir, self.manifests_dir],
                                       leftover_grace_seconds)
         wait_for_index()  # this process's recordings; another's are checked at lookup
-        live: set[str] = set()
-        used: dict[str, set[tuple[int, int]]] = {}
+        usage = PackUsage()
         for path in self.manifests_dir.iterdir():
-            if path.name.startswith("."):
-                continue
-            for ref in Manifest.from_bytes(path.read_bytes()).blocks.values():
-                live.add(ref.pack)
-                used.setdefault(ref.pack, set()).add((ref.offset, ref.length))
+            if not path.name.startswith("."):
+                usage.add(path.name, Manifest.from_bytes(path.read_bytes()))
         index = DedupIndex(self.index_path)
         try:
-            index.forget_packs_except(live)
+            index.forget_packs_except(set(usage.blocks))
+            removed = freed = kept_unused = 0
+            sizes: dict[str, int] = {}
+            for path in self.packs_dir.iterdir():
+                if path.name.startswith("."):
+                    continue
+                stat = path.stat()
+                size = stat.st_blocks * 512
+                if path.name in usage.blocks:
+                    sizes[path.name] = size
+                    kept_unused += max(0, size - usage.live_bytes(path.name))
+                    continue
+                if written_before is not None and stat.st_mtime >= written_before:
+                    continue  # perhaps an import's begun after the caller looked: not yet named
+                path.unlink(missing_ok=True)
+                removed += 1
+                freed += size
+
+            def claim(pack: str) -> bool:  # no import runs: only dedup needs telling
+                index.forget_packs([pack])
+                return True
+
+            compacted = compact(self, usage, usage.sparse(sizes, compact_below), sizes,
+                                claim, index.add)
         finally:
             index.close()
-        removed = freed = kept_unused = 0
-        for path in self.packs_dir.iterdir():
-            if path.name.startswith("."):
-                continue
-            stat = path.stat()
-            size = stat.st_blocks * 512
-            if path.name in live:
-                kept_unused += max(0, size - sum(length for _, length in used[path.name]))
-                continue
-            if written_before is not None and stat.st_mtime >= written_before:
-                continue  # perhaps an import's begun after the caller looked: not yet named
-            path.unlink(missing_ok=True)
-            removed += 1
-            freed += size
-        return GarbageReport(removed, freed, kept_unused, reclaimed)
+        return GarbageReport(removed, freed, kept_unused, reclaimed, compacted)
 
 
 def _atomic_write(path: Path, data) -> None:

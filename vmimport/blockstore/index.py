@@ -70,11 +70,16 @@ class DedupIndex:
     def forget_packs_except(self, live: set[str]) -> None:
         """Drop the entries of every pack not in ``live`` (before those packs are deleted)."""
         with self._lock:
+            packs = [row[0] for row in self._db.execute("SELECT DISTINCT pack FROM block")]
+        self.forget_packs(p.hex() for p in packs if p.hex() not in live)
+
+    def forget_packs(self, packs: Iterable[str]) -> None:
+        """Drop the entries of ``packs`` (deleted, or compacted: their blocks moved)."""
+        with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                packs = [row[0] for row in self._db.execute("SELECT DISTINCT pack FROM block")]
                 self._db.executemany("DELETE FROM block WHERE pack = ?",
-                                     [(p,) for p in packs if p.hex() not in live])
+                                     [(bytes.fromhex(p),) for p in packs])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

@@ -30,11 +30,23 @@ class LeftoverReport:
 
 
 @dataclass(frozen=True)
+class CompactionReport:
+    """Sparse packs whose live blocks gc moved into a new pack (``compaction``)."""
+
+    packs: int = 0  # packs now in no manifest: a later run reclaims them
+    bytes_moved: int = 0
+    bytes_to_reclaim: int = 0  # the compacted packs' sizes
+    manifests_rewritten: int = 0
+    damaged: tuple[str, ...] = ()  # packs left as they were: a live block failed its digest
+
+
+@dataclass(frozen=True)
 class GarbageReport:
     packs_removed: int
     bytes_removed: int
     unreferenced_bytes_kept: int  # blocks no manifest uses, inside packs that others still use
     leftovers: LeftoverReport = LeftoverReport()
+    compaction: CompactionReport = CompactionReport()
 
 
 class FinishedOnSuccess:
@@ -91,13 +103,15 @@ class BlockStore(Protocol):
         """Gone, or never there; the blocks stay until ``collect_garbage``."""
 
     def collect_garbage(self, leftover_grace_seconds: float,
-                        written_before: float | None = None) -> GarbageReport:
+                        written_before: float | None = None,
+                        compact_below: float = 0.0) -> GarbageReport:
         """Delete the packs no manifest uses, and crash leftovers that are not in use and are
         either this host's with their process gone or older than ``leftover_grace_seconds``.
         Call it while no import is writing (a pack just finished is in no manifest yet);
         ``written_before`` (epoch seconds: when the caller saw no import running) keeps the
         packs written since, which an import started after that moment may not have named
-        in a manifest yet."""
+        in a manifest yet. ``compact_below`` (0: never): packs whose live bytes are at most this
+        fraction of them are compacted (``compaction``)."""
 
     def reclaim_own_leftovers(self) -> LeftoverReport:
         """Delete the crash leftovers of this host's processes that are gone (worker start)."""

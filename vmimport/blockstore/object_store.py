@@ -14,8 +14,8 @@ with the snapshot's cipher when encrypted), through a small LRU cache of checked
 
 Dedup and pack holds live in the service's database (``shared_index``), given one: then gc
 is safe while imports run on any machine (it deletes a pack only once no write has held it
-for the grace). Not yet: compaction of packs few live blocks still use (gc reclaims packs
-whole, as the file store does).
+for the grace). Packs that manifests use little of are compacted (``compaction``): a pack
+taken for it leaves the dedup index at once and is deleted by a gc run after the grace.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .compaction import PackUsage, compact
 from .crypto import plaintext_block
 from .interface import GarbageReport, LeftoverReport
 from .leftovers import writer_gone
@@ -172,28 +173,29 @@ class ObjectBlockStore:
                     yield entry["Key"][len(start):], entry
 
     def collect_garbage(self, leftover_grace_seconds: float,
-                        written_before: float | None = None) -> GarbageReport:
+                        written_before: float | None = None,
+                        compact_below: float = 0.0) -> GarbageReport:
         """Delete the packs no manifest refers to once they are older than the grace (a pack
         completed a moment ago may belong to an import about to write its manifest), and abort
         the abandoned uploads (see ``reclaim_own_leftovers``: their writer is gone, or they
-        are older than the grace). Packs are listed before manifests are read, so a pack
-        completed during the sweep is never seen as unreferenced."""
+        are older than the grace); then compact the packs manifests use at most
+        ``compact_below`` of (``compaction``). Packs are listed before manifests are read, so a
+        pack completed during the sweep is never seen as unreferenced."""
         reclaimed = self._reclaim_uploads(leftover_grace_seconds)
         cutoff = time.time() - leftover_grace_seconds
         if written_before is not None:
             cutoff = min(cutoff, written_before)
         packs = dict(self._list("packs", "listing packs"))
-        live: set[str] = set()
-        used: dict[str, int] = {}
+        usage = PackUsage()
         for snapshot_id, _ in self._list("manifests", "listing manifests"):
-            for ref in Manifest.from_bytes(self._manifest_bytes(snapshot_id)).blocks.values():
-                live.add(ref.pack)
-                used[ref.pack] = used.get(ref.pack, 0) + ref.length
+            usage.add(snapshot_id, Manifest.from_bytes(self._manifest_bytes(snapshot_id)))
         removed = freed = kept_unused = 0
         idle_since = datetime.fromtimestamp(cutoff, timezone.utc)
+        sizes: dict[str, int] = {}
         for name, entry in packs.items():
-            if name in live:
-                kept_unused += max(0, entry["Size"] - used[name])
+            if name in usage.blocks:
+                sizes[name] = entry["Size"]
+                kept_unused += max(0, entry["Size"] - usage.live_bytes(name))
             elif entry["LastModified"].timestamp() <= cutoff and self._released(name,
                                                                                 idle_since):
                 with store_errors(self._where, f"deleting pack {name}"):
@@ -203,7 +205,14 @@ class ObjectBlockStore:
         if self._index is not None:  # rows of packs that are gone (deleted by hand, or ...)
             for name in self._index.idle_packs(idle_since) - packs.keys():
                 self._index.release(name, idle_since)
-        return GarbageReport(removed, freed, kept_unused, reclaimed)
+        sparse = usage.sparse(sizes, compact_below)
+        if self._index is None:  # gc runs only while no import does: nothing holds a pack
+            compacted = compact(self, usage, sparse, sizes)
+        else:
+            compacted = compact(self, usage, sparse, sizes,
+                                lambda pack: self._index.retire(pack, idle_since),
+                                self._index.add)
+        return GarbageReport(removed, freed, kept_unused, reclaimed, compacted)
 
     def _released(self, pack: str, idle_since: datetime) -> bool:
         """Whether no write has held ``pack`` since ``idle_since`` (none can from now on)."""

@@ -96,6 +96,25 @@ class SharedDedupIndex:
             session.execute(delete(_INDEX).where(_INDEX.c.pack == pack))
         return True
 
+    def retire(self, pack: str, idle_since: datetime) -> bool:
+        """Whether gc may compact ``pack``: no write has held it since ``idle_since``. If so,
+        its index entries are deleted (no write finds its blocks from now on) and its row is
+        renewed, as by a hold, so that the gc run that deletes it once no manifest names it
+        comes only after the grace: readers and copies of the manifests it was rewritten out of
+        are long done. A write that found its blocks just before may still hold and reuse them
+        (its manifest then keeps the pack)."""
+        with self._db.write() as session:
+            renewed = session.execute(
+                update(_PACKS).where(_PACKS.c.name == pack, _PACKS.c.used_at <= idle_since)
+                .values(used_at=_now()).returning(_PACKS.c.name)).first()
+            if renewed is None:
+                if session.scalar(select(_PACKS.c.name).where(_PACKS.c.name == pack)):
+                    return False  # held recently: a write in flight uses it
+                session.execute(self._insert(_PACKS).values(name=pack, used_at=_now())
+                                .on_conflict_do_nothing())
+            session.execute(delete(_INDEX).where(_INDEX.c.pack == pack))
+        return True
+
     def forget(self, packs: Iterable[str]) -> None:
         """Drop the rows of packs that are gone (those a failed write deleted)."""
         for names in _chunks(sorted(set(packs))):

@@ -47,10 +47,20 @@ class GcOutcome:
                f"{self.store.leftovers.bytes_removed / MiB:.1f} MiB",
                f"removed {self.exports.removed} half-written export(s) in local buckets, "
                f"{self.exports.bytes_removed / MiB:.1f} MiB"]
+        moved = self.store.compaction
+        if moved.packs:
+            out.append(f"compacted {moved.packs} sparse pack(s): moved the "
+                       f"{moved.bytes_moved / MiB:.1f} MiB in use into a new pack and rewrote "
+                       f"{moved.manifests_rewritten} manifest(s); a later run reclaims their "
+                       f"{moved.bytes_to_reclaim / MiB:.1f} MiB (the object store's after the "
+                       "grace)")
+        if moved.damaged:
+            out.append(f"not compacted, a block in use failed its digest: pack(s) "
+                       f"{', '.join(moved.damaged)}")
         if self.store.unreferenced_bytes_kept:
             out.append(f"{self.store.unreferenced_bytes_kept / MiB:.1f} MiB of unreferenced "
                        "blocks remain inside packs that other snapshots still use (packs are "
-                       "reclaimed whole)")
+                       "reclaimed whole; compacted once at most gc_compact_below is in use)")
         return out
 
 
@@ -71,7 +81,8 @@ def collect(settings: Settings, db: Database, store: BlockStore) -> GcOutcome:
         raise GcRefused(f"{busy} import job(s) are queued or running; run it when none are "
                         "(their blocks are not in a manifest yet)")
     grace = settings.gc_leftover_grace_hours * 3600
-    report = store.collect_garbage(grace, written_before=looked)
+    report = store.collect_garbage(grace, written_before=looked,
+                                   compact_below=settings.gc_compact_below)
     exports = reclaim_partial_exports(settings, grace)
     return GcOutcome(uploads, upload_bytes, report, exports, settings.s3_abandoned_upload_days)
 
