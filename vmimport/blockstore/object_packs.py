@@ -14,8 +14,11 @@ which gc respects) and its block read back by ranged GET and compared before its
 reused, so a fingerprint collision (xxh3 is no cryptographic hash) never costs data. The
 blocks a write stores enter the index once its packs are complete. Holds on the packs a write
 uses are renewed every ``HOLD_RENEW_SECONDS`` while it runs, so gc leaves them alone.
-Not shared: twins within one write (their pack is not readable until it completes), and a
-block whose fingerprint a crafted block took first is stored again each time.
+Twins within one write cannot be compared by reading back (their pack is not readable until
+it completes): each block this write stores keeps its blake3 digest too (about 8 GB/s here),
+and a later block with the same fingerprint is shared only if its blake3 digest is the same.
+Not shared: a block whose fingerprint a crafted block took first in the index is stored again
+each time.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .interface import FinishedOnSuccess
 from .leftovers import owner_tag
 from .manifest import BLOCK_SIZE, BlockRef, BlockStoreError
 from .object_client import ObjectLocation, is_missing, store_errors
-from .packs import ZERO_BLOCK, block_digest, digest_pieces, join_pieces
+from .packs import ZERO_BLOCK, block_digest, digest_pieces, join_pieces, strong_digest
 
 log = logging.getLogger("vmimport.blockstore")
 
@@ -68,6 +71,7 @@ class ObjectPackWriter(FinishedOnSuccess):
         self._read_block = read_block
         self._shared: set[str] = set()  # other writes' packs this one reuses blocks of (held)
         self._mine: dict[str, BlockRef] = {}  # blocks this write stored, by digest (first)
+        self._strong: dict[str, str] = {}  # ... and their blake3 digests, for their twins
         self._held_at = time.monotonic()
         self._lock = threading.Lock()
         self._open = True
@@ -85,14 +89,21 @@ class ObjectPackWriter(FinishedOnSuccess):
             return [upload.append(pieces, BLOCK_SIZE) for pieces in blocks]
         digests = [digest_pieces(pieces) for pieces in blocks]
         refs = self._reuse(digests, blocks)
-        new = [n for n, ref in enumerate(refs) if ref is None]
-        if new:
-            self._count_written(len(new))
-            upload = self._upload()
-            for n in new:
-                refs[n] = ref = upload.append(blocks[n], BLOCK_SIZE, digests[n])
-                with self._lock:
-                    self._mine.setdefault(ref.digest, ref)
+        upload = None
+        for n in [n for n, ref in enumerate(refs) if ref is None]:
+            strong = strong_digest(blocks[n])
+            with self._lock:
+                twin = self._mine.get(digests[n])
+                if twin is not None and self._strong[digests[n]] == strong:
+                    refs[n] = twin  # stored earlier in this write: the same bytes (blake3)
+                    continue
+            upload = upload or self._upload()
+            self._count_written(1)
+            refs[n] = ref = upload.append(blocks[n], BLOCK_SIZE, digests[n])
+            with self._lock:
+                if ref.digest not in self._mine:
+                    self._mine[ref.digest] = ref
+                    self._strong[ref.digest] = strong
         return refs
 
     def _reuse(self, digests: list[str], blocks) -> list[BlockRef | None]:

@@ -132,7 +132,7 @@ class PackWriter(FinishedOnSuccess):
         # A candidate with other bytes is a fingerprint collision: never by chance (2^-128),
         # so a crafted block holds that fingerprint. Such blocks go by their blake3 digest
         # instead, or the crafted block would keep every later twin of theirs from dedup.
-        strong = {n: _strong_digest(blocks[n]) for n, ref in enumerate(refs) if ref is False}
+        strong = {n: strong_digest(blocks[n]) for n, ref in enumerate(refs) if ref is False}
         if strong:
             found = self._matches(list(strong.values()), [blocks[n] for n in strong])
             for n, ref in zip(strong, found):
@@ -366,7 +366,7 @@ def wait_for_index() -> None:
         _recording[:] = [item for item in _recording if item[0].is_alive()]
 
 
-def _strong_digest(pieces: list[tuple[int, memoryview]]) -> str:
+def strong_digest(pieces: list[tuple[int, memoryview]]) -> str:
     """blake3 of the whole block: the key of a block whose fingerprint a crafted block holds."""
     return _hexdigest(blake3.blake3(max_threads=1), pieces)
 
