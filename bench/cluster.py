@@ -47,7 +47,7 @@ def _cluster(*args) -> str:
 
 
 def _client(state: dict, api: str, service: str = "ec2"):
-    return client(state["processes"][api]["endpoint"], service)
+    return client(state["processes"][api]["endpoint"], service, state["credentials"])
 
 
 def _store(state: dict):

@@ -48,9 +48,12 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def client(endpoint: str, service: str = "ec2"):
+def client(endpoint: str, service: str = "ec2", keys: dict | None = None):
+    """``keys``: {"access_key", "secret_key"} (a cluster's own); the default pair otherwise."""
+    keys = keys or {"access_key": ACCESS_KEY, "secret_key": SECRET_KEY}
     return boto3.client(service, endpoint_url=endpoint, region_name=REGION,
-                        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+                        aws_access_key_id=keys["access_key"],
+                        aws_secret_access_key=keys["secret_key"],
                         config=Config(retries={"max_attempts": 1, "mode": "standard"},
                                       connect_timeout=10, read_timeout=120,
                                       max_pool_connections=4))

@@ -28,13 +28,13 @@ from botocore.config import Config
 WEED = Path(sys.executable).parent / "weed"
 
 
-def _free_ports(n: int) -> list[int]:
+def _free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     # Hold all sockets open until every port is chosen, so the n ports are distinct.
     socks = []
     try:
         for _ in range(n):
             s = socket.socket()
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
@@ -46,8 +46,12 @@ class S3Server:
     """`weed server -filer -s3` on loopback; a context manager (start on enter, stop on exit)."""
 
     def __init__(self, workdir: Path, access_key: str = "s3admin", secret_key: str = "s3secret",
-                 *, volume_size_limit_mb: int = 128, max_volumes: int = 100):
+                 *, volume_size_limit_mb: int = 128, max_volumes: int = 100,
+                 host: str = "127.0.0.1"):
+        """``host``: the one address every component listens on (loopback unless a cluster
+        in network namespaces needs another, ``tests/netns.py``)."""
         self.workdir = Path(workdir)
+        self.host = host
         self.access_key = access_key
         self.secret_key = secret_key
         # Volumes grow lazily (one per bucket at a time, see start()), so these bound capacity
@@ -55,8 +59,8 @@ class S3Server:
         self.volume_size_limit_mb = volume_size_limit_mb
         self.max_volumes = max_volumes
         (self.master_port, self.volume_port, self.filer_port, self.s3_port,
-         self.master_grpc, self.volume_grpc, self.filer_grpc, self.s3_grpc) = _free_ports(8)
-        self.endpoint_url = f"http://127.0.0.1:{self.s3_port}"
+         self.master_grpc, self.volume_grpc, self.filer_grpc, self.s3_grpc) = _free_ports(8, host)
+        self.endpoint_url = f"http://{host}:{self.s3_port}"
         self.log_path = self.workdir / "weed.log"
         self.startup_seconds: float | None = None
         self._proc: subprocess.Popen | None = None
@@ -75,7 +79,7 @@ class S3Server:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]}))
         args = [
-            str(WEED), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
+            str(WEED), "server", f"-ip={self.host}", f"-ip.bind={self.host}", f"-dir={data}",
             f"-master.port={self.master_port}", f"-master.port.grpc={self.master_grpc}",
             f"-volume.port={self.volume_port}", f"-volume.port.grpc={self.volume_grpc}",
             "-filer", f"-filer.port={self.filer_port}", f"-filer.port.grpc={self.filer_grpc}",
@@ -125,7 +129,7 @@ class S3Server:
         raise RuntimeError(f"SeaweedFS not ready at {self.endpoint_url}: {last}\n{self.log_tail()}")
 
     def _has_data_node(self) -> bool:
-        url = f"http://127.0.0.1:{self.master_port}/dir/status"
+        url = f"http://{self.host}:{self.master_port}/dir/status"
         with urllib.request.urlopen(url, timeout=1) as r:
             topo = json.load(r).get("Topology", {})
         return any(rack.get("DataNodes") for dc in topo.get("DataCenters") or []

@@ -1,5 +1,6 @@
-"""`scripts/cluster`: API and worker processes with separate empty data dirs sharing only one
-PostgreSQL and one S3-compatible store (SeaweedFS), as on several machines. An import asked of
+"""`scripts/cluster`: API and worker processes with separate empty data dirs (and network
+namespaces, where the machine allows) sharing only one PostgreSQL and one S3-compatible store
+(SeaweedFS), as on several machines. An import asked of
 one API process is read and exported through another and stored once across processes; a
 worker killed (-9) mid-import is replaced and the import completes bytes-exact with nothing
 left behind after gc; a PostgreSQL restart mid-import is survived."""
@@ -42,7 +43,8 @@ def _cluster(*args) -> subprocess.CompletedProcess:
 def cluster(tmp_path_factory):
     where = tmp_path_factory.mktemp("cluster")
     try:
-        state = json.loads(_cluster("up", where).stdout)
+        # Each process in a network namespace of its own where the machine allows it.
+        state = json.loads(_cluster("up", where, "--netns", "auto").stdout)
         yield state
     finally:
         if (where / "cluster.json").exists():
@@ -50,9 +52,10 @@ def cluster(tmp_path_factory):
 
 
 def _client(state, api: str, service: str = "ec2"):
+    keys = state["credentials"]
     return boto3.client(service, endpoint_url=state["processes"][api]["endpoint"],
-                        region_name="us-east-1", aws_access_key_id="test",
-                        aws_secret_access_key="test")
+                        region_name="us-east-1", aws_access_key_id=keys["access_key"],
+                        aws_secret_access_key=keys["secret_key"])
 
 
 def _store(state):
@@ -70,6 +73,18 @@ def _keys(state, folder: str) -> set[str]:
 def _import_snapshot(ec2, key: str, fmt: str = "raw") -> str:
     return ec2.import_snapshot(DiskContainer={
         "Format": fmt, "UserBucket": {"S3Bucket": "images", "S3Key": key}})["ImportTaskId"]
+
+
+def test_each_process_has_its_own_network_where_the_machine_allows(cluster):
+    if not cluster.get("net"):
+        pytest.skip("this machine does not allow network namespaces: the cluster is on loopback")
+    own = os.readlink("/proc/self/ns/net")
+    spaces = {name: os.readlink(f"/proc/{proc['pid']}/ns/net")
+              for name, proc in cluster["processes"].items()}
+    assert len(set(spaces.values())) == len(spaces) and own not in spaces.values(), spaces
+    for name in ("api1", "api2"):  # each listens on its own address, not on loopback
+        assert cluster["net"]["namespaces"][name] in cluster["processes"][name]["endpoint"]
+    assert "127.0.0.1" not in cluster["database_url"] + cluster["s3"]["endpoint_url"]
 
 
 def test_an_import_asked_of_one_api_is_read_and_exported_through_another(cluster, disks,
@@ -150,23 +165,24 @@ def test_a_worker_killed_mid_import_is_replaced_and_nothing_leaks(cluster, tmp_p
         replacement.wait(timeout=30)
 
 
-def _env(cluster) -> dict:
-    """What scripts/cluster gives its processes (one place says it: the script)."""
+def _script():
+    """scripts/cluster as a module: one place says how its processes are started."""
     loader = SourceFileLoader("cluster_script", str(CLUSTER))
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader(loader.name, loader))
     loader.exec_module(module)
-    return {**module.process_env(cluster), "VMIMPORT_LEASE_SECONDS": "6",
+    return module
+
+
+def _env(cluster) -> dict:
+    """What scripts/cluster gives its processes."""
+    return {**_script().process_env(cluster), "VMIMPORT_LEASE_SECONDS": "6",
             "VMIMPORT_HEARTBEAT_SECONDS": "1", "VMIMPORT_POLL_SECONDS": "0.2",
             "PYTHONPATH": str(ROOT)}
 
 
 def _start_worker(cluster, name: str) -> subprocess.Popen:
-    data_dir = Path(cluster["dir"]) / name
-    data_dir.mkdir()
-    log = open(Path(cluster["dir"]) / f"{name}.log", "ab")
-    return subprocess.Popen([str(BIN / "vmimport"), "worker", "--data-dir", str(data_dir)],
-                            env=_env(cluster), stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    """One more worker machine: an empty data dir (and network namespace) of its own."""
+    return _script().start_process(cluster, name, ["worker"], env=_env(cluster))
 
 
 def test_a_postgresql_restart_mid_import_is_survived(cluster, tmp_path):
