@@ -210,3 +210,20 @@ def _import_through_a_restart(cluster, expected: str, size: int) -> None:
     assert detail["Status"] == "completed", task
     assert snapshot_sha256(_client(cluster, "api1", "ebs"), detail["SnapshotId"],
                            size) == expected
+
+
+def test_a_bucket_made_through_one_api_process_fails_imports_clearly(cluster):
+    """Buckets of vmimport's own S3 API live in the data dir of the process that took the
+    request; a worker on another machine says so instead of "no such bucket"."""
+    s3 = _client(cluster, "api1", "s3")
+    s3.create_bucket(Bucket="made-on-api1")
+    s3.put_object(Bucket="made-on-api1", Key="disk.raw", Body=b"\1" * MiB)
+    ec2 = _client(cluster, "api2")
+    task = wait_task(ec2, ec2.import_snapshot(DiskContainer={"Format": "raw", "UserBucket": {
+        "S3Bucket": "made-on-api1", "S3Key": "disk.raw"}})["ImportTaskId"], snapshot=True,
+        timeout=300)
+    message = task["SnapshotTaskDetail"].get("StatusMessage", "")
+    assert task["SnapshotTaskDetail"]["Status"] == "deleted", task
+    assert message.startswith("ClientError: Disk validation failed [Invalid S3 source location]"
+                              " bucket made-on-api1 was made through vmimport's S3 API"), message
+    assert "not shared between machines yet" in message

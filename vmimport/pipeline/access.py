@@ -21,7 +21,7 @@ from vmimport.service import buckets, iam, policy
 from vmimport.service.snapshot_keys import Authorize
 
 from .errors import ImportFailure
-from .source import FORBIDDEN, parse_s3_url
+from .source import FORBIDDEN, INVALID_LOCATION, parse_s3_url
 
 S3_BUCKET_ACTIONS = ("s3:GetBucketLocation", "s3:ListBucket")
 
@@ -75,6 +75,13 @@ def check_bucket_owner(db: Database, settings: Settings, task, bucket: str) -> N
         raise ImportFailure(f"{FORBIDDEN} bucket {bucket} is a symbolic link on the server, "
                             "which vmimport never follows")
     owner = buckets.owner_of(db, settings, bucket)
+    if owner is None and buckets.made_elsewhere(db, settings, bucket):
+        where = f"{INVALID_LOCATION} " if isinstance(task, ImportTask) else ""
+        raise ImportFailure(
+            f"{where}bucket {bucket} was made through vmimport's S3 API by a process on another "
+            "machine, and its objects are in that machine's data dir, which this worker cannot "
+            "read: buckets of vmimport's own S3 API are not shared between machines yet. Put "
+            "the object in the S3 store the workers use (s3_endpoint_url) instead")
     if owner is not None and owner != task.account_id:
         raise ImportFailure(f"{FORBIDDEN} Access Denied: bucket {bucket} belongs to another "
                             f"account than {task.account_id}, and a role policy cannot grant "

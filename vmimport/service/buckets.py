@@ -35,6 +35,16 @@ def owner_of(db: Database, settings: Settings, name: str) -> str | None:
     return settings.s3_local_bucket_owner if bucket_exists(settings.buckets_dir, name) else None
 
 
+def made_elsewhere(db: Database, settings: Settings, name: str) -> bool:
+    """Whether CreateBucket made ``name`` (it has an owner) but its directory is not here: a
+    process on another machine of the installation took the request, and buckets of vmimport's
+    own S3 API live in that process's data dir."""
+    with db.read() as session:
+        made = session.scalar(select(S3Bucket.name).where(S3Bucket.name == name)) is not None
+    return made and not bucket_exists(settings.buckets_dir, name) \
+        and not _is_link(settings, name)
+
+
 def no_such_bucket(name: str) -> S3Error:
     return S3Error("NoSuchBucket", "The specified bucket does not exist", name)
 
