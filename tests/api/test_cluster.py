@@ -219,9 +219,14 @@ def test_a_bucket_made_through_one_api_process_fails_imports_clearly(cluster):
     s3.create_bucket(Bucket="made-on-api1")
     s3.put_object(Bucket="made-on-api1", Key="disk.raw", Body=b"\1" * MiB)
     ec2 = _client(cluster, "api2")
-    task = wait_task(ec2, ec2.import_snapshot(DiskContainer={"Format": "raw", "UserBucket": {
-        "S3Bucket": "made-on-api1", "S3Key": "disk.raw"}})["ImportTaskId"], snapshot=True,
-        timeout=300)
+    worker = _start_worker(cluster, "worker6")  # the cluster's own may have been killed
+    try:
+        task = wait_task(ec2, ec2.import_snapshot(DiskContainer={"Format": "raw", "UserBucket": {
+            "S3Bucket": "made-on-api1", "S3Key": "disk.raw"}})["ImportTaskId"],
+            snapshot=True, timeout=300)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
     message = task["SnapshotTaskDetail"].get("StatusMessage", "")
     assert task["SnapshotTaskDetail"]["Status"] == "deleted", task
     assert message.startswith("ClientError: Disk validation failed [Invalid S3 source location]"
