@@ -46,10 +46,13 @@ PART_SIZE = 8 * 1024 * 1024
 # parts, and gc reclaims packs whole, so smaller packs free space sooner.
 PACK_PARTS = 1024
 # Parts of one pack being uploaded at once (by the write's upload threads) while its writer
-# fills the next: one request at a time per writer left SeaweedFS on loopback mostly idle
-# waiting for the next part. Memory per writing thread: (this + 1) parts.
-PARTS_IN_FLIGHT = 2
-UPLOAD_THREADS = 4  # per write
+# fills the next: sent by the writer itself, SeaweedFS on loopback sat idle while it filled
+# the next part. Memory per writing thread: (this + 1) parts, and botocore's copy of each in
+# flight. 2 in flight on 4 threads peaked at 287-293 MiB RSS importing the bench disk into
+# SeaweedFS, 1 on 2 threads at 235-239 MiB (issue 15's limit is 256), no slower: 8.4-9.5 s
+# against 9.3-9.9 s (bench.object_store's import, 2026-12-04).
+PARTS_IN_FLIGHT = 1
+UPLOAD_THREADS = 2  # per write
 # Holds are renewed this often while a write runs: far below gc's grace (hours).
 HOLD_RENEW_SECONDS = 300
 
