@@ -3,7 +3,8 @@ namespaces, where the machine allows) sharing only one PostgreSQL and one S3-com
 (SeaweedFS), as on several machines. An import asked of
 one API process is read and exported through another and stored once across processes; a
 worker killed (-9) mid-import is replaced and the import completes bytes-exact with nothing
-left behind after gc; a PostgreSQL restart mid-import is survived."""
+left behind after gc; a PostgreSQL restart and an object store frozen for 20 s mid-import are
+survived."""
 
 from __future__ import annotations
 
@@ -210,6 +211,31 @@ def _import_through_a_restart(cluster, expected: str, size: int) -> None:
     assert detail["Status"] == "completed", task
     assert snapshot_sha256(_client(cluster, "api1", "ebs"), detail["SnapshotId"],
                            size) == expected
+
+
+def test_an_object_store_that_stops_answering_for_20_s_is_ridden_out(cluster, tmp_path):
+    """SeaweedFS frozen (SIGSTOP) for 20 s in the middle of an import, as a store that stops
+    answering does: the requests in flight wait, retries back off, and the import completes
+    bytes-exact once it answers again."""
+    expected, size = _big_disk(tmp_path, cluster, "stall")
+    worker = _start_worker(cluster, "worker7")  # the cluster's own may have been killed
+    try:
+        ec2 = _client(cluster, "api1")
+        task_id = _import_snapshot(ec2, "stall.raw")
+        _wait_progress(ec2, task_id)
+        os.kill(cluster["s3"]["pid"], signal.SIGSTOP)
+        try:
+            time.sleep(20)
+        finally:
+            os.kill(cluster["s3"]["pid"], signal.SIGCONT)
+        task = wait_task(_client(cluster, "api2"), task_id, snapshot=True, timeout=900)
+        detail = task["SnapshotTaskDetail"]
+        assert detail["Status"] == "completed", task
+        assert snapshot_sha256(_client(cluster, "api2", "ebs"), detail["SnapshotId"],
+                               size) == expected
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
 
 
 def test_a_bucket_made_through_one_api_process_fails_imports_clearly(cluster):
