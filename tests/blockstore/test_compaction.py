@@ -161,9 +161,8 @@ def test_a_damaged_block_leaves_its_pack_as_it_was(store):
     assert pack in store.read_manifest("snap-b").packs()
 
 
-def test_a_pack_a_write_in_flight_reuses_is_not_compacted(store):
-    if isinstance(store, FileBlockStore):
-        pytest.skip("the file store's gc runs only while no import does (jobs.gc refuses)")
+@pytest.mark.parametrize("store", ["object"], indirect=True)  # the file store's gc runs only
+def test_a_pack_a_write_in_flight_reuses_is_not_compacted(store):  # while no import does
     b, pack = _sparse_pack(store)
     _after_the_grace()
     with store.pack_writer() as writer:  # an import on another machine, still running

@@ -58,15 +58,16 @@ class PackUsage:
         up to ``MAX_MOVED_BYTES`` of live blocks."""
         if compact_below <= 0:
             return []
-        found = [(size - self.live_bytes(name), name) for name, size in sizes.items()
-                 if name in self.blocks and self.live_bytes(name) <= size * compact_below
-                 and size - self.live_bytes(name) >= MIN_DEAD_BYTES]
+        live = {name: self.live_bytes(name) for name in sizes if name in self.blocks}
+        found = sorted(((sizes[name] - used, name) for name, used in live.items()
+                        if used <= sizes[name] * compact_below
+                        and sizes[name] - used >= MIN_DEAD_BYTES), reverse=True)
         chosen, moving = [], 0
-        for _, name in sorted(found, reverse=True):
-            if moving + self.live_bytes(name) > MAX_MOVED_BYTES and chosen:
+        for _, name in found:
+            if moving + live[name] > MAX_MOVED_BYTES and chosen:
                 break
             chosen.append(name)
-            moving += self.live_bytes(name)
+            moving += live[name]
         return chosen
 
 
