@@ -2,8 +2,8 @@
 function; parsing and serializing come from botocore's models."""
 
 from vmimport.service import (account, attributes, copy_image, ebs_direct, exports, iam, images,
-                              imports, kms_api, register_image, s3_api, s3_copy, sts, tags,
-                              task_detail)
+                              imports, kms_api, register_image, s3_api, s3_copy, s3_store_api,
+                              sts, tags, task_detail)
 
 EC2_ACTIONS = {
     "ImportImage": imports.import_image,
@@ -85,22 +85,22 @@ S3_ACTIONS = {
     "HeadBucket": s3_api.head_bucket,
     "DeleteBucket": s3_api.delete_bucket,
     "GetBucketLocation": s3_api.get_bucket_location,
-    "ListObjects": s3_api.list_objects,
-    "ListObjectsV2": s3_api.list_objects_v2,
-    "PutObject": s3_api.put_object,
-    "GetObject": s3_api.get_object,
-    "HeadObject": s3_api.head_object,
-    "DeleteObject": s3_api.delete_object,
-    "DeleteObjects": s3_api.delete_objects,
-    "CopyObject": s3_copy.copy_object,
-    "UploadPartCopy": s3_copy.upload_part_copy,
-    "CreateMultipartUpload": s3_api.create_multipart_upload,
-    "UploadPart": s3_api.upload_part,
-    "CompleteMultipartUpload": s3_api.complete_multipart_upload,
-    "AbortMultipartUpload": s3_api.abort_multipart_upload,
-    "ListParts": s3_api.list_parts,
-    "ListMultipartUploads": s3_api.list_multipart_uploads,
 }
+# An object operation goes to its bucket's home: this data dir (s3_api, s3_copy), or the object
+# store that holds the block store (s3_store_api).
+for _name, _local in {
+        "ListObjects": s3_api.list_objects, "ListObjectsV2": s3_api.list_objects_v2,
+        "PutObject": s3_api.put_object, "GetObject": s3_api.get_object,
+        "HeadObject": s3_api.head_object, "DeleteObject": s3_api.delete_object,
+        "DeleteObjects": s3_api.delete_objects, "CopyObject": s3_copy.copy_object,
+        "UploadPartCopy": s3_copy.upload_part_copy,
+        "CreateMultipartUpload": s3_api.create_multipart_upload,
+        "UploadPart": s3_api.upload_part,
+        "CompleteMultipartUpload": s3_api.complete_multipart_upload,
+        "AbortMultipartUpload": s3_api.abort_multipart_upload,
+        "ListParts": s3_api.list_parts,
+        "ListMultipartUploads": s3_api.list_multipart_uploads}.items():
+    S3_ACTIONS[_name] = s3_store_api.dispatch(_local, getattr(s3_store_api, _local.__name__))
 
 # vmimport's own calls (api/service_models/vmimport): what EC2's shapes have no room for.
 VMIMPORT_ACTIONS = {

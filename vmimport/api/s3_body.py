@@ -80,6 +80,10 @@ class RequestBody:
                     raise S3Error("InvalidArgument", "x-amz-decoded-content-length must be a "
                                   "number of bytes")
                 self._decoded_length = int(declared)
+        length = headers.get("content-length")
+        # The body's size as announced (what a store it is forwarded to is told), if it is.
+        self.declared_size = self._decoded_length if self._decoder else \
+            (int(length) if length and length.isdigit() else None)
         self._content_md5 = self._expected_md5(headers.get("content-md5"))
         # Checksums named by header (their value given) or to come in the trailer.
         self._checksums: dict[str, tuple[object, str | None]] = {}

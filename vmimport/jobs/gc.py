@@ -71,8 +71,13 @@ def collect(settings: Settings, db: Database, store: BlockStore) -> GcOutcome:
     from vmimport.pipeline.sinks import reclaim_partial_exports
     from vmimport.service.s3_multipart import remove_abandoned
 
+    from vmimport.service.store_buckets import abort_abandoned_uploads
+
     uploads, upload_bytes = remove_abandoned(settings.buckets_dir,
                                              settings.s3_abandoned_upload_days * 86400)
+    shared_uploads, shared_bytes = abort_abandoned_uploads(
+        settings, settings.s3_abandoned_upload_days * 86400)
+    uploads, upload_bytes = uploads + shared_uploads, upload_bytes + shared_bytes
     looked = time.time()
     with db.read() as session:
         busy = session.scalar(select(func.count()).select_from(Job)

@@ -80,8 +80,9 @@ def check_bucket_owner(db: Database, settings: Settings, task, bucket: str) -> N
         raise ImportFailure(
             f"{where}bucket {bucket} was made through vmimport's S3 API by a process on another "
             "machine, and its objects are in that machine's data dir, which this worker cannot "
-            "read: buckets of vmimport's own S3 API are not shared between machines yet. Put "
-            "the object in the S3 store the workers use (s3_endpoint_url) instead")
+            "read: buckets of vmimport's own S3 API are shared between machines only when the "
+            "block store is an object store (blocks_url = s3://...). Put the object in the S3 "
+            "store the workers use (s3_endpoint_url) instead")
     if owner is not None and owner != task.account_id:
         raise ImportFailure(f"{FORBIDDEN} Access Denied: bucket {bucket} belongs to another "
                             f"account than {task.account_id}, and a role policy cannot grant "

@@ -57,7 +57,7 @@ def run_export_job(control: JobControl) -> None:
                                   ("s3:GetBucketAcl", bucket_arn),
                                   ("s3:PutObject", f"{bucket_arn}/{task.object_key}")])
         progress.phase("converting", PROGRESS_VALIDATED)
-        sink = _open_sink(settings, task, blocks.size)
+        sink = _open_sink(settings, db, task, blocks.size)
         started = time.monotonic()
         WRITERS[task.disk_image_format](blocks, sink, progress.converting)
         progress.check()
@@ -148,11 +148,11 @@ def _boot_volume(control: JobControl, store: BlockStore, task: ExportTask) -> Sn
     return SnapshotBlocks(store, manifest, cipher)
 
 
-def _open_sink(settings, task: ExportTask, size: int):
+def _open_sink(settings, db, task: ExportTask, size: int):
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
-        return open_sink(settings, task.s3_bucket, task.object_key, size)
+        return open_sink(settings, task.s3_bucket, task.object_key, size, db)
     except ClientError as err:
         code = err.response.get("Error", {}).get("Code", "")
         raise ImportFailure(f"the export bucket {task.s3_bucket} cannot be written on the S3 "

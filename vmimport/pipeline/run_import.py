@@ -234,7 +234,8 @@ def _import_disk(control: JobControl, store: BlockStore, task: ImportTask, key: 
         disk_image_size = size
     else:
         access.check_source(control.db, task, disk, settings)
-        source = open_source(settings, bucket=disk.s3_bucket, key=disk.s3_key, url=disk.url)
+        source = open_source(settings, bucket=disk.s3_bucket, key=disk.s3_key, url=disk.url,
+                             db=control.db)
         try:
             limits = Limits(max_virtual_size=settings.max_virtual_size,
                             inflate_threads=settings.inflate_threads)

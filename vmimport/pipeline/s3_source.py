@@ -27,13 +27,22 @@ class S3Source:
     thread-safe) per source; fine for one reader thread.
     """
 
-    def __init__(self, settings: Settings, bucket: str, key: str):
+    def __init__(self, settings: Settings, bucket: str, key: str, shared=None):
+        """``shared``: the bucket is one of vmimport's own S3 API kept in the block store's
+        object store (``store_buckets.SharedBuckets``), read there with its client."""
         self.bucket, self.key = bucket, key
         self.description = describe_object(bucket, key)
-        self.endpoint = _without_userinfo(settings.s3_endpoint_url)
-        self._client = s3_client(settings)
+        if shared is None:
+            self.endpoint = _without_userinfo(settings.s3_endpoint_url)
+            self._setting = "VMIMPORT_S3_ENDPOINT_URL"
+            self._client, self._close_client = s3_client(settings), True
+            self._where = {"Bucket": bucket, "Key": key}
+        else:
+            self.endpoint, self._setting = shared.endpoint, "VMIMPORT_BLOCKS_S3_ENDPOINT_URL"
+            self._client, self._close_client = shared.client, False  # the process's own
+            self._where = {"Bucket": shared.bucket, "Key": shared.key(bucket, key)}
         try:
-            head = self._client.head_object(Bucket=bucket, Key=key)
+            head = self._client.head_object(**self._where)
         except ClientError as e:
             self.close()
             raise self._failure(self._with_error_code(e)) from None
@@ -60,7 +69,7 @@ class S3Source:
 
     def close(self) -> None:
         close = getattr(self._client, "close", None)
-        if close:
+        if close and self._close_client:
             close()
 
     def __enter__(self):
@@ -77,8 +86,8 @@ class S3Source:
             if attempt:
                 time.sleep(min(0.25 * 2 ** attempt, 2.0))
             try:
-                resp = self._client.get_object(Bucket=self.bucket, Key=self.key,
-                                               Range=f"bytes={first}-{last}", **extra)
+                resp = self._client.get_object(**self._where, Range=f"bytes={first}-{last}",
+                                               **extra)
                 with closing(resp["Body"]) as body:
                     data = body.read()
             except ClientError as e:  # an answer, not a broken transfer: retrying won't help
@@ -99,7 +108,7 @@ class S3Source:
         if not err.response.get("Error", {}).get("Code", "").isdigit():
             return err
         try:
-            self._client.get_object(Bucket=self.bucket, Key=self.key, Range="bytes=0-0")
+            self._client.get_object(**self._where, Range="bytes=0-0")
         except ClientError as detailed:
             if not detailed.response.get("Error", {}).get("Code", "").isdigit():
                 return detailed
@@ -131,7 +140,7 @@ class S3Source:
         what = ("cannot reach" if isinstance(err, (EndpointConnectionError, ConnectTimeoutError))
                 else "error talking to")
         return ImportFailure(f"{what} the S3 endpoint {self.endpoint} "
-                             f"(VMIMPORT_S3_ENDPOINT_URL) to read {self.description}: {err}",
+                             f"({self._setting}) to read {self.description}: {err}",
                              kind="ServerError")
 
 

@@ -5,7 +5,8 @@ front to back and made visible only when complete (``commit``); ``abort`` leaves
   at the end (atomic); zeros the writer skips, and 64 KiB stretches of zeros it writes, become
   holes.
 - ``S3MultipartSink``: a multipart upload of parts sized for the disk (at most 10,000 parts),
-  uploaded by two threads while the writer goes on; memory is a few parts.
+  uploaded by two threads while the writer goes on; memory is a few parts. Also for a bucket
+  of vmimport's own S3 API kept in the block store's object store (``store_buckets``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from vmimport.blockstore import leftovers
 from vmimport.blockstore.interface import LeftoverReport
 from vmimport.config import Settings
+from vmimport.service import store_buckets
 from vmimport.sparse_writes import nonzero_parts, write_segments
 
 from .errors import ImportFailure
@@ -95,18 +97,23 @@ class LocalBucketSink:
 
 
 class S3MultipartSink:
-    def __init__(self, settings: Settings, bucket: str, key: str, expected_size: int):
-        from .s3_client import s3_client  # boto3 costs ~20 MiB: loaded only for S3 sinks
+    def __init__(self, settings: Settings, bucket: str, key: str, expected_size: int,
+                 shared=None):
+        if shared is None:
+            from .s3_client import s3_client  # boto3 costs ~20 MiB: loaded only for S3 sinks
 
-        self.client = s3_client(settings)
-        self.bucket, self.key = bucket, key
+            self.client = s3_client(settings)
+            self.bucket, self.key = bucket, key
+        else:  # the process's own client of the block store's object store
+            self.client, self.bucket, self.key = shared.client, shared.bucket, \
+                shared.key(bucket, key)
         self.part_size = max(MIN_PART, -(-int(expected_size * 1.01 + (1 << 20)) // MAX_PARTS))
         self._buffer = bytearray()
         self._position = 0
         self._parts: list = []
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="export-upload")
         self.upload_id = self.client.create_multipart_upload(
-            Bucket=bucket, Key=key)["UploadId"]
+            Bucket=self.bucket, Key=self.key)["UploadId"]
 
     @property
     def position(self) -> int:
@@ -171,11 +178,15 @@ def reclaim_partial_exports(settings: Settings, grace_seconds: float | None) -> 
     return leftovers.reclaim([Path(b.path) / PARTIAL_DIR for b in buckets], grace_seconds)
 
 
-def open_sink(settings: Settings, bucket: str, key: str, expected_size: int):
-    """The bucket's directory when it exists here, else the configured S3 store."""
+def open_sink(settings: Settings, bucket: str, key: str, expected_size: int, db=None):
+    """The bucket's directory when it exists here, else the block store's object store when
+    the bucket is one of vmimport's S3 API (found in ``db``), else the configured S3 store."""
     bucket_dir = settings.buckets_dir / bucket
     if bucket_dir.is_dir() or bucket_dir.is_symlink():
         return LocalBucketSink(bucket_dir, bucket, key)
+    shared = store_buckets.in_store(db, settings, bucket) if db is not None else None
+    if shared is not None:
+        return S3MultipartSink(settings, bucket, key, expected_size, shared=shared)
     if settings.s3_endpoint_url:
         return S3MultipartSink(settings, bucket, key, expected_size)
     raise ImportFailure(f"the export bucket {bucket!r} does not exist: no directory "

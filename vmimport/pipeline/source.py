@@ -8,6 +8,8 @@ both resolve the same way, first match wins:
    ``<data_dir>/buckets/<bucket>/<key>`` (the key may contain ``/`` for sub-directories). The
    bucket and key come from users, so no symlink is ever followed (not even one inside the
    bucket, nor a bucket directory that is a link); ``..``, absolute keys and NUL are refused.
+1b. The block store is an object store and CreateBucket made the bucket: the object is in that
+   store (``store_buckets``), read as in 2.
 2. ``VMIMPORT_S3_ENDPOINT_URL`` is set: the object is read from that S3-compatible endpoint with
    ``VMIMPORT_S3_ACCESS_KEY``/``VMIMPORT_S3_SECRET_KEY`` (anonymous if both are empty),
    path-style addressing, region ``VMIMPORT_S3_REGION``, by ranged GETs pinned to the ETag seen
@@ -29,7 +31,7 @@ from typing import Iterator
 
 from vmimport.config import Settings
 from vmimport.pipeline.errors import ImportFailure
-from vmimport.service import bucket_files
+from vmimport.service import bucket_files, store_buckets
 from vmimport.vectored import preadv_all
 
 from .source_base import (DEFAULT_CHUNK, FORBIDDEN, INVALID_LOCATION,  # noqa: F401 (re-exported)
@@ -37,8 +39,9 @@ from .source_base import (DEFAULT_CHUNK, FORBIDDEN, INVALID_LOCATION,  # noqa: F
 
 
 def open_source(settings: Settings, *, bucket: str | None = None, key: str | None = None,
-                url: str | None = None) -> OpenedSource:
-    """Open the object named by ``bucket``+``key`` or by ``url`` (see the module docstring)."""
+                url: str | None = None, db=None) -> OpenedSource:
+    """Open the object named by ``bucket``+``key`` or by ``url`` (see the module docstring).
+    ``db``: the service's database, where buckets of vmimport's own S3 API are found."""
     if url is not None:
         if bucket is not None or key is not None:
             raise ValueError("give either url or bucket and key, not both")
@@ -59,6 +62,10 @@ def open_source(settings: Settings, *, bucket: str | None = None, key: str | Non
                             "server, which vmimport never follows")
     if bucket_dir.is_dir():
         return LocalSource.open(bucket_dir, bucket, key)
+    shared = store_buckets.in_store(db, settings, bucket) if db is not None else None
+    if shared is not None:
+        from .s3_source import S3Source
+        return S3Source(settings, bucket, key, shared=shared)
     if settings.s3_endpoint_url:
         from .s3_source import S3Source  # boto3 costs ~20 MiB: loaded only for S3 sources
         return S3Source(settings, bucket, key)

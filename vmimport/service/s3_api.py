@@ -55,8 +55,8 @@ def create_bucket(ctx: Context, params: dict) -> dict:
 
 
 def head_bucket(ctx: Context, params: dict) -> dict:
-    with owned_bucket(ctx, params["Bucket"]):
-        return {"BucketRegion": ctx.region}
+    buckets.check_access(ctx.db, ctx.settings, ctx.account_id, params["Bucket"])
+    return {"BucketRegion": ctx.region}
 
 
 def delete_bucket(ctx: Context, params: dict) -> dict:
@@ -65,9 +65,9 @@ def delete_bucket(ctx: Context, params: dict) -> dict:
 
 
 def get_bucket_location(ctx: Context, params: dict) -> dict:
-    with owned_bucket(ctx, params["Bucket"]):
-        # us-east-1 is the empty constraint, as S3 answers it.
-        return {"LocationConstraint": "" if ctx.region == "us-east-1" else ctx.region}
+    buckets.check_access(ctx.db, ctx.settings, ctx.account_id, params["Bucket"])
+    # us-east-1 is the empty constraint, as S3 answers it.
+    return {"LocationConstraint": "" if ctx.region == "us-east-1" else ctx.region}
 
 
 # --- listing -------------------------------------------------------------------------------
@@ -312,7 +312,12 @@ def abort_multipart_upload(ctx: Context, params: dict) -> dict:
 
 def list_parts(ctx: Context, params: dict) -> dict:
     with owned_bucket(ctx, params["Bucket"]) as fd:
-        upload, parts = s3_multipart.list_parts(fd, params["UploadId"], params["Key"])
+        _, parts = s3_multipart.list_parts(fd, params["UploadId"], params["Key"])
+    return parts_page(ctx, params, parts)
+
+
+def parts_page(ctx: Context, params: dict, parts: list[s3_multipart.Part]) -> dict:
+    """ListParts' answer: the page of ``parts`` (every part, by number) the request asks for."""
     after = params.get("PartNumberMarker") or 0
     limit = min(MAX_KEYS, params.get("MaxParts", MAX_KEYS))
     chosen = [p for p in parts if p.number > after]
@@ -330,6 +335,12 @@ def list_parts(ctx: Context, params: dict) -> dict:
 def list_multipart_uploads(ctx: Context, params: dict) -> dict:
     with owned_bucket(ctx, params["Bucket"]) as fd:
         uploads = s3_multipart.list_uploads(fd, params.get("Prefix") or "")
+    return uploads_page(ctx, params, uploads)
+
+
+def uploads_page(ctx: Context, params: dict, uploads: list[s3_multipart.Upload]) -> dict:
+    """ListMultipartUploads' answer: the page of ``uploads`` (those under the request's Prefix,
+    by key) the request asks for."""
     limit = min(MAX_KEYS, params.get("MaxUploads", MAX_KEYS))
     marker = params.get("KeyMarker") or ""
     uploads = [u for u in uploads if u.key > marker]

@@ -20,6 +20,7 @@ from . import s3_multipart, s3_objects, sts
 from .context import Context
 from .errors import S3Error
 from .s3_api import etag_in, owned_bucket
+from .store_buckets import check_copy_homes
 
 # S3's limit for one CopyObject and one UploadPartCopy; larger objects are copied in parts
 # (the AWS CLI and boto3 switch to UploadPartCopy well below it).
@@ -47,7 +48,7 @@ def parse_copy_source(value: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _check_copy_conditions(params: dict, info: s3_objects.ObjectInfo) -> None:
+def check_copy_conditions(params: dict, info: s3_objects.ObjectInfo) -> None:
     """The x-amz-copy-source-if-* headers; S3 answers every failed one with 412. A matching
     If-Match wins over If-Unmodified-Since, a failing If-None-Match over If-Modified-Since."""
     def fail(header: str):
@@ -72,18 +73,19 @@ def _open_source(ctx: Context, params: dict) -> tuple[int, s3_objects.ObjectInfo
     """The source object's descriptor (to close) once the caller may read it and the copy
     conditions hold."""
     bucket, key = parse_copy_source(params["CopySource"])
-    _check_source_read(ctx, bucket, key)
+    check_source_read(ctx, bucket, key)
+    check_copy_homes(ctx.db, ctx.settings, bucket, params["Bucket"])
     with owned_bucket(ctx, bucket) as bucket_fd:
         fd, info = s3_objects.open_object(ctx.db, bucket_fd, bucket, key)
     try:
-        _check_copy_conditions(params, info)
+        check_copy_conditions(params, info)
     except BaseException:
         os.close(fd)
         raise
     return fd, info
 
 
-def _check_source_read(ctx: Context, bucket: str, key: str) -> None:
+def check_source_read(ctx: Context, bucket: str, key: str) -> None:
     """An assumed role copies only what it may read: AWS authorizes a copy as s3:PutObject on
     the target (checked at the front door) and s3:GetObject on the source (here)."""
     caller = ctx.caller
@@ -150,7 +152,7 @@ def copy_object(ctx: Context, params: dict) -> dict:
     return {"CopyObjectResult": {"ETag": etag, "LastModified": modified}}
 
 
-def _copy_range(header: str | None, size: int) -> tuple[int, int]:
+def copy_range(header: str | None, size: int) -> tuple[int, int]:
     """[start, end) named by ``x-amz-copy-source-range`` (the whole object without it)."""
     if header is None:
         return 0, size
@@ -169,7 +171,7 @@ def _copy_range(header: str | None, size: int) -> tuple[int, int]:
 def upload_part_copy(ctx: Context, params: dict) -> dict:
     src, info = _open_source(ctx, params)
     try:
-        start, end = _copy_range(params.get("CopySourceRange"), info.size)
+        start, end = copy_range(params.get("CopySourceRange"), info.size)
         if end - start > MAX_COPY:
             raise S3Error("InvalidRequest", f"The specified copy source is larger than the "
                           f"maximum allowable size for a copy source: {MAX_COPY} (copy it in "

@@ -109,9 +109,7 @@ def _read_record(fd: int, upload_id: str) -> Upload | None:
 def upload_part(bucket_fd: int, upload_id: str, key: str, number: int, body,
                 chunks: Iterable[bytes]) -> str:
     """Store one part; its quoted ETag. ``body.md5_hex`` is read once ``chunks`` is done."""
-    if not 1 <= number <= MAX_PART_NUMBER:
-        raise S3Error("InvalidArgument", f"Part number must be an integer between 1 and "
-                      f"{MAX_PART_NUMBER}, inclusive")
+    check_part_number(number)
     with _open_upload(bucket_fd, upload_id, key) as (_, fd, _upload):
         temp, _ = s3_objects.write_temp(fd, chunks)
         name = f"part.{number:05d}.{body.md5_hex}"
@@ -123,6 +121,12 @@ def upload_part(bucket_fd: int, upload_id: str, key: str, number: int, body,
                     if os.stat(part.name, dir_fd=fd).st_mtime_ns <= mine:
                         os.unlink(part.name, dir_fd=fd)
     return f'"{body.md5_hex}"'
+
+
+def check_part_number(number: int) -> None:
+    if not 1 <= number <= MAX_PART_NUMBER:
+        raise S3Error("InvalidArgument", f"Part number must be an integer between 1 and "
+                      f"{MAX_PART_NUMBER}, inclusive")
 
 
 def _parts(fd: int) -> list[Part]:
@@ -148,30 +152,8 @@ def list_parts(bucket_fd: int, upload_id: str, key: str) -> tuple[Upload, list[P
 def complete(db: Database, bucket_fd: int, bucket: str, key: str, upload_id: str,
              requested: list[dict]) -> str:
     """Join the requested parts into the object; its quoted md5-of-md5s-N ETag."""
-    if not requested:
-        raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not "
-                      "validate against our published schema: no Part given")
     with _open_upload(bucket_fd, upload_id, key) as (area, fd, upload):
-        stored = {p.number: p for p in _parts(fd)}
-        chosen: list[Part] = []
-        for n, item in enumerate(requested):
-            number, etag = item.get("PartNumber"), (item.get("ETag") or "").strip('"')
-            if n and number is not None and number <= requested[n - 1].get("PartNumber", 0):
-                raise S3Error("InvalidPartOrder", "The list of parts was not in ascending "
-                              "order. Parts must be ordered by part number.", upload_id)
-            part = stored.get(number)
-            if part is None or part.etag.strip('"') != etag.lower():
-                raise S3Error("InvalidPart", f"One or more of the specified parts could not be "
-                              f"found (part {number}). The part may not have been uploaded, or "
-                              "the specified entity tag may not match the part's entity tag.",
-                              upload_id)
-            chosen.append(part)
-        for part in chosen[:-1]:
-            if part.size < MIN_PART_SIZE:
-                raise S3Error("EntityTooSmall", f"Your proposed upload is smaller than the "
-                              f"minimum allowed object size: part {part.number} has "
-                              f"{part.size} bytes, and every part but the last needs "
-                              f"{MIN_PART_SIZE}", upload_id)
+        chosen = choose_parts({p.number: p for p in _parts(fd)}, requested, upload_id)
         temp = _concatenate(area, fd, chosen)
         digest = hashlib.md5(b"".join(bytes.fromhex(p.etag.strip('"')) for p in chosen))
         etag = f'"{digest.hexdigest()}-{len(chosen)}"'
@@ -179,6 +161,34 @@ def complete(db: Database, bucket_fd: int, bucket: str, key: str, upload_id: str
                            upload.metadata)
         _remove(area, upload_id)
     return etag
+
+
+def choose_parts(stored: dict[int, Part], requested: list[dict], upload_id: str) -> list[Part]:
+    """The stored parts CompleteMultipartUpload names, checked as S3 checks them: in ascending
+    order, each there with its ETag, every one but the last at least 5 MiB."""
+    if not requested:
+        raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not "
+                      "validate against our published schema: no Part given")
+    chosen: list[Part] = []
+    for n, item in enumerate(requested):
+        number, etag = item.get("PartNumber"), (item.get("ETag") or "").strip('"')
+        if n and number is not None and number <= requested[n - 1].get("PartNumber", 0):
+            raise S3Error("InvalidPartOrder", "The list of parts was not in ascending "
+                          "order. Parts must be ordered by part number.", upload_id)
+        part = stored.get(number)
+        if part is None or part.etag.strip('"') != etag.lower():
+            raise S3Error("InvalidPart", f"One or more of the specified parts could not be "
+                          f"found (part {number}). The part may not have been uploaded, or "
+                          "the specified entity tag may not match the part's entity tag.",
+                          upload_id)
+        chosen.append(part)
+    for part in chosen[:-1]:
+        if part.size < MIN_PART_SIZE:
+            raise S3Error("EntityTooSmall", f"Your proposed upload is smaller than the "
+                          f"minimum allowed object size: part {part.number} has "
+                          f"{part.size} bytes, and every part but the last needs "
+                          f"{MIN_PART_SIZE}", upload_id)
+    return chosen
 
 
 def _concatenate(area: int, fd: int, parts: list[Part]) -> str:
