@@ -91,6 +91,9 @@ class S3Server:
             f"-volume.max={self.max_volumes}", "-volume.preStopSeconds=0",
             # A fresh single master elects itself; a short timeout makes that quick.
             "-master.electionTimeout=1s",
+            # 1 MiB chunks (default 4): measured here, SeaweedFS spends ~20% less CPU storing
+            # and ~55% less serving ranged reads of block packs (README, object store).
+            "-filer.maxMB=1",
         ]
         env = dict(os.environ)
         # Each bucket is a collection; by default its first write grows 7 volumes at once.
