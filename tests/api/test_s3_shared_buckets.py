@@ -149,6 +149,37 @@ def test_another_account_is_refused(pair):
     assert bucket not in {b["Name"] for b in other.list_buckets()["Buckets"]}
 
 
+def test_no_key_or_prefix_reaches_outside_its_bucket(pair, store):
+    """The store may treat keys as paths: '..' and empty segments are refused, so no request
+    through one bucket names another bucket's objects or the block store's packs."""
+    one, _ = pair
+    s3 = one.client("s3")
+    victim, mine = _name("victim"), _name("mine")
+    for bucket in (victim, mine):
+        s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=victim, Key="secret", Body=b"victim's bytes")
+    for key in (f"../{victim}/secret", f"a/../../{victim}/secret", "a//b", "./x", "x/.."):
+        for call in (lambda: s3.get_object(Bucket=mine, Key=key),
+                     lambda: s3.put_object(Bucket=mine, Key=key, Body=b"x"),
+                     lambda: s3.create_multipart_upload(Bucket=mine, Key=key),
+                     lambda: s3.copy_object(Bucket=mine, Key="copy",
+                                            CopySource={"Bucket": mine, "Key": key})):
+            with pytest.raises(ClientError) as refused:
+                call()
+            assert code_of(refused.value) == "InvalidArgument", key
+    for prefix in ("../", f"../{victim}/", "a/../", "..", "/"):
+        for call in (lambda: s3.list_objects_v2(Bucket=mine, Prefix=prefix),
+                     lambda: s3.list_objects(Bucket=mine, Prefix=prefix),
+                     lambda: s3.list_multipart_uploads(Bucket=mine, Prefix=prefix)):
+            with pytest.raises(ClientError) as refused:
+                call()
+            assert code_of(refused.value) == "InvalidArgument", prefix
+    s3.delete_object(Bucket=mine, Key=f"../{victim}/secret")  # no such object here: no error
+    s3.delete_objects(Bucket=mine, Delete={"Objects": [{"Key": f"../{victim}/secret"}]})
+    assert s3.get_object(Bucket=victim, Key="secret")["Body"].read() == b"victim's bytes"
+    assert _store_keys(store, mine) == set()
+
+
 def test_a_body_that_fails_its_digest_never_becomes_an_object(pair, store):
     one, two = pair
     s3 = one.client("s3")

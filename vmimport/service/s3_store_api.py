@@ -13,7 +13,7 @@ from __future__ import annotations
 import tempfile
 from contextlib import closing
 
-from . import buckets, s3_multipart
+from . import buckets, s3_multipart, s3_objects
 from .context import Context
 from .errors import S3Error
 from .s3_api import (MAX_DELETE, MAX_KEYS, _check_conditions, _object_headers, _owner, _range,
@@ -35,9 +35,22 @@ def _owned(ctx: Context, bucket: str) -> SharedBuckets:
     return shared
 
 
-def _check_key(bucket: str, key: str) -> None:
-    if not key:
-        raise S3Error("InvalidArgument", "A key must not be empty", f"/{bucket}/")
+def _key(shared: SharedBuckets, bucket: str, key: str) -> str:
+    """The store's key for ``key`` of ``bucket``. The store (SeaweedFS, say) may treat keys
+    as paths, so the rules of a local bucket's keys hold here too: no empty, '.' or '..'
+    segment can step out of ``<prefix>buckets/<bucket>/`` (``InvalidArgument``)."""
+    s3_objects.parts_of(bucket, key)
+    return shared.key(bucket, key)
+
+
+def _prefix(shared: SharedBuckets, bucket: str, prefix: str) -> str:
+    """The store's key prefix for a listing's Prefix (or a marker), checked as keys are."""
+    segments = prefix.split("/")
+    if "\0" in prefix or any(p in ("", ".", "..") for p in segments[:-1]) or \
+            segments[-1] in (".", ".."):
+        raise S3Error("InvalidArgument", "A prefix with an empty, '.' or '..' segment names "
+                      "no key this server can store", prefix[:1024])
+    return shared.key(bucket, prefix)
 
 
 # --- listing -------------------------------------------------------------------------------
@@ -47,7 +60,7 @@ def _listing(ctx: Context, params: dict, v2: bool, **request) -> tuple[dict, dic
     base = shared.key(bucket)
     prefix, delimiter = params.get("Prefix") or "", params.get("Delimiter") or ""
     limit = min(MAX_KEYS, max(0, params.get("MaxKeys", MAX_KEYS)))
-    request.update(Bucket=shared.bucket, Prefix=base + prefix, MaxKeys=limit)
+    request.update(Bucket=shared.bucket, Prefix=_prefix(shared, bucket, prefix), MaxKeys=limit)
     if delimiter:
         request["Delimiter"] = delimiter
     with store_errors(shared, "listing objects", bucket):
@@ -100,7 +113,7 @@ def list_objects(ctx: Context, params: dict) -> dict:
 
 
 def _store_key(ctx: Context, bucket: str, key: str) -> str:
-    return _owned(ctx, bucket).key(bucket, key)
+    return _prefix(_owned(ctx, bucket), bucket, key)
 
 
 # --- objects -------------------------------------------------------------------------------
@@ -196,12 +209,11 @@ def _spool_dir(ctx: Context) -> str:
 
 def put_object(ctx: Context, params: dict) -> dict:
     bucket, key = params["Bucket"], params["Key"]
-    _check_key(bucket, key)
     shared = _owned(ctx, bucket)
-    extra = _headers(params)
+    target, extra = _key(shared, bucket, key), _headers(params)
     answer = _send_body(shared, ctx, params["Body"], "storing an object", f"/{bucket}/{key}",
                         lambda **body: shared.client.put_object(
-                            Bucket=shared.bucket, Key=shared.key(bucket, key), **extra, **body))
+                            Bucket=shared.bucket, Key=target, **extra, **body))
     return {"ETag": answer["ETag"]}
 
 
@@ -219,7 +231,7 @@ def _head(shared: SharedBuckets, bucket: str, key: str) -> ObjectInfo:
 
     with store_errors(shared, "reading an object", f"/{bucket}/{key}"):
         try:
-            head = shared.client.head_object(Bucket=shared.bucket, Key=shared.key(bucket, key))
+            head = shared.client.head_object(Bucket=shared.bucket, Key=_key(shared, bucket, key))
         except ClientError as exc:
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 raise no_such_key(bucket, key) from None
@@ -243,7 +255,7 @@ def get_object(ctx: Context, params: dict, head: bool = False) -> dict:
         extra = {"Range": f"bytes={start}-{end - 1}"} if span is not None and end > start else {}
         with store_errors(shared, "reading an object", f"/{bucket}/{key}"):
             # Pinned to the ETag the headers came from: a replaced object is a 412, not a mix.
-            answer = shared.client.get_object(Bucket=shared.bucket, Key=shared.key(bucket, key),
+            answer = shared.client.get_object(Bucket=shared.bucket, Key=_key(shared, bucket, key),
                                               IfMatch=info.etag, **extra)
         out["Body"] = _chunks(answer["Body"], end - start)
     return out
@@ -267,10 +279,18 @@ def head_object(ctx: Context, params: dict) -> dict:
 def delete_object(ctx: Context, params: dict) -> dict:
     bucket, key = params["Bucket"], params["Key"]
     shared = _owned(ctx, bucket)
-    if key:
+    if _storable(bucket, key):  # else no object can have that key: deleted, as S3 says
         with store_errors(shared, "deleting an object", f"/{bucket}/{key}"):
-            shared.client.delete_object(Bucket=shared.bucket, Key=shared.key(bucket, key))
+            shared.client.delete_object(Bucket=shared.bucket, Key=_key(shared, bucket, key))
     return {}
+
+
+def _storable(bucket: str, key: str) -> bool:
+    try:
+        s3_objects.parts_of(bucket, key)
+    except S3Error:
+        return False
+    return True
 
 
 def delete_objects(ctx: Context, params: dict) -> dict:
@@ -283,7 +303,8 @@ def delete_objects(ctx: Context, params: dict) -> dict:
     keys = [item.get("Key") or "" for item in objects]
     with store_errors(shared, "deleting objects", bucket):
         answer = shared.client.delete_objects(Bucket=shared.bucket, Delete={
-            "Objects": [{"Key": shared.key(bucket, key)} for key in keys if key]})
+            "Objects": [{"Key": _key(shared, bucket, key)} for key in keys
+                        if _storable(bucket, key)]})
     base = shared.key(bucket)
     errors = [{"Key": e["Key"][len(base):], "Code": e.get("Code", "InternalError"),
                "Message": e.get("Message", "")} for e in answer.get("Errors") or []]
@@ -296,16 +317,16 @@ def delete_objects(ctx: Context, params: dict) -> dict:
 # --- multipart -----------------------------------------------------------------------------
 def create_multipart_upload(ctx: Context, params: dict) -> dict:
     bucket, key = params["Bucket"], params["Key"]
-    _check_key(bucket, key)
     shared = _owned(ctx, bucket)
+    target = _key(shared, bucket, key)
     with store_errors(shared, "starting a multipart upload", f"/{bucket}/{key}"):
-        answer = shared.client.create_multipart_upload(
-            Bucket=shared.bucket, Key=shared.key(bucket, key), **_headers(params))
+        answer = shared.client.create_multipart_upload(Bucket=shared.bucket, Key=target,
+                                                       **_headers(params))
     return {"Bucket": bucket, "Key": key, "UploadId": answer["UploadId"]}
 
 
 def _upload_where(shared: SharedBuckets, params: dict) -> dict:
-    return {"Bucket": shared.bucket, "Key": shared.key(params["Bucket"], params["Key"]),
+    return {"Bucket": shared.bucket, "Key": _key(shared, params["Bucket"], params["Key"]),
             "UploadId": params["UploadId"]}
 
 
@@ -358,7 +379,7 @@ def list_multipart_uploads(ctx: Context, params: dict) -> dict:
     base = shared.key(bucket)
     with store_errors(shared, "listing multipart uploads", bucket):
         pages = shared.client.get_paginator("list_multipart_uploads").paginate(
-            Bucket=shared.bucket, Prefix=base + (params.get("Prefix") or ""))
+            Bucket=shared.bucket, Prefix=_prefix(shared, bucket, params.get("Prefix") or ""))
         uploads = [s3_multipart.Upload(u["UploadId"], u["Key"][len(base):], u["Initiated"],
                                        None, None)
                    for page in pages for u in page.get("Uploads") or []]
@@ -390,8 +411,7 @@ def copy_object(ctx: Context, params: dict) -> dict:
         raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to "
                       "copy an object to itself without changing the object's metadata, "
                       "storage class, website redirect location or encryption attributes.")
-    _check_key(target_bucket, target_key)
-    _owned(ctx, target_bucket)
+    target = _key(_owned(ctx, target_bucket), target_bucket, target_key)
     shared, bucket, key, info = _copy_source(ctx, params)
     if info.size > MAX_COPY:
         raise S3Error("InvalidRequest", f"The specified copy source is larger than the "
@@ -401,8 +421,8 @@ def copy_object(ctx: Context, params: dict) -> dict:
         extra.update(_headers(params))
     with store_errors(shared, "copying an object", f"/{target_bucket}/{target_key}"):
         answer = shared.client.copy_object(
-            Bucket=shared.bucket, Key=shared.key(target_bucket, target_key),
-            CopySource={"Bucket": shared.bucket, "Key": shared.key(bucket, key)},
+            Bucket=shared.bucket, Key=target,
+            CopySource={"Bucket": shared.bucket, "Key": _key(shared, bucket, key)},
             CopySourceIfMatch=info.etag, **extra)
     result = answer["CopyObjectResult"]
     return {"CopyObjectResult": {"ETag": result["ETag"], "LastModified": result["LastModified"]}}
@@ -420,7 +440,7 @@ def upload_part_copy(ctx: Context, params: dict) -> dict:
     with store_errors(shared, "copying a part", params["UploadId"][:64]):
         answer = shared.client.upload_part_copy(
             **_upload_where(shared, params), PartNumber=params["PartNumber"],
-            CopySource={"Bucket": shared.bucket, "Key": shared.key(bucket, key)},
+            CopySource={"Bucket": shared.bucket, "Key": _key(shared, bucket, key)},
             CopySourceRange=f"bytes={start}-{end - 1}", CopySourceIfMatch=info.etag)
     result = answer["CopyPartResult"]
     return {"CopyPartResult": {"ETag": result["ETag"],
