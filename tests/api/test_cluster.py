@@ -1,10 +1,11 @@
 """`scripts/cluster`: API and worker processes with separate empty data dirs (and network
 namespaces, where the machine allows) sharing only one PostgreSQL and one S3-compatible store
 (SeaweedFS), as on several machines. An import asked of
-one API process is read and exported through another and stored once across processes; a
+one API process is read and exported through another and stored once across processes; an
+encrypted import (inspected) and its re-keyed CopyImage read back across processes; a
 worker killed (-9) mid-import is replaced and the import completes bytes-exact with nothing
 left behind after gc; a PostgreSQL restart and an object store frozen for 20 s mid-import are
-survived."""
+survived; a bucket filled through one API process is imported through another."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import boto3
 import pytest
 
 from ..helpers import BIN, make_raw_disk, qemu_raw_sha256, snapshot_sha256, wait_task
+from .ami_fixtures import wait_image
 from .test_export_image import same_disk, wait_export
 
 pytestmark = pytest.mark.slow
@@ -118,6 +120,37 @@ def test_an_import_asked_of_one_api_is_read_and_exported_through_another(cluster
     _store(cluster).download_file("images", f"exports/{export['ExportImageTaskId']}.raw",
                                   str(exported))
     same_disk(disks["raw"], exported, "raw")
+
+
+def test_an_encrypted_import_and_its_copy_across_processes(cluster, disks):
+    """A KMS key made through one API process seals an import asked of the other (inspected:
+    Linux x86_64); CopyImage re-seals it under a key made through the first; both snapshots
+    read back through the other process as qemu-img's raw (the KMS root key is all the
+    processes share besides the database and the store)."""
+    _store(cluster).upload_file(str(disks["vmdk"]), "images", "sealed.vmdk")
+    one, two = _client(cluster, "api1"), _client(cluster, "api2")
+    key_arn = _client(cluster, "api2", "kms").create_key(
+        Description="cluster")["KeyMetadata"]["Arn"]
+    task = wait_task(two, one.import_image(Encrypted=True, KmsKeyId=key_arn, DiskContainers=[{
+        "Format": "vmdk", "UserBucket": {"S3Bucket": "images", "S3Key": "sealed.vmdk"}}])
+        ["ImportTaskId"], timeout=600)
+    assert task["Status"] == "completed", task
+    assert task["Encrypted"] is True and task["KmsKeyId"] == key_arn
+    assert task["Platform"] == "Linux" and task["Architecture"] == "x86_64", task
+    expected, size = qemu_raw_sha256(disks["vmdk"], "vmdk")
+    sealed = task["SnapshotDetails"][0]["SnapshotId"]
+    assert snapshot_sha256(_client(cluster, "api2", "ebs"), sealed, size) == expected
+
+    other_key = _client(cluster, "api1", "kms").create_key()["KeyMetadata"]["Arn"]
+    copy_id = two.copy_image(Name="sealed-copy", SourceImageId=task["ImageId"],
+                             SourceRegion="us-east-1", Encrypted=True,
+                             KmsKeyId=other_key)["ImageId"]
+    image = wait_image(one, copy_id, timeout=300)
+    assert image["State"] == "available", image
+    copied = image["BlockDeviceMappings"][0]["Ebs"]
+    assert copied["Encrypted"] is True and copied["KmsKeyId"] == other_key
+    assert snapshot_sha256(_client(cluster, "api1", "ebs"), copied["SnapshotId"],
+                           size) == expected
 
 
 def _wait_progress(ec2, task_id: str) -> None:
