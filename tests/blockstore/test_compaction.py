@@ -172,3 +172,14 @@ def test_a_pack_a_write_in_flight_reuses_is_not_compacted(store):  # while no im
         assert report.compaction.packs == 0
     assert pack in store.read_manifest("snap-b").packs()
     assert _read(store, "snap-b") == b
+
+
+def test_manifests_are_listed_by_when_they_were_written(store):
+    """What gc's orphan sweep asks of either store (``jobs.gc.remove_orphan_manifests``)."""
+    import time
+
+    store.write_manifest("snap-listed", Manifest(0, {}))
+    assert "snap-listed" in store.manifests_written_before(time.time() + 60)
+    assert "snap-listed" not in store.manifests_written_before(time.time() - 3600)
+    store.delete_manifest("snap-listed")
+    assert "snap-listed" not in store.manifests_written_before(time.time() + 60)

@@ -49,11 +49,12 @@ def test_gc_deletes_only_unreferenced_packs(tmp_path, disks):
         server.stop()
 
 
-def _gc(server: Server) -> str:
+def _gc(server: Server, **env) -> str:
     done = subprocess.run([str(BIN / "vmimport"), "gc", "--data-dir", str(server.data_dir),
                            *(["--database-url", server.database_url]
                              if server.database_url else [])],
-                          capture_output=True, text=True, timeout=300)
+                          env={**server.env, **env}, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -128,4 +129,45 @@ def test_workers_take_turns_at_scheduled_gc(tmp_path, disks):
     finally:
         if second is not None:
             second.stop()
+        server.stop()
+
+
+def test_gc_removes_manifests_of_snapshots_that_no_longer_exist(tmp_path, disks):
+    """A manifest whose snapshot has no row (its delete failed after the commit, or a
+    compaction rewrote it as the snapshot went) is removed once older than an import in flight
+    could be (6 hours, even with no leftover grace), and its packs with it; a younger one is
+    kept."""
+    import os
+    import shutil
+
+    server = Server(tmp_path / "data").start()
+    try:
+        ec2 = server.client()
+        server.put_object("bkt", "disk.vmdk", disks["vmdk"])
+        task = wait_task(ec2, ec2.import_image(DiskContainers=[
+            {"UserBucket": {"S3Bucket": "bkt", "S3Key": "disk.vmdk"}}])["ImportTaskId"])
+        manifests = server.data_dir / "blocks" / "manifests"
+        real = manifests / task["SnapshotDetails"][0]["SnapshotId"]
+        old, young = manifests / "snap-0000000000000000a", manifests / "snap-0000000000000000b"
+        shutil.copy(real, old)
+        shutil.copy(real, young)
+        seven_hours_ago = time.time() - 7 * 3600
+        os.utime(old, (seven_hours_ago, seven_hours_ago))
+        os.utime(real, (seven_hours_ago, seven_hours_ago))  # its snapshot exists: kept
+        packs = _packs(server.data_dir)
+
+        no_grace = {"VMIMPORT_GC_LEFTOVER_GRACE_HOURS": "0"}
+        out = _gc(server, **no_grace)
+        assert "removed 1 manifest(s) of snapshots that no longer exist" in out, out
+        assert not old.exists() and young.exists() and real.exists()
+        ec2.deregister_image(ImageId=task["ImageId"], DeleteAssociatedSnapshots=True)
+        assert "removed 0 unreferenced pack(s)" in _gc(server, **no_grace)  # the young one's
+        assert _packs(server.data_dir) == packs
+
+        os.utime(young, (seven_hours_ago, seven_hours_ago))
+        out = _gc(server, **no_grace)
+        assert "removed 1 manifest(s) of snapshots that no longer exist" in out, out
+        assert f"removed {len(packs)} unreferenced pack(s)" in out, out
+        assert _packs(server.data_dir) == set()
+    finally:
         server.stop()

@@ -115,6 +115,7 @@ def _rewrite(store: BlockStore, snapshot_id: str, moved: dict[BlockRef, BlockRef
     if blocks == manifest.blocks:
         return 0
     # A snapshot deleted between the read above and this write gets its manifest back: the
-    # blocks are then kept (never lost) until the manifest is deleted again.
+    # blocks are then kept (never lost) until gc removes the manifest of a snapshot that does
+    # not exist (``jobs.gc.remove_orphan_manifests``, 6 hours on).
     store.write_manifest(snapshot_id, replace(manifest, blocks=blocks))
     return 1

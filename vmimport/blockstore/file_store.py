@@ -109,6 +109,17 @@ class FileBlockStore:
         except FileNotFoundError:
             pass
 
+    def manifests_written_before(self, when: float) -> list[str]:
+        found = []
+        for path in self.manifests_dir.iterdir() if self.manifests_dir.is_dir() else []:
+            if not path.name.startswith("."):
+                try:
+                    if path.stat().st_mtime < when:
+                        found.append(path.name)
+                except FileNotFoundError:
+                    pass  # deleted meanwhile
+        return found
+
     def reclaim_own_leftovers(self) -> LeftoverReport:
         return leftovers.reclaim([self.packs_dir, self.manifests_dir], grace_seconds=None)
 

@@ -102,6 +102,9 @@ class BlockStore(Protocol):
     def delete_manifest(self, snapshot_id: str) -> None:
         """Gone, or never there; the blocks stay until ``collect_garbage``."""
 
+    def manifests_written_before(self, when: float) -> list[str]:
+        """The snapshot ids whose manifest was last written before ``when`` (epoch seconds)."""
+
     def collect_garbage(self, leftover_grace_seconds: float,
                         written_before: float | None = None,
                         compact_below: float = 0.0) -> GarbageReport:

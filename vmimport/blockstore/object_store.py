@@ -161,6 +161,10 @@ class ObjectBlockStore:
             self._client.delete_object(Bucket=self._where.bucket,
                                        Key=self._manifest_key(snapshot_id))
 
+    def manifests_written_before(self, when: float) -> list[str]:
+        return [snapshot_id for snapshot_id, entry in self._list("manifests", "listing manifests")
+                if entry["LastModified"].timestamp() < when]
+
     # -- garbage -------------------------------------------------------------------------------
 
     def _list(self, folder: str, doing: str):

@@ -15,13 +15,16 @@ from sqlalchemy import func, or_, select, update
 
 from vmimport.blockstore.interface import BlockStore, GarbageReport, LeftoverReport
 from vmimport.config import Settings
-from vmimport.db.models import Job, MaintenanceRun
+from vmimport.db.models import Job, MaintenanceRun, Snapshot
 from vmimport.db.session import Database
 
 log = logging.getLogger("vmimport.gc")
 MiB = 2**20
 # How often a scheduled worker asks whether it is its turn (the interval itself is global).
 CHECK_SECONDS = 300.0
+# A manifest is written before its snapshot's row (an import, a copy): one without a row is an
+# orphan only once older than any import or copy in flight could be.
+ORPHAN_MANIFEST_SECONDS = 6 * 3600
 
 
 class GcRefused(Exception):
@@ -35,6 +38,7 @@ class GcOutcome:
     store: GarbageReport
     exports: LeftoverReport
     abandoned_days: float
+    orphan_manifests: int = 0
 
     def lines(self) -> list[str]:
         """What was removed, as ``vmimport gc`` prints it and the schedule logs it."""
@@ -46,7 +50,8 @@ class GcOutcome:
                f"(partial packs, half-written manifests), "
                f"{self.store.leftovers.bytes_removed / MiB:.1f} MiB",
                f"removed {self.exports.removed} half-written export(s) in local buckets, "
-               f"{self.exports.bytes_removed / MiB:.1f} MiB"]
+               f"{self.exports.bytes_removed / MiB:.1f} MiB",
+               f"removed {self.orphan_manifests} manifest(s) of snapshots that no longer exist"]
         moved = self.store.compaction
         if moved.packs:
             out.append(f"compacted {moved.packs} sparse pack(s): moved the "
@@ -86,10 +91,31 @@ def collect(settings: Settings, db: Database, store: BlockStore) -> GcOutcome:
         raise GcRefused(f"{busy} import job(s) are queued or running; run it when none are "
                         "(their blocks are not in a manifest yet)")
     grace = settings.gc_leftover_grace_hours * 3600
+    orphans = remove_orphan_manifests(db, store, looked - max(grace, ORPHAN_MANIFEST_SECONDS))
     report = store.collect_garbage(grace, written_before=looked,
                                    compact_below=settings.gc_compact_below)
     exports = reclaim_partial_exports(settings, grace)
-    return GcOutcome(uploads, upload_bytes, report, exports, settings.s3_abandoned_upload_days)
+    return GcOutcome(uploads, upload_bytes, report, exports, settings.s3_abandoned_upload_days,
+                     orphans)
+
+
+def remove_orphan_manifests(db: Database, store: BlockStore, written_before: float) -> int:
+    """Delete the manifests written before ``written_before`` whose snapshot has no row: a
+    DeleteSnapshot whose manifest delete failed after its commit, or a manifest a compaction
+    rewrote just as its snapshot was deleted. Their blocks are then collected as any others.
+    How many."""
+    candidates = store.manifests_written_before(written_before)
+    removed = 0
+    for start in range(0, len(candidates), 500):
+        batch = candidates[start:start + 500]
+        with db.read() as session:
+            known = set(session.scalars(select(Snapshot.id).where(Snapshot.id.in_(batch))))
+        for snapshot_id in batch:
+            if snapshot_id not in known:
+                store.delete_manifest(snapshot_id)
+                log.info("deleted the manifest of %s: no such snapshot", snapshot_id)
+                removed += 1
+    return removed
 
 
 def take_turn(db: Database, worker: str, every: timedelta) -> bool:
