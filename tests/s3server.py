@@ -176,6 +176,13 @@ class S3Server:
                           read_timeout=read_timeout,
                           retries={"max_attempts": max_attempts, "mode": "standard"}))
 
+    def blocks_env(self, blocks_url: str) -> dict[str, str]:
+        """The settings of a vmimport whose block store is ``blocks_url`` on this server."""
+        return {"VMIMPORT_BLOCKS_URL": blocks_url,
+                "VMIMPORT_BLOCKS_S3_ENDPOINT_URL": self.endpoint_url,
+                "VMIMPORT_BLOCKS_S3_ACCESS_KEY": self.access_key,
+                "VMIMPORT_BLOCKS_S3_SECRET_KEY": self.secret_key}
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

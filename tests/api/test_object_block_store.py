@@ -24,11 +24,8 @@ def s3(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def object_backed(tmp_path_factory, s3):
-    srv = Server(tmp_path_factory.mktemp("objvmimport") / "data", env={
-        "VMIMPORT_BLOCKS_URL": "s3://vmimport-blocks/t/",
-        "VMIMPORT_BLOCKS_S3_ENDPOINT_URL": s3.endpoint_url,
-        "VMIMPORT_BLOCKS_S3_ACCESS_KEY": s3.access_key,
-        "VMIMPORT_BLOCKS_S3_SECRET_KEY": s3.secret_key}).start()
+    srv = Server(tmp_path_factory.mktemp("objvmimport") / "data",
+                 env=s3.blocks_env("s3://vmimport-blocks/t/")).start()
     yield srv
     srv.stop()
 
@@ -82,11 +79,7 @@ def test_an_import_whose_store_goes_away_fails_naming_it(tmp_path, disks):
     server = None
     try:
         s3.client().create_bucket(Bucket="gone-blocks")
-        server = Server(tmp_path / "data", env={
-            "VMIMPORT_BLOCKS_URL": "s3://gone-blocks/p/",
-            "VMIMPORT_BLOCKS_S3_ENDPOINT_URL": s3.endpoint_url,
-            "VMIMPORT_BLOCKS_S3_ACCESS_KEY": s3.access_key,
-            "VMIMPORT_BLOCKS_S3_SECRET_KEY": s3.secret_key}).start()
+        server = Server(tmp_path / "data", env=s3.blocks_env("s3://gone-blocks/p/")).start()
         server.put_object("images", "disk.raw", disks["raw"])
         ec2 = server.client()
         container = {"Format": "raw", "UserBucket": {"S3Bucket": "images", "S3Key": "disk.raw"}}

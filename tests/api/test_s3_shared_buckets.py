@@ -19,8 +19,8 @@ from botocore.exceptions import ClientError
 
 from ..conftest import CREDENTIALS
 from ..helpers import BIN, Server, fresh_database_url, qemu_raw_sha256, snapshot_sha256, wait_task
-from ..s3server import S3Server
 from .test_export_image import same_disk, wait_export
+from .test_object_block_store import s3  # noqa: F401 - the module's SeaweedFS fixture
 from .test_s3_objects import aws_cli, code_of, random_file, sha256_of
 
 MiB = 1024 * 1024
@@ -28,11 +28,8 @@ PREFIX = "t/"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("s3shared")).start()
-    server.client().create_bucket(Bucket="vmimport-blocks")
-    yield server
-    server.stop()
+def store(s3):
+    return s3  # test_object_block_store's: SeaweedFS with the bucket vmimport-blocks
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +37,7 @@ def pair(tmp_path_factory, store):
     """Two processes, each its own empty data dir, one database (SQLite file or PostgreSQL)."""
     base = tmp_path_factory.mktemp("shared")
     url = fresh_database_url() or f"sqlite:///{base / 'shared.db'}"
-    env = {"VMIMPORT_BLOCKS_URL": f"s3://vmimport-blocks/{PREFIX}",
-           "VMIMPORT_BLOCKS_S3_ENDPOINT_URL": store.endpoint_url,
-           "VMIMPORT_BLOCKS_S3_ACCESS_KEY": store.access_key,
-           "VMIMPORT_BLOCKS_S3_SECRET_KEY": store.secret_key,
+    env = {**store.blocks_env(f"s3://vmimport-blocks/{PREFIX}"),
            "VMIMPORT_CREDENTIALS": json.dumps(CREDENTIALS)}
     servers = []
     try:

@@ -94,6 +94,14 @@ def test_gc_compacts_the_packs_a_kept_snapshot_uses_little_of(tmp_path):
         server.stop()
 
 
+def _imported(server: Server, disks) -> tuple[object, dict]:
+    """The server's EC2 client and the completed import of the test VMDK."""
+    ec2 = server.client()
+    server.put_object("bkt", "disk.vmdk", disks["vmdk"])
+    return ec2, wait_task(ec2, ec2.import_image(DiskContainers=[
+        {"UserBucket": {"S3Bucket": "bkt", "S3Key": "disk.vmdk"}}])["ImportTaskId"])
+
+
 def _wait_for_line(server: Server, text: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while text not in server.log_path.read_text(errors="replace"):
@@ -106,10 +114,7 @@ def test_workers_take_turns_at_scheduled_gc(tmp_path, disks):
     two machines) run gc once per interval between them, and it deletes what the CLI would."""
     server = Server(tmp_path / "data").start()
     try:
-        ec2 = server.client()
-        server.put_object("bkt", "disk.vmdk", disks["vmdk"])
-        task = wait_task(ec2, ec2.import_image(DiskContainers=[
-            {"UserBucket": {"S3Bucket": "bkt", "S3Key": "disk.vmdk"}}])["ImportTaskId"])
+        ec2, task = _imported(server, disks)
         ec2.deregister_image(ImageId=task["ImageId"], DeleteAssociatedSnapshots=True)
         assert _packs(server.data_dir)  # unreferenced now, still there: gc has not run
     finally:
@@ -142,10 +147,7 @@ def test_gc_removes_manifests_of_snapshots_that_no_longer_exist(tmp_path, disks)
 
     server = Server(tmp_path / "data").start()
     try:
-        ec2 = server.client()
-        server.put_object("bkt", "disk.vmdk", disks["vmdk"])
-        task = wait_task(ec2, ec2.import_image(DiskContainers=[
-            {"UserBucket": {"S3Bucket": "bkt", "S3Key": "disk.vmdk"}}])["ImportTaskId"])
+        ec2, task = _imported(server, disks)
         manifests = server.data_dir / "blocks" / "manifests"
         real = manifests / task["SnapshotDetails"][0]["SnapshotId"]
         old, young = manifests / "snap-0000000000000000a", manifests / "snap-0000000000000000b"
