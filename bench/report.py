@@ -157,7 +157,8 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
         rows.append(("s3", f"aws s3 cp {r['direction']} {r['size'] // MiB} MiB",
                      f"{r['vmimport_median']:.2f} s, PSS {_mib(r['vmimport_peak_pss'])}",
                      f"SeaweedFS {r['seaweedfs_median']:.2f} s", f"x{r['ratio']:.2f} speed",
-                     f">= {r['target']:.1f}x, <= 256 MiB", _verdict(r["pass_"])))
+                     (f">= {r['target']:.1f}x, " if r.get("target") else "") + "<= 256 MiB",
+                     _verdict(r["pass_"])))
     for r in results.get("inspection", []):
         if r.get("status") != "measured":
             rows.append(("inspection", r.get("disk", "inspect_disk"), r.get("status", ""), "",

@@ -172,8 +172,9 @@ def test_floor_runs_for_a_compressed_format(tmp_path):
 
 
 def test_s3_runs_on_a_tiny_input(tmp_path):
-    """The s3 section copies the same file up and down through both servers, the download
-    compared byte for byte with the upload, and reports both directions."""
+    """The s3 section copies the same file up and down through vmimport (its buckets local,
+    and kept in the SeaweedFS it compares with) and SeaweedFS, the downloads compared byte for
+    byte with the upload, and reports both directions for both."""
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--tiny", "--only", "s3",
@@ -181,7 +182,8 @@ def test_s3_runs_on_a_tiny_input(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = json.loads(out.read_text())["s3"]
-    assert [r["direction"] for r in rows] == ["upload", "download"]
+    assert [r["direction"] for r in rows] == [
+        "upload", "upload (buckets in SeaweedFS)", "download", "download (buckets in SeaweedFS)"]
     for row in rows:
         assert len(row["vmimport_seconds"]) == len(row["seaweedfs_seconds"]) == 1
         assert row["ratio"] > 0 and row["vmimport_peak_pss"] > 0
