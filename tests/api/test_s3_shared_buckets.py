@@ -194,8 +194,11 @@ def test_a_body_that_fails_its_digest_never_becomes_an_object(pair, store):
         two.client("s3").head_object(Bucket=bucket, Key="k")
     assert gone.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
     assert _store_keys(store, bucket) == set()
-    # Still usable: the same key with a good body.
+    # Still usable: the same key with a good body; a bad body then leaves it as it was.
     s3.put_object(Bucket=bucket, Key="k", Body=body)
+    with pytest.raises(ClientError) as again:
+        s3.put_object(Bucket=bucket, Key="k", Body=os.urandom(5 * MiB), ContentMD5=wrong)
+    assert code_of(again.value) == "BadDigest"
     assert two.client("s3").get_object(Bucket=bucket, Key="k")["Body"].read() == body
 
 

@@ -130,7 +130,13 @@ class HeldBackBody:
         self._done = False
         self.failure: BaseException | None = None
 
-    def read(self, n: int = -1) -> bytes:
+    def prime(self) -> None:
+        """Have the first bytes to give before the store is asked: a body that fails before
+        any (a bad first chunk) then fails here, with nothing sent. (SeaweedFS stores an empty
+        object when a PUT's connection closes before its first body byte.)"""
+        self._fill()
+
+    def _fill(self) -> None:
         if self.failure is not None:
             raise self.failure
         while self._at >= len(self._ready) and not self._done:
@@ -146,6 +152,9 @@ class HeldBackBody:
                 continue
             ready, self._ahead = self._ahead, chunk
             self._ready, self._at = memoryview(ready or b""), 0
+
+    def read(self, n: int = -1) -> bytes:
+        self._fill()
         end = len(self._ready) if n is None or n < 0 else min(len(self._ready), self._at + n)
         data = bytes(self._ready[self._at:end])
         self._at = end
@@ -189,6 +198,7 @@ def _send_body(shared: SharedBuckets, ctx: Context, body, doing: str, resource: 
             with store_errors(shared, doing, resource):
                 return call(Body=spool, ContentLength=size)
     held = HeldBackBody(body, size)
+    held.prime()
     try:
         with store_errors(shared, doing, resource):
             answer = call(Body=held, ContentLength=size)
