@@ -28,7 +28,7 @@ def owned_bucket(ctx: Context, name: str):
         os.close(fd)
 
 
-def _owner(ctx: Context) -> dict:
+def owner_entry(ctx: Context) -> dict:
     return {"ID": ctx.account_id, "DisplayName": ctx.account_id}
 
 
@@ -41,7 +41,7 @@ def list_buckets(ctx: Context, params: dict) -> dict:
                 os.stat(ctx.settings.buckets_dir / name, follow_symlinks=False).st_mtime,
                 timezone.utc)
         found.append({"Name": name, "CreationDate": created})
-    return {"Buckets": found, "Owner": _owner(ctx)}
+    return {"Buckets": found, "Owner": owner_entry(ctx)}
 
 
 def create_bucket(ctx: Context, params: dict) -> dict:
@@ -109,7 +109,7 @@ def _listing(ctx: Context, params: dict, after: str) -> dict:
     return out, last
 
 
-def _url_encoded(out: dict, params: dict, names: tuple[str, ...]) -> dict:
+def url_encoded(out: dict, params: dict, names: tuple[str, ...]) -> dict:
     """EncodingType=url (what boto3 and the AWS CLI ask for): keys percent-encoded, so that
     characters XML cannot carry survive; the client decodes them."""
     if params.get("EncodingType") != "url":
@@ -139,8 +139,8 @@ def list_objects_v2(ctx: Context, params: dict) -> dict:
         out["NextContinuationToken"] = last.encode().hex()
     for item in out["Contents"] or []:
         if params.get("FetchOwner"):
-            item["Owner"] = _owner(ctx)
-    return _url_encoded(out, params, ("Prefix", "Delimiter", "StartAfter"))
+            item["Owner"] = owner_entry(ctx)
+    return url_encoded(out, params, ("Prefix", "Delimiter", "StartAfter"))
 
 
 def _decode_token(token: str) -> str:
@@ -156,7 +156,7 @@ def list_objects(ctx: Context, params: dict) -> dict:
     out["Marker"] = marker
     if out["IsTruncated"] and params.get("Delimiter"):
         out["NextMarker"] = last
-    return _url_encoded(out, params, ("Prefix", "Delimiter", "Marker", "NextMarker"))
+    return url_encoded(out, params, ("Prefix", "Delimiter", "Marker", "NextMarker"))
 
 
 # --- objects -------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ def put_object(ctx: Context, params: dict) -> dict:
     return {"ETag": etag}
 
 
-def _check_conditions(params: dict, info: s3_objects.ObjectInfo) -> None:
+def check_conditions(params: dict, info: s3_objects.ObjectInfo) -> None:
     """If-Match / If-Unmodified-Since (412) before If-None-Match / If-Modified-Since (304),
     as S3 orders them."""
     etag = info.etag
@@ -204,7 +204,7 @@ def etag_in(etag: str, header: str) -> bool:
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)\Z")
 
 
-def _range(header: str | None, size: int) -> tuple[int, int] | None:
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     """[start, end) of a single byte range; None for the whole object (also for a Range S3
     ignores: several ranges, or not bytes)."""
     if header is None:
@@ -224,7 +224,7 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _object_headers(info: s3_objects.ObjectInfo) -> dict:
+def object_headers(info: s3_objects.ObjectInfo) -> dict:
     return {"ETag": info.etag, "LastModified": info.last_modified, "ContentLength": info.size,
             "ContentType": info.content_type or "binary/octet-stream",
             "AcceptRanges": "bytes", "Metadata": info.metadata or None}
@@ -234,12 +234,12 @@ def get_object(ctx: Context, params: dict, head: bool = False) -> dict:
     with owned_bucket(ctx, params["Bucket"]) as bucket_fd:
         fd, info = s3_objects.open_object(ctx.db, bucket_fd, params["Bucket"], params["Key"])
     try:
-        _check_conditions(params, info)
-        span = _range(params.get("Range"), info.size)
+        check_conditions(params, info)
+        span = byte_range(params.get("Range"), info.size)
     except BaseException:
         os.close(fd)
         raise
-    out = _object_headers(info)
+    out = object_headers(info)
     start, end = span or (0, info.size)
     if span is not None:
         out["ContentRange"] = f"bytes {start}-{end - 1}/{info.size}"
@@ -324,7 +324,7 @@ def parts_page(ctx: Context, params: dict, parts: list[s3_multipart.Part]) -> di
     page = chosen[:limit]
     out = {"Bucket": params["Bucket"], "Key": params["Key"], "UploadId": params["UploadId"],
            "PartNumberMarker": after, "MaxParts": limit, "IsTruncated": len(chosen) > limit,
-           "StorageClass": "STANDARD", "Owner": _owner(ctx), "Initiator": _owner(ctx),
+           "StorageClass": "STANDARD", "Owner": owner_entry(ctx), "Initiator": owner_entry(ctx),
            "Parts": [{"PartNumber": p.number, "LastModified": p.last_modified, "ETag": p.etag,
                       "Size": p.size} for p in page] or None}
     if page and len(chosen) > limit:
@@ -348,8 +348,8 @@ def uploads_page(ctx: Context, params: dict, uploads: list[s3_multipart.Upload])
     out = {"Bucket": params["Bucket"], "KeyMarker": marker, "MaxUploads": limit,
            "IsTruncated": len(uploads) > limit,
            "Uploads": [{"UploadId": u.upload_id, "Key": u.key, "Initiated": u.initiated,
-                        "StorageClass": "STANDARD", "Owner": _owner(ctx),
-                        "Initiator": _owner(ctx)} for u in page] or None}
+                        "StorageClass": "STANDARD", "Owner": owner_entry(ctx),
+                        "Initiator": owner_entry(ctx)} for u in page] or None}
     if len(uploads) > limit:
         out["NextKeyMarker"] = page[-1].key
     return out

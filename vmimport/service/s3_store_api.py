@@ -16,8 +16,8 @@ from contextlib import closing
 from . import buckets, s3_multipart, s3_objects
 from .context import Context
 from .errors import S3Error
-from .s3_api import (MAX_DELETE, MAX_KEYS, _check_conditions, _object_headers, _owner, _range,
-                     _url_encoded, parts_page, uploads_page)
+from .s3_api import (MAX_DELETE, MAX_KEYS, byte_range, check_conditions, object_headers,
+                     owner_entry, parts_page, uploads_page, url_encoded)
 from .s3_copy import (MAX_COPY, check_copy_conditions, check_source_read, copy_range,
                       parse_copy_source)
 from .s3_objects import ObjectInfo, no_such_key
@@ -96,8 +96,8 @@ def list_objects_v2(ctx: Context, params: dict) -> dict:
         out["NextContinuationToken"] = answer["NextContinuationToken"]
     if params.get("FetchOwner"):
         for item in out["Contents"] or []:
-            item["Owner"] = _owner(ctx)
-    return _url_encoded(out, params, ("Prefix", "Delimiter", "StartAfter"))
+            item["Owner"] = owner_entry(ctx)
+    return url_encoded(out, params, ("Prefix", "Delimiter", "StartAfter"))
 
 
 def list_objects(ctx: Context, params: dict) -> dict:
@@ -109,7 +109,7 @@ def list_objects(ctx: Context, params: dict) -> dict:
         last = [item["Key"] for item in out["Contents"] or []] + \
             [item["Prefix"] for item in out["CommonPrefixes"] or []]
         out["NextMarker"] = max(last) if last else marker
-    return _url_encoded(out, params, ("Prefix", "Delimiter", "Marker", "NextMarker"))
+    return url_encoded(out, params, ("Prefix", "Delimiter", "Marker", "NextMarker"))
 
 
 def _store_key(ctx: Context, bucket: str, key: str) -> str:
@@ -254,9 +254,9 @@ def get_object(ctx: Context, params: dict, head: bool = False) -> dict:
     bucket, key = params["Bucket"], params["Key"]
     shared = _owned(ctx, bucket)
     info = _head(shared, bucket, key)
-    _check_conditions(params, info)
-    span = _range(params.get("Range"), info.size)
-    out = _object_headers(info)
+    check_conditions(params, info)
+    span = byte_range(params.get("Range"), info.size)
+    out = object_headers(info)
     start, end = span or (0, info.size)
     if span is not None:
         out["ContentRange"] = f"bytes {start}-{end - 1}/{info.size}"
