@@ -13,7 +13,8 @@ MiB = 1024 * 1024
 
 
 def _packs(data_dir):
-    return {p.name for p in (data_dir / "blocks" / "packs").iterdir()}
+    return {p.name for p in (data_dir / "blocks" / "packs").iterdir()
+            if not p.name.startswith(".")}
 
 
 def test_gc_deletes_only_unreferenced_packs(tmp_path, disks):
@@ -62,7 +63,8 @@ def _gc(server: Server, **env) -> str:
 def test_gc_compacts_the_packs_a_kept_snapshot_uses_little_of(tmp_path):
     """Disk b holds disk a's first 4 of 48 MiB; a's snapshot is deleted: a's packs are
     mostly unused. gc moves b's blocks out of them (b reads back the same through the EBS
-    direct API) and the next run reclaims them."""
+    direct API); the next run keeps them for the leftover grace (a reader may have read the
+    old manifest), a run after it reclaims them."""
     a = make_raw_disk(tmp_path / "a.raw", 48 * MiB, seed=11, data_fraction=1.0)
     b = tmp_path / "b.raw"
     with open(a, "rb") as source, open(b, "wb") as out:
@@ -86,7 +88,12 @@ def test_gc_compacts_the_packs_a_kept_snapshot_uses_little_of(tmp_path):
         assert "compacted " in out and "rewrote 1 manifest(s)" in out, out
         expected, size = qemu_raw_sha256(tmp_path / "b.qcow2", "qcow2")
         assert snapshot_sha256(server.client("ebs"), snapshots["b"], size) == expected
+        compacted = a_packs & _packs(server.data_dir)  # a's packs that b still used
+        assert compacted
         out = _gc(server)
+        assert "compacted" not in out and "removed 0 unreferenced pack(s)" in out, out
+        assert compacted <= _packs(server.data_dir)  # within the grace (24 hours by default)
+        out = _gc(server, VMIMPORT_GC_LEFTOVER_GRACE_HOURS="0")
         assert "compacted" not in out, out
         assert _packs(server.data_dir).isdisjoint(a_packs)  # reclaimed, every one
         assert snapshot_sha256(server.client("ebs"), snapshots["b"], size) == expected

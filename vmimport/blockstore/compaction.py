@@ -7,9 +7,10 @@ are at most ``compact_below`` of its size (and with at least ``MIN_DEAD_BYTES`` 
 its live blocks copied, checked against their digests and unchanged (sealed blocks stay
 sealed: their associated data is the snapshot and block index, not the place), into one new
 pack, and every manifest that uses them is rewritten to point there. The old pack is then in
-no manifest, and a *later* gc run reclaims it like any other: on the object store only once
-the grace has passed (the backend's ``claim`` holds it), so that a reader or a CopyImage that
-read a manifest before its rewrite has long finished with the old places.
+no manifest, and a *later* gc run reclaims it like any other, only once the grace has passed
+(the object store's ``claim`` renews the pack's hold; the file store's leaves a ``.retired-``
+mark beside it), so that a reader or a CopyImage that read a manifest before its rewrite has
+long finished with the old places.
 
 What a backend supplies: ``claim(pack)`` -- whether the pack may be compacted now (no import
 holds it), taking it out of dedup so that no new import reuses its blocks -- and

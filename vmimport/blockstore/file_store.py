@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from . import leftovers
@@ -120,6 +121,13 @@ class FileBlockStore:
                     pass  # deleted meanwhile
         return found
 
+    def _retired_at(self, pack: str) -> float:
+        """When compaction moved the blocks out of ``pack`` (0: never)."""
+        try:
+            return (self.packs_dir / f"{RETIRED_PREFIX}{pack}").stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
     def reclaim_own_leftovers(self) -> LeftoverReport:
         return leftovers.reclaim([self.packs_dir, self.manifests_dir], grace_seconds=None)
 
@@ -128,7 +136,8 @@ class FileBlockStore:
                         compact_below: float = 0.0) -> GarbageReport:
         """Delete the packs that no manifest refers to (and their index entries), and the crash
         leftovers that are abandoned (see ``leftovers``); then compact the packs manifests use
-        at most ``compact_below`` of (``compaction``: the next run deletes them). Call it while
+        at most ``compact_below`` of (``compaction``: a run after the grace deletes them, so
+        that a reader that read a manifest before its rewrite is done with it). Call it while
         no import is writing: a pack just finished is not in a manifest yet (``written_before``:
         see the interface)."""
         reclaimed = leftovers.reclaim([self.packs_dir, self.manifests_dir],
@@ -139,11 +148,15 @@ class FileBlockStore:
             if not path.name.startswith("."):
                 usage.add(path.name, Manifest.from_bytes(path.read_bytes()))
         index = DedupIndex(self.index_path)
+        retired_since = time.time() - leftover_grace_seconds
         try:
             index.forget_packs_except(set(usage.blocks))
             removed = freed = kept_unused = 0
             sizes: dict[str, int] = {}
             for path in self.packs_dir.iterdir():
+                if path.name.startswith(RETIRED_PREFIX) and \
+                        not (self.packs_dir / path.name[len(RETIRED_PREFIX):]).exists():
+                    path.unlink(missing_ok=True)  # its pack is gone
                 if path.name.startswith("."):
                     continue
                 stat = path.stat()
@@ -154,12 +167,16 @@ class FileBlockStore:
                     continue
                 if written_before is not None and stat.st_mtime >= written_before:
                     continue  # perhaps an import's begun after the caller looked: not yet named
+                if self._retired_at(path.name) > retired_since:
+                    continue  # compacted within the grace
                 path.unlink(missing_ok=True)
+                (self.packs_dir / f"{RETIRED_PREFIX}{path.name}").unlink(missing_ok=True)
                 removed += 1
                 freed += size
 
-            def claim(pack: str) -> bool:  # no import runs: only dedup needs telling
+            def claim(pack: str) -> bool:  # no import runs: dedup needs telling, readers time
                 index.forget_packs([pack])
+                (self.packs_dir / f"{RETIRED_PREFIX}{pack}").touch()
                 return True
 
             compacted = compact(self, usage, usage.sparse(sizes, compact_below), sizes,
@@ -167,6 +184,9 @@ class FileBlockStore:
         finally:
             index.close()
         return GarbageReport(removed, freed, kept_unused, reclaimed, compacted)
+
+
+RETIRED_PREFIX = ".retired-"  # beside a pack compaction emptied: when, by its mtime
 
 
 def _atomic_write(path: Path, data) -> None:

@@ -57,8 +57,7 @@ class GcOutcome:
             out.append(f"compacted {moved.packs} sparse pack(s): moved the "
                        f"{moved.bytes_moved / MiB:.1f} MiB in use into a new pack and rewrote "
                        f"{moved.manifests_rewritten} manifest(s); a later run reclaims their "
-                       f"{moved.bytes_to_reclaim / MiB:.1f} MiB (the object store's after the "
-                       "grace)")
+                       f"{moved.bytes_to_reclaim / MiB:.1f} MiB once the grace has passed")
         if moved.damaged:
             out.append(f"not compacted, a block in use failed its digest: pack(s) "
                        f"{', '.join(moved.damaged)}")
