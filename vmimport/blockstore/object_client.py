@@ -72,6 +72,20 @@ def make_client(endpoint_url: str, access_key: str, secret_key: str, region: str
                                           region_name=region, config=config, **keys)
 
 
+def abort_upload(client, bucket: str, key: str, upload_id: str) -> int | None:
+    """Abort a multipart upload: the bytes its parts held, or None if it was gone already
+    (completed or aborted meanwhile)."""
+    try:
+        size = sum(part["Size"] for page in client.get_paginator("list_parts").paginate(
+            Bucket=bucket, Key=key, UploadId=upload_id) for part in page.get("Parts", []))
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+    return size
+
+
 def is_missing(exc: BaseException) -> bool:
     """Whether ``exc`` says the object (or multipart upload) does not exist."""
     return isinstance(exc, ClientError) and error_code(exc) in _MISSING

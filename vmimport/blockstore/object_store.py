@@ -32,7 +32,7 @@ from .crypto import plaintext_block
 from .interface import GarbageReport, LeftoverReport
 from .leftovers import writer_gone
 from .manifest import BlockRef, BlockStoreError, Manifest
-from .object_client import ObjectLocation, error_code, is_missing, store_errors
+from .object_client import ObjectLocation, abort_upload, error_code, is_missing, store_errors
 from .object_packs import ObjectPackWriter
 from .packs import digest_matches
 
@@ -271,17 +271,6 @@ class ObjectBlockStore:
 
     def _abort_upload(self, pack: str, upload_id: str) -> int | None:
         """The bytes its parts held, or None if the upload was gone already (completed)."""
-        key = self._where.key("packs", pack)
         with store_errors(self._where, f"aborting the upload of pack {pack}"):
-            try:
-                size = sum(part["Size"] for page in
-                           self._client.get_paginator("list_parts").paginate(
-                               Bucket=self._where.bucket, Key=key, UploadId=upload_id)
-                           for part in page.get("Parts", []))
-                self._client.abort_multipart_upload(Bucket=self._where.bucket, Key=key,
-                                                    UploadId=upload_id)
-            except ClientError as exc:
-                if is_missing(exc):
-                    return None
-                raise
-        return size
+            return abort_upload(self._client, self._where.bucket, self._where.key("packs", pack),
+                                upload_id)

@@ -21,18 +21,17 @@ from .s3_api import (MAX_DELETE, MAX_KEYS, byte_range, check_conditions, object_
 from .s3_copy import (MAX_COPY, check_copy_conditions, check_source_read, copy_range,
                       parse_copy_source)
 from .s3_objects import ObjectInfo, no_such_key
-from .store_buckets import SharedBuckets, check_copy_homes, in_store, store_errors
+from .store_buckets import (SharedBuckets, check_copy_homes, in_store, shared_buckets,
+                            store_errors)
 
 READ_CHUNK = 1 << 20
 SPOOL_IN_MEMORY = 8 << 20  # a body of unannounced size: this much in memory, then a temp file
 
 
 def _owned(ctx: Context, bucket: str) -> SharedBuckets:
+    """The store, once the caller owns ``bucket`` (``dispatch`` found it there)."""
     buckets.check_access(ctx.db, ctx.settings, ctx.account_id, bucket)
-    shared = in_store(ctx.db, ctx.settings, bucket)
-    if shared is None:  # deleted, or its directory made, since the front door looked
-        raise buckets.no_such_bucket(bucket)
-    return shared
+    return shared_buckets(ctx.settings)
 
 
 def _key(shared: SharedBuckets, bucket: str, key: str) -> str:
@@ -54,9 +53,8 @@ def _prefix(shared: SharedBuckets, bucket: str, prefix: str) -> str:
 
 
 # --- listing -------------------------------------------------------------------------------
-def _listing(ctx: Context, params: dict, v2: bool, **request) -> tuple[dict, dict]:
+def _listing(shared: SharedBuckets, params: dict, v2: bool, **request) -> tuple[dict, dict]:
     bucket = params["Bucket"]
-    shared = _owned(ctx, bucket)
     base = shared.key(bucket)
     prefix, delimiter = params.get("Prefix") or "", params.get("Delimiter") or ""
     limit = min(MAX_KEYS, max(0, params.get("MaxKeys", MAX_KEYS)))
@@ -81,12 +79,12 @@ def _listing(ctx: Context, params: dict, v2: bool, **request) -> tuple[dict, dic
 
 
 def list_objects_v2(ctx: Context, params: dict) -> dict:
-    request = {}
+    shared, request = _owned(ctx, params["Bucket"]), {}
     if params.get("ContinuationToken"):
         request["ContinuationToken"] = params["ContinuationToken"]
     if params.get("StartAfter"):
-        request["StartAfter"] = _store_key(ctx, params["Bucket"], params["StartAfter"])
-    out, answer = _listing(ctx, params, True, **request)
+        request["StartAfter"] = _prefix(shared, params["Bucket"], params["StartAfter"])
+    out, answer = _listing(shared, params, True, **request)
     out["KeyCount"] = len(out["Contents"] or []) + len(out["CommonPrefixes"] or [])
     if params.get("ContinuationToken"):
         out["ContinuationToken"] = params["ContinuationToken"]
@@ -101,19 +99,15 @@ def list_objects_v2(ctx: Context, params: dict) -> dict:
 
 
 def list_objects(ctx: Context, params: dict) -> dict:
-    marker = params.get("Marker") or ""
-    request = {"Marker": _store_key(ctx, params["Bucket"], marker)} if marker else {}
-    out, answer = _listing(ctx, params, False, **request)
+    marker, shared = params.get("Marker") or "", _owned(ctx, params["Bucket"])
+    request = {"Marker": _prefix(shared, params["Bucket"], marker)} if marker else {}
+    out, answer = _listing(shared, params, False, **request)
     out["Marker"] = marker
     if out["IsTruncated"] and params.get("Delimiter"):
         last = [item["Key"] for item in out["Contents"] or []] + \
             [item["Prefix"] for item in out["CommonPrefixes"] or []]
         out["NextMarker"] = max(last) if last else marker
     return url_encoded(out, params, ("Prefix", "Delimiter", "Marker", "NextMarker"))
-
-
-def _store_key(ctx: Context, bucket: str, key: str) -> str:
-    return _prefix(_owned(ctx, bucket), bucket, key)
 
 
 # --- objects -------------------------------------------------------------------------------
@@ -237,13 +231,13 @@ def _headers(params: dict) -> dict:
 
 
 def _head(shared: SharedBuckets, bucket: str, key: str) -> ObjectInfo:
-    from botocore.exceptions import ClientError
+    from vmimport.blockstore.object_client import is_missing
 
     with store_errors(shared, "reading an object", f"/{bucket}/{key}"):
         try:
             head = shared.client.head_object(Bucket=shared.bucket, Key=_key(shared, bucket, key))
-        except ClientError as exc:
-            if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+        except Exception as exc:
+            if is_missing(exc):
                 raise no_such_key(bucket, key) from None
             raise
     return ObjectInfo(key, head["ContentLength"], head["ETag"], head["LastModified"],

@@ -137,30 +137,20 @@ def abort_abandoned_uploads(settings: Settings, older_than_seconds: float) -> tu
     ago (``vmimport gc``); (how many, the bytes their parts held)."""
     from datetime import datetime, timezone
 
-    from botocore.exceptions import ClientError
+    from vmimport.blockstore.object_client import abort_upload
 
     shared = shared_buckets(settings)
     if shared is None:
         return 0, 0
     now, removed, freed = datetime.now(timezone.utc), 0, 0
-    client = shared.client
-    from vmimport.blockstore.object_client import is_missing
-
     with store_errors(shared, "listing abandoned uploads"):
-        uploads = [u for page in client.get_paginator("list_multipart_uploads").paginate(
+        uploads = [u for page in shared.client.get_paginator("list_multipart_uploads").paginate(
             Bucket=shared.bucket, Prefix=shared.root) for u in page.get("Uploads", [])]
     for upload in uploads:
         if (now - upload["Initiated"]).total_seconds() <= older_than_seconds:
             continue
-        where = {"Bucket": shared.bucket, "Key": upload["Key"], "UploadId": upload["UploadId"]}
         with store_errors(shared, "aborting an abandoned upload"):
-            try:
-                size = sum(p["Size"] for page in client.get_paginator("list_parts")
-                           .paginate(**where) for p in page.get("Parts", []))
-                client.abort_multipart_upload(**where)
-            except ClientError as exc:
-                if is_missing(exc):
-                    continue  # completed or aborted meanwhile
-                raise
-        removed, freed = removed + 1, freed + size
+            size = abort_upload(shared.client, shared.bucket, upload["Key"], upload["UploadId"])
+        if size is not None:  # else completed or aborted meanwhile
+            removed, freed = removed + 1, freed + size
     return removed, freed
