@@ -7,6 +7,7 @@ transfers (issue 14: bounded memory whatever the object's size)."""
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import os
 import statistics
@@ -64,51 +65,56 @@ def run_s3(work: Path, cache: Path, size: int, runs: int, log) -> list[dict]:
     try:
         for endpoint, key, secret in servers.values():
             _aws(endpoint, key, secret, "s3", "mb", f"s3://{BUCKET}")
-        for sampler in samplers.values():
-            sampler.__enter__()
-        for direction in ("upload", "download"):
-            times: dict[str, list[float]] = {name: [] for name in servers}
-            peaks = dict.fromkeys(samplers, 0)
-            for run in range(runs + 1):  # run 0 warms each server up, untimed
-                order = list(servers) if run % 2 == 0 else list(reversed(servers))
-                for name in order:
-                    endpoint, key, secret = servers[name]
-                    if name in samplers:
-                        samplers[name].reset()
-                    args = ([str(source), f"s3://{BUCKET}/payload"] if direction == "upload"
-                            else [f"s3://{BUCKET}/payload", str(work / "s3-download")])
-                    seconds = _aws(endpoint, key, secret, "s3", "cp", *args)
-                    if name in samplers:
-                        peaks[name] = max(peaks[name], samplers[name].peak)
-                    if run:
-                        times[name].append(seconds)
-                    if direction == "download":
-                        # a fast wrong answer must not win: the bytes come back unchanged
-                        if not run and not filecmp.cmp(source, work / "s3-download",
-                                                       shallow=False):
-                            raise RuntimeError(f"{name} returned other bytes than uploaded")
-                        (work / "s3-download").unlink()
-            theirs = statistics.median(times["seaweedfs"])
-            for name, label, target in (("vmimport", "", TARGET),
-                                        ("shared", " (buckets in SeaweedFS)", None)):
-                ours = statistics.median(times[name])
-                row = {"section": "s3", "direction": direction + label, "size": size,
-                       "runs": runs, "vmimport_seconds": times[name],
-                       "seaweedfs_seconds": times["seaweedfs"], "vmimport_median": ours,
-                       "seaweedfs_median": theirs, "ratio": theirs / ours, "target": target,
-                       "vmimport_peak_pss": peaks[name]}
-                # Through to the store every byte costs both servers: no speed target there,
-                # memory stays bounded all the same.
-                row["pass_"] = (target is None or row["ratio"] >= target) and \
-                    peaks[name] <= RSS_LIMIT
-                log(f"  aws s3 cp {direction}{label} {size // MiB} MiB: vmimport {ours:.2f} s "
-                    f"(PSS {peaks[name] / MiB:.0f} MiB), SeaweedFS {theirs:.2f} s: "
-                    f"x{row['ratio']:.2f}")
-                rows.append(row)
+        with contextlib.ExitStack() as sampling:
+            for sampler in samplers.values():
+                sampling.enter_context(sampler)
+            _run_directions(work, source, size, runs, servers, samplers, rows, log)
     finally:
-        for sampler in samplers.values():
-            sampler.__exit__(None, None, None)
         shared.stop()
         vmimport.stop()
         weed.stop()
     return rows
+
+
+def _run_directions(work: Path, source: Path, size: int, runs: int, servers: dict, samplers: dict,
+                    rows: list, log) -> None:
+    """Each direction through every server in turn; a row per vmimport server to ``rows``."""
+    for direction in ("upload", "download"):
+        times: dict[str, list[float]] = {name: [] for name in servers}
+        peaks = dict.fromkeys(samplers, 0)
+        for run in range(runs + 1):  # run 0 warms each server up, untimed
+            order = list(servers) if run % 2 == 0 else list(reversed(servers))
+            for name in order:
+                endpoint, key, secret = servers[name]
+                if name in samplers:
+                    samplers[name].reset()
+                args = ([str(source), f"s3://{BUCKET}/payload"] if direction == "upload"
+                        else [f"s3://{BUCKET}/payload", str(work / "s3-download")])
+                seconds = _aws(endpoint, key, secret, "s3", "cp", *args)
+                if name in samplers:
+                    peaks[name] = max(peaks[name], samplers[name].peak)
+                if run:
+                    times[name].append(seconds)
+                if direction == "download":
+                    # a fast wrong answer must not win: the bytes come back unchanged
+                    if not run and not filecmp.cmp(source, work / "s3-download",
+                                                   shallow=False):
+                        raise RuntimeError(f"{name} returned other bytes than uploaded")
+                    (work / "s3-download").unlink()
+        theirs = statistics.median(times["seaweedfs"])
+        for name, label, target in (("vmimport", "", TARGET),
+                                    ("shared", " (buckets in SeaweedFS)", None)):
+            ours = statistics.median(times[name])
+            row = {"section": "s3", "direction": direction + label, "size": size,
+                   "runs": runs, "vmimport_seconds": times[name],
+                   "seaweedfs_seconds": times["seaweedfs"], "vmimport_median": ours,
+                   "seaweedfs_median": theirs, "ratio": theirs / ours, "target": target,
+                   "vmimport_peak_pss": peaks[name]}
+            # Through to the store every byte costs both servers: no speed target there,
+            # memory stays bounded all the same.
+            row["pass_"] = (target is None or row["ratio"] >= target) and \
+                peaks[name] <= RSS_LIMIT
+            log(f"  aws s3 cp {direction}{label} {size // MiB} MiB: vmimport {ours:.2f} s "
+                f"(PSS {peaks[name] / MiB:.0f} MiB), SeaweedFS {theirs:.2f} s: "
+                f"x{row['ratio']:.2f}")
+            rows.append(row)
