@@ -9,7 +9,9 @@ unmounted again (always, even when a step fails).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import subprocess
+import tempfile
 from pathlib import Path
 
 from tests.guest_disks import (
@@ -35,10 +37,25 @@ def mounted(img: Path, where: Path):
         subprocess.run(["umount", str(where)], check=False, capture_output=True)
 
 
+@contextlib.contextmanager
+def _machine_wide_turn():
+    """The kernel knows a Btrfs filesystem by its UUID, and these fixtures' UUIDs are fixed (the
+    disks are reproducible): mkfs.btrfs refuses one that another test run on this machine has
+    mounted at that moment ("non-unique UUID"), so runs take turns from mkfs to umount."""
+    with open(Path(tempfile.gettempdir()) / "vmimport-btrfs-fixtures.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _subvolume_fs(img: Path, name: str, work: Path, tree: Path, layout: str) -> None:
     img.unlink(missing_ok=True)
     with open(img, "wb") as f:
         f.truncate(200 * 1024 * 1024)
+    with _machine_wide_turn():
+        _fill_subvolumes(img, name, work, tree, layout)
+
+
+def _fill_subvolumes(img: Path, name: str, work: Path, tree: Path, layout: str) -> None:
     run("mkfs.btrfs", "-q", "-f", "-U", fs_uuid(name, "root"), "-L", layout, img)
     with mounted(img, work / "mnt") as mnt:
         if layout == "fedora":  # root, home and boot subvolumes under the top level (the default)
