@@ -10,6 +10,8 @@ _FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 # What escaping must still handle in stored text (written before values were checked): the
 # forbidden characters become U+FFFD, and \r survives as a reference.
 _UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff\r]")
+# Anything escaping changes: most values (ids, states, dates) hold none and go out as they are.
+_SPECIAL = re.compile("[&<>\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff\r]")
 
 
 def forbidden_character(value: str) -> str | None:
@@ -22,6 +24,8 @@ def forbidden_character(value: str) -> str | None:
 
 
 def xml_escape(text: str) -> str:
+    if _SPECIAL.search(text) is None:
+        return text
     text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     if _UNSAFE.search(text):
         text = _UNSAFE.sub(lambda m: "&#13;" if m.group() == "\r" else "\ufffd", text)

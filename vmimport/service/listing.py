@@ -9,6 +9,8 @@ from typing import Callable, Iterable, TypeVar
 
 from sqlalchemy import or_, select
 
+from vmimport.db.plain_rows import read_plain
+
 from .errors import ApiError
 from .globs import FilterValues
 from .tag_store import tags_for
@@ -129,7 +131,8 @@ def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found
     (unknown ones refused with ``not_found(unknown_ids)``), filtered, paged and rendered with
     the caller's tags. ``where`` hides rows (e.g. old tasks) as if they did not exist;
     ``narrow(row)`` (Owner.N, ExecutableBy.N) keeps rows after the ids were checked, so an id
-    it drops is no error; ``narrow_sql``, when given, is the same choice as SQL clauses."""
+    it drops is no error; ``narrow_sql``, when given, is the same choice as SQL clauses.
+    Rows reach ``attributes``, ``narrow`` and ``render`` as read-only tuples (``read_plain``)."""
     filters = check_bounds(params)
     scopes = [model.account_id == ctx.account_id] if scope is None else list(scope)
     with ctx.db.read() as session:
@@ -141,10 +144,8 @@ def describe_owned(ctx, params: dict, *, model, ids: list[str] | None, not_found
             return _describe_page(ctx, session, params, model, scopes,
                                   [*where, *(narrow_sql or ())], render, result_key,
                                   page_bounds)
-        query = select(model).where(or_(*scopes), *where)
-        if ids:
-            query = query.where(model.id.in_(ids))
-        rows = list(session.scalars(query.order_by(model.id)))
+        rows = read_plain(session, model, or_(*scopes), *where,
+                          *([model.id.in_(ids)] if ids else []), order_by=[model.id])
         rows.sort(key=_creation_order)
         if ids:
             found = {r.id for r in rows}
@@ -177,7 +178,7 @@ def _describe_page(ctx, session, params: dict, model, scopes: list, where: list,
                                     .order_by(created, model.id).limit(start + max_results + 1)))
     window = sorted(keys)[start:start + max_results + 1]
     page_ids = [row_id for _, row_id in window[:max_results]]
-    loaded = {r.id: r for r in session.scalars(select(model).where(model.id.in_(page_ids)))}
+    loaded = {r.id: r for r in read_plain(session, model, model.id.in_(page_ids))}
     # PostgreSQL reads each statement at its own moment: a row deleted in between is skipped.
     page = [loaded[i] for i in page_ids if i in loaded]
     tags = tags_for(session, ctx.account_id, page_ids)
