@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--api-databases", default="sqlite,postgresql",
                    help="api: the databases to run it on, each with its own server "
                         "(default sqlite,postgresql; PostgreSQL is started by scripts/postgres)")
+    p.add_argument("--api-processes", default="0",
+                   help="api: the servers' api_processes, each value a server of its own "
+                        "(default 0: the server's default, one per core; e.g. 1,0 to compare)")
     p.add_argument("--api-scales", help="api: tasks and images the database is grown to for the "
                    "paged listings and the memory row (default 1000,100000; --quick 1000,10000; "
                    "'' for none)")
@@ -108,6 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.api_seconds = args.api_seconds or (1 if args.tiny else 5 if quick else 10)
     args.api_tasks = args.api_tasks if args.api_tasks is not None else (5 if args.tiny else 100)
     args.api_database_names = [d for d in args.api_databases.split(",") if d]
+    args.api_process_list = [int(n) for n in args.api_processes.split(",") if n]
     if set(args.api_database_names) - {"sqlite", "postgresql"}:
         p.error("--api-databases: choose from sqlite, postgresql")
     scales = args.api_scales if args.api_scales is not None else (
@@ -176,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                      "growth_sizes": args.growth_sizes, "growth_timeout": args.growth_timeout,
                      "api_seconds": args.api_seconds, "api_tasks": args.api_tasks,
                      "api_databases": args.api_database_names,
+                     "api_processes": args.api_process_list,
                      "api_scales": args.api_scale_list,
                      "server": "vmimport serve, default settings (a worker process with 2 threads; 4 for api)",
                      "poll_interval": 0.1},
@@ -246,20 +251,25 @@ def main(argv: list[str] | None = None) -> int:
             results["api"] = []
             moto = None
             for database in args.api_database_names:
-                with _database(database, work) as url:
-                    server = VmimportServer(work / f"api-data-{database}", workers=4, env={
-                        "VMIMPORT_DATABASE_URL": url} if url else None).start()
-                    try:
-                        rows = run_api(server, client(server.endpoint), work, cache, args.spec,
-                                       big, big_fmt.declared, args.api_tasks, args.api_seconds,
-                                       args.import_calls, log,
-                                       args.out.parent if "api" in args.profile_names else None,
-                                       database=database, database_url=url,
-                                       scales=args.api_scale_list, moto=moto)
-                    finally:
-                        server.stop()
-                results["api"] += rows
-                moto = moto or next(r for r in rows if r["server"] == "moto")
+                for processes in args.api_process_list:
+                    with _database(database, work) as url:
+                        env = {"VMIMPORT_API_PROCESSES": str(processes),
+                               **({"VMIMPORT_DATABASE_URL": url} if url else {})}
+                        server = VmimportServer(work / f"api-data-{database}-{processes}",
+                                                workers=4, env=env).start()
+                        try:
+                            label = f"{database}, {len(server.api_pids())} API " \
+                                    f"process{'es' if len(server.api_pids()) > 1 else ''}"
+                            rows = run_api(server, client(server.endpoint), work, cache,
+                                           args.spec, big, big_fmt.declared, args.api_tasks,
+                                           args.api_seconds, args.import_calls, log,
+                                           args.out.parent if "api" in args.profile_names
+                                           else None, database=label, database_url=url,
+                                           scales=args.api_scale_list, moto=moto)
+                        finally:
+                            server.stop()
+                    results["api"] += rows
+                    moto = moto or next(r for r in rows if r["server"] == "moto")
         if "api_abuse" in args.sections:
             from .api_abuse import abuse_server, run_api_abuse
 

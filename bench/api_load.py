@@ -181,7 +181,8 @@ def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.Di
 
         for row, (action, caller, operation, params) in zip(measured, cases):
             url = presign(caller, operation, params)
-            with PySpy(server.pid, profile_dir / f"profile-api-{action}-{database}.txt") as spy:
+            name = re.sub(r"[^A-Za-z0-9]+", "-", f"{action}-{database}").strip("-")
+            with PySpy(server.pid, profile_dir / f"profile-api-{name}.txt") as spy:
                 load(url, seconds)
             row["profile"] = spy.summary()
             log(f"  {action} under load, profiled:")
@@ -204,9 +205,11 @@ def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.Di
                 rows.append(_measure(server, (f"{action} (page of 100 of {scale})", ec2,
                                               operation, params), seconds, base_rps, database,
                                      log, scale=scale))
-            peak = proc_kib(server.pid, "status", "VmHWM:") * 1024  # its peak RSS
+            # the peak RSS of the largest API process
+            peak = max(proc_kib(p, "status", "VmHWM:") for p in server.api_pids()) * 1024
             rows.append({"section": "api", "server": "vmimport", "database": database,
                          "action": f"API process memory ({scale} tasks and images)",
+                         "api_processes": len(server.api_pids()),
                          "status": "measured", "scale": scale, "peak_rss": peak,
                          "memory_pass": peak <= 150 * MiB})
             log(f"  [{database}] API process peak RSS {peak / MiB:.0f} MiB with {scale} tasks "

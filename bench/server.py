@@ -114,6 +114,21 @@ class VmimportServer(Child):
         self.workers = workers
         super().__init__(args, self.data_dir.parent / f"{self.data_dir.name}-serve.log", port, env)
 
+    def api_pids(self) -> list[int]:
+        """The processes that answer the API: serve's children but its worker process (with
+        ``api_processes`` > 1), else serve itself."""
+        children = [p for p in _proc_tree(self.pid) if p != self.pid]
+        api = []
+        for pid in children:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"worker" not in argv:
+                api.append(pid)
+        return api or [self.pid]
+
     def put(self, bucket: str, key: str, source: Path) -> None:
         """Make ``source`` the object ``bucket/key`` (a hard link: no copy of GiBs)."""
         target = self.data_dir / "buckets" / bucket / key

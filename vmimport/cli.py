@@ -8,9 +8,11 @@ import gc
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 
 from .config import Settings, load_settings
@@ -166,21 +168,60 @@ class WorkerProcess:
 
 
 def serve(args) -> None:
+    settings = _settings(args)
+    settings.check_listen_address()
+    processes = settings.api_process_count()
+    metrics_dir = None
+    if processes > 1:
+        # before prometheus_client is imported: it picks where counts live then (metrics.py)
+        (settings.data_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        metrics_dir = tempfile.mkdtemp(prefix="metrics-", dir=settings.data_dir / "tmp")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        db = _prepare(settings)
+        if processes > 1:
+            db.dispose()  # each API process opens its own
+            received = _serve_forked(args, settings, processes)
+        else:
+            received = _serve_here(args, settings, db)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    if received:  # end as the signal would have ended us (exit status "killed by SIGTERM")
+        signal.signal(received, signal.SIG_DFL)
+        signal.raise_signal(received)
+
+
+def _uvicorn_config(app, settings: Settings):
+    import uvicorn
+
+    return uvicorn.Config(app, host=settings.host, port=settings.port,
+                          timeout_keep_alive=settings.keep_alive_seconds,
+                          # the app names itself (Server: vmimport); uvicorn's would be a second
+                          server_header=False, log_level="warning", access_log=False,
+                          log_config=None)  # uvicorn's records go through our handler and format
+
+
+def _serving(settings: Settings, db: Database, workers: "WorkerProcess | None",
+             processes: int) -> None:
+    logging.getLogger("vmimport").info(
+        "serving on http://%s:%d (data dir %s, database %s, %d API process%s, %d worker threads "
+        "in process %s)", settings.host, settings.port, settings.data_dir,
+        db.write_engine.url.render_as_string(hide_password=True), processes,
+        "" if processes == 1 else "es", settings.workers, workers.proc.pid if workers else "-")
+
+
+def _serve_here(args, settings: Settings, db: Database) -> int | None:
+    """One API process: this one."""
     import uvicorn
 
     from .api.app import create_app
 
-    settings = _settings(args)
-    settings.check_listen_address()
-    db = _prepare(settings)
     app = create_app(settings, db)
     _freeze_heap()
     _few_malloc_arenas()
     workers = WorkerProcess(args).start() if settings.workers > 0 else None
-    logging.getLogger("vmimport").info(
-        "serving on http://%s:%d (data dir %s, database %s, %d worker threads in process %s)",
-        settings.host, settings.port, settings.data_dir, db.write_engine.url.render_as_string(
-            hide_password=True), settings.workers, workers.proc.pid if workers else "-")
+    _serving(settings, db, workers, 1)
     # uvicorn catches SIGTERM/SIGINT while it serves, shuts down, then hands the signal to the
     # handler that was there before it; with the default one the process would die on the
     # spot, before the cleanup below (stopping the worker process first).
@@ -188,29 +229,65 @@ def serve(args) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda caught, _frame: received.append(caught))
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port,
-                    timeout_keep_alive=settings.keep_alive_seconds,
-                    # the app names itself (Server: vmimport); uvicorn's would be a second one
-                    server_header=False, log_level="warning", access_log=False,
-                    log_config=None)  # uvicorn's records go through our handler and format
+        uvicorn.Server(_uvicorn_config(app, settings)).run()
     finally:
         if workers is not None:
             workers.stop()
         db.dispose()
-    if received:  # end as the signal would have ended us (exit status "killed by SIGTERM")
-        signal.signal(received[0], signal.SIG_DFL)
-        signal.raise_signal(received[0])
+    return received[0] if received else None
+
+
+def _serve_forked(args, settings: Settings, processes: int) -> int | None:
+    """``processes`` API processes forked from this one (``api.processes``)."""
+    import uvicorn
+
+    from .api.app import create_app
+    from .api.key_limits import SharedRateLimiter
+    from .api.models import load_models
+    from .api.processes import serve_forked
+
+    load_models()  # loaded once, shared by the children's pages
+    config = _uvicorn_config(None, settings)
+    sock = config.bind_socket()  # here: a port in use stops the server before any fork
+    limiter = SharedRateLimiter(settings.rate_limit_per_second)
+    # The wake pipe is made now so the children inherit it; the worker process starts after
+    # the forks, so no child inherits its supervising thread.
+    workers = WorkerProcess(args) if settings.workers > 0 else None
+    _freeze_heap()
+    _few_malloc_arenas()
+
+    def run_child(listening) -> None:
+        db = Database(settings.sqlalchemy_url)
+        try:
+            app = create_app(settings, db, rate_limiter=limiter)
+            uvicorn.Server(_uvicorn_config(app, settings)).run(sockets=[listening])
+        finally:
+            db.dispose()
+
+    def started() -> None:
+        if workers is not None:
+            workers.start()
+        probe = Database(settings.sqlalchemy_url)
+        _serving(settings, probe, workers, processes)
+        probe.dispose()
+
+    try:
+        received = serve_forked(processes, sock, run_child, on_started=started)
+    finally:
+        if workers is not None:
+            workers.stop()
+        sock.close()
+    if received is None:
+        raise SystemExit("vmimport serve: an API process could not start (see the log above)")
+    return received
 
 
 def _die_with_parent(wake_fd: int) -> None:
     """``serve``'s worker process: get SIGTERM when serve dies (Linux), and leave at once if
     it is gone already (its end of the wake pipe is closed)."""
-    try:
-        import ctypes
+    from .api.processes import term_when_parent_dies
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    term_when_parent_dies()
     if select.select([wake_fd], [], [], 0)[0] and os.read(wake_fd, 4096) == b"":
         raise SystemExit("vmimport worker: the serve process that started it is gone")
 

@@ -19,6 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_ACCOUNT_ID = "000000000000"
 DEFAULT_ACCESS_KEY = "test"
 DEFAULT_SECRET_KEY = "test"
+# api_processes = 0: one per core, up to this many (API calls are small: past a few cores the
+# database, not Python, sets the pace, and each process holds its own ~100 MiB).
+MAX_AUTO_API_PROCESSES = 8
 
 
 class Credential(BaseModel):
@@ -118,11 +121,20 @@ class Settings(BaseSettings):
 
     # Requests per second per access key before RequestLimitExceeded (0 = unlimited).
     rate_limit_per_second: float = 0.0
-    # Threads that run API handlers (database work) at once. Handlers are Python and share
-    # one interpreter lock, so more threads only queue at it: under 32 connections asking
-    # for 100 tasks each, 40 threads (Starlette's default) answered 51 req/s with p99 1.3 s,
-    # 4 threads 86 req/s with p99 0.43 s. More help only with a database far away.
-    api_threads: int = Field(default=4, ge=1)
+    # Threads that run API handlers (database work) at once, in each API process. Handlers
+    # are Python and share one interpreter lock, so more threads only queue at it: under 32
+    # connections asking for 100 tasks each, 40 threads (Starlette's default) answered
+    # 51 req/s with p99 1.3 s, 4 threads 86 req/s; on SQLite 2 threads (one for a lone key)
+    # answered 30% more than 4 at 30% less CPU a request (SQLite gives the lock back for
+    # every row it steps, and threads queued for it took turns row by row). More help only
+    # with a database far away.
+    api_threads: int = Field(default=2, ge=1)
+    # Processes that answer the API on the one port (0: one per core, at most
+    # MAX_AUTO_API_PROCESSES). Each has its own interpreter lock, so calls use every core:
+    # on 2 cores, 2 processes answered 2.1x the calls of one (more than 2 answered no more).
+    # The per-key request rate is shared by all of them; api_threads and the per-key share
+    # of them are each process's own.
+    api_processes: int = Field(default=0, ge=0)
     # Of those, how many one access key may use at once (0: all but one, so that a client
     # busy with costly requests always leaves a thread to the others).
     api_threads_per_key: int = Field(default=0, ge=0)
@@ -162,6 +174,12 @@ class Settings(BaseSettings):
     def uses_default_credentials(self) -> bool:
         return any(c.access_key == DEFAULT_ACCESS_KEY and c.secret_key == DEFAULT_SECRET_KEY
                    for c in self.credentials)
+
+    def api_process_count(self) -> int:
+        """How many API processes ``serve`` runs (``api_processes``, 0 resolved)."""
+        if self.api_processes:
+            return self.api_processes
+        return max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO_API_PROCESSES))
 
     def check_listen_address(self) -> None:
         """Refuse a non-loopback address while the well-known default credentials are active."""

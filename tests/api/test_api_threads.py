@@ -55,16 +55,19 @@ def test_at_most_api_threads_handlers_run_at_once(app_server, monkeypatch):
 
 
 def test_the_default_is_a_few_threads_not_dozens(app_server, monkeypatch):
-    assert Settings().api_threads == 4
+    assert Settings().api_threads == 2
     assert _most_at_once(app_server(credentials=FOUR_KEYS), monkeypatch, calls=8,
-                         keys=("test", "other", "third", "fourth")) == 4
+                         keys=("test", "other", "third", "fourth")) == 2
 
 
 def test_one_key_leaves_a_thread_to_the_others(app_server, monkeypatch):
     # One client sending costly requests on every connection gets all threads but one.
-    endpoint = app_server(credentials=TWO_KEYS)
+    endpoint = app_server(credentials=TWO_KEYS, api_threads=4)
     assert _most_at_once(endpoint, monkeypatch, calls=8) == 3
-    assert _most_at_once(app_server(api_threads_per_key=4), monkeypatch, calls=8) == 4
+    assert _most_at_once(app_server(api_threads=4, api_threads_per_key=4), monkeypatch,
+                         calls=8) == 4
+    # the default: one handler for a lone key, one left for the others
+    assert _most_at_once(app_server(credentials=TWO_KEYS), monkeypatch, calls=8) == 1
 
 
 def test_a_key_shares_the_threads_while_others_use_the_api():

@@ -37,7 +37,7 @@ from vmimport.service.errors import ApiError
 from vmimport.service.iam_actions import iam_action
 
 from .health import health, ready
-from .key_limits import KeySlots, RateLimiter
+from .key_limits import KeySlots, RateLimiter, SharedRateLimiter
 from .metrics import Metrics
 from .models import load_models
 from .s3_body import ConnectionBody, RequestBody
@@ -70,11 +70,12 @@ _ALWAYS_ALLOWED = {("sts", "GetCallerIdentity"), ("sts", "GetSessionToken"),
 
 
 class Api:
-    def __init__(self, settings: Settings, db: Database):
+    def __init__(self, settings: Settings, db: Database,
+                 rate_limiter: RateLimiter | SharedRateLimiter | None = None):
         self.settings = settings
         self.db = db
         self.credentials: dict[str, Credential] = {c.access_key: c for c in settings.credentials}
-        self.limiter = RateLimiter(settings.rate_limit_per_second)
+        self.limiter = rate_limiter or RateLimiter(settings.rate_limit_per_second)
         self.slots = KeySlots(settings.api_threads_per_key or max(1, settings.api_threads - 1))
         self.protocols = served_protocols(settings.s3_virtual_host_suffixes)
         self.transfer_limiter: anyio.CapacityLimiter | None = None  # made on the event loop
@@ -338,9 +339,12 @@ def _disk_full(exc: BaseException) -> bool:
     return False
 
 
-def create_app(settings: Settings, db: Database) -> Starlette:
+def create_app(settings: Settings, db: Database,
+               rate_limiter: RateLimiter | SharedRateLimiter | None = None) -> Starlette:
+    """``rate_limiter``: one shared with other API processes (``api.processes``); else this
+    app's own."""
     load_models()
-    api = Api(settings, db)
+    api = Api(settings, db, rate_limiter)
 
     def door(methods: set[str] | None):
         """Requests signed for S3 may use any path and method; the others keep the routes

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import mmap
+import multiprocessing
+import struct
 import threading
 import time
 
@@ -32,6 +36,53 @@ class RateLimiter:
             allowed = tokens >= 1
             self._buckets[key] = (tokens - 1 if allowed else tokens, now)
             return allowed
+
+
+class SharedRateLimiter:
+    """``RateLimiter``'s token buckets in memory shared by every API process forked after it
+    is made (``serve`` with ``api_processes`` > 1), so a key's rate is the same whichever
+    process its connections reach. Keys are found by a hash of them, in ``SLOTS`` slots; when
+    the ``PROBES`` slots of a key are taken, the one idle longest is given to it (that key's
+    bucket starts full again: never a refusal a key has not earned)."""
+
+    SLOTS = 4096
+    PROBES = 8
+    _ENTRY = struct.Struct("16sdd")  # key digest, tokens, last refill (time.monotonic)
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self._table = mmap.mmap(-1, self.SLOTS * self._ENTRY.size)  # shared across fork
+        self._lock = multiprocessing.get_context("fork").Lock()
+
+    def allow(self, key: str) -> bool:
+        if self.rate <= 0:
+            return True
+        digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+        first = int.from_bytes(digest[:4], "little") % self.SLOTS
+        now = time.monotonic()
+        entry = self._ENTRY
+        # A process killed inside this section would hold the lock for good: rather than
+        # every process stopping here, requests then go unlimited.
+        if not self._lock.acquire(timeout=1.0):
+            return True
+        try:
+            chosen, oldest = None, None
+            for probe in range(self.PROBES):
+                offset = ((first + probe) % self.SLOTS) * entry.size
+                held, tokens, last = entry.unpack_from(self._table, offset)
+                if held == digest:
+                    chosen = offset
+                    break
+                if oldest is None or last < oldest[1]:
+                    oldest = (offset, last)
+            if chosen is None:
+                chosen, tokens, last = oldest[0], 2 * self.rate, now
+            tokens = min(2 * self.rate, tokens + (now - last) * self.rate)
+            allowed = tokens >= 1
+            entry.pack_into(self._table, chosen, digest, tokens - 1 if allowed else tokens, now)
+            return allowed
+        finally:
+            self._lock.release()
 
 
 class KeySlots:

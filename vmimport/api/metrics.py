@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from datetime import datetime, timezone
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, \
     generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -87,13 +89,20 @@ class Metrics:
     def __init__(self, db: Database, allowed_networks: list[str]):
         self.networks = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
         self.registry = CollectorRegistry()
+        # Several API processes (``api_processes``): each writes its counts to files in this
+        # directory (set by ``serve`` before prometheus_client is imported), and a scrape,
+        # whichever process answers it, sums them all.
+        shared_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        own = CollectorRegistry() if shared_dir else self.registry
+        if shared_dir:
+            MultiProcessCollector(self.registry, shared_dir)
         self.requests = Counter("vmimport_requests", "API requests answered, by service, "
                                 "action and HTTP status", ["service", "action", "status"],
-                                registry=self.registry)
+                                registry=own)
         self.latency = Histogram("vmimport_request_seconds", "Time from a request's arrival "
                                  "to its answer (a streamed body or reply: to its start)",
                                  ["service", "action"], buckets=LATENCY_BUCKETS,
-                                 registry=self.registry)
+                                 registry=own)
         self.registry.register(DatabaseCollector(db))
 
     def observe(self, service: str, action: str, status: int, seconds: float) -> None:
