@@ -46,9 +46,12 @@ def _layout(model) -> _Layout:
 
 
 def read_plain(session, model, *where, order_by=()) -> list:
-    """The rows of ``model`` that match ``where``, in ``order_by``, with their children."""
+    """The rows of ``model`` that match ``where``, in ``order_by``, with their children.
+    Read on the session's connection without flushing it: for sessions that only read."""
     layout = _layout(model)
-    rows = session.execute(select(*layout.columns).where(*where).order_by(*order_by)).all()
+    # the session's connection, not session.execute: no ORM result machinery for plain rows
+    rows = session.connection().execute(
+        select(*layout.columns).where(*where).order_by(*order_by)).all()
     if not layout.children:
         return [layout.row_type._make(r) for r in rows]
     by_parent = [_children(session, rel, {r[i] for r in rows})

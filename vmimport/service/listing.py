@@ -174,8 +174,9 @@ def _describe_page(ctx, session, params: dict, model, scopes: list, where: list,
     created = model.created_at if hasattr(model, "created_at") else model.started_at
     keys: set[tuple] = set()
     for scope in scopes:
-        keys.update(session.execute(select(created, model.id).where(scope, *where)
-                                    .order_by(created, model.id).limit(start + max_results + 1)))
+        keys.update(tuple(key) for key in session.connection().execute(
+            select(created, model.id).where(scope, *where).order_by(created, model.id)
+            .limit(start + max_results + 1)))
     window = sorted(keys)[start:start + max_results + 1]
     page_ids = [row_id for _, row_id in window[:max_results]]
     loaded = {r.id: r for r in read_plain(session, model, model.id.in_(page_ids))}

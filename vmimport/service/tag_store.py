@@ -40,10 +40,10 @@ def tags_for(session: Session, account_id: str, resource_ids: list[str]) -> dict
     result: dict[str, dict] = defaultdict(dict)
     if not resource_ids:
         return result
-    rows = session.scalars(select(Tag).where(Tag.account_id == account_id,
-                                             Tag.resource_id.in_(resource_ids)))
-    for tag in rows:
-        result[tag.resource_id][tag.key] = tag.value
+    rows = session.execute(select(Tag.resource_id, Tag.key, Tag.value).where(
+        Tag.account_id == account_id, Tag.resource_id.in_(resource_ids)))
+    for resource_id, key, value in rows:
+        result[resource_id][key] = value
     return result
 
 
