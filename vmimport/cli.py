@@ -202,12 +202,13 @@ def _uvicorn_config(app, settings: Settings):
                           log_config=None)  # uvicorn's records go through our handler and format
 
 
-def _serving(settings: Settings, db: Database, workers: "WorkerProcess | None",
-             processes: int) -> None:
+def _serving(settings: Settings, workers: "WorkerProcess | None", processes: int) -> None:
+    from sqlalchemy.engine import make_url
+
     logging.getLogger("vmimport").info(
         "serving on http://%s:%d (data dir %s, database %s, %d API process%s, %d worker threads "
         "in process %s)", settings.host, settings.port, settings.data_dir,
-        db.write_engine.url.render_as_string(hide_password=True), processes,
+        make_url(settings.sqlalchemy_url).render_as_string(hide_password=True), processes,
         "" if processes == 1 else "es", settings.workers, workers.proc.pid if workers else "-")
 
 
@@ -221,7 +222,7 @@ def _serve_here(args, settings: Settings, db: Database) -> int | None:
     _freeze_heap()
     _few_malloc_arenas()
     workers = WorkerProcess(args).start() if settings.workers > 0 else None
-    _serving(settings, db, workers, 1)
+    _serving(settings, workers, 1)
     # uvicorn catches SIGTERM/SIGINT while it serves, shuts down, then hands the signal to the
     # handler that was there before it; with the default one the process would die on the
     # spot, before the cleanup below (stopping the worker process first).
@@ -267,9 +268,7 @@ def _serve_forked(args, settings: Settings, processes: int) -> int | None:
     def started() -> None:
         if workers is not None:
             workers.start()
-        probe = Database(settings.sqlalchemy_url)
-        _serving(settings, probe, workers, processes)
-        probe.dispose()
+        _serving(settings, workers, processes)
 
     try:
         received = serve_forked(processes, sock, run_child, on_started=started)
