@@ -25,14 +25,23 @@ from ..helpers import Server, make_raw_disk, wait_task
 def _children(pid: int) -> set[int]:
     found = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        found.update(int(c) for c in (task / "children").read_text().split())
+        try:
+            found.update(int(c) for c in (task / "children").read_text().split())
+        except OSError:  # a thread that just ended
+            pass
     return found
 
 
+def _argv(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
 def _api_processes(server: Server) -> set[int]:
-    """The serve process's children that are API processes (not its worker process)."""
-    return {c for c in _children(server.proc.pid)
-            if b" worker " not in Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ")}
+    """The serve process's live children that are API processes (not its worker process)."""
+    return {c for c in _children(server.proc.pid) if (argv := _argv(c)) and b"serve" in argv}
 
 
 def _wait_for(predicate, timeout: float = 60.0):
