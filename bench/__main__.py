@@ -258,13 +258,11 @@ def main(argv: list[str] | None = None) -> int:
                         server = VmimportServer(work / f"api-data-{database}-{processes}",
                                                 workers=4, env=env).start()
                         try:
-                            label = f"{database}, {len(server.api_pids())} API " \
-                                    f"process{'es' if len(server.api_pids()) > 1 else ''}"
                             rows = run_api(server, client(server.endpoint), work, cache,
                                            args.spec, big, big_fmt.declared, args.api_tasks,
                                            args.api_seconds, args.import_calls, log,
                                            args.out.parent if "api" in args.profile_names
-                                           else None, database=label, database_url=url,
+                                           else None, database=database, database_url=url,
                                            scales=args.api_scale_list, moto=moto)
                         finally:
                             server.stop()

@@ -130,6 +130,9 @@ def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.Di
     ``moto``: the baseline row measured already (by another database's run), else measured
     here. ``profile_dir``: also run each Describe* load once more under py-spy."""
     rows: list[dict] = []
+    processes = len(server.api_pids())
+    database_name, database = database, f"{database}, {processes} API " \
+                                         f"process{'es' if processes > 1 else ''}"  # for the log
     tiny = disks.base_raw(cache / "api", disks.DiskSpec(
         virtual_size=40 * MiB, data_size=1 * MiB, fs_size=8 * MiB, seed=spec.seed))
     server.put(BUCKET, "api/tiny.raw", tiny)
@@ -221,6 +224,9 @@ def run_api(server: VmimportServer, ec2, work: Path, cache: Path, spec: disks.Di
                                           log, cases[0], seconds, base_rps, database)
         rows += [{**latency, "database": database}, polled]
     server.drop(BUCKET, "api/tiny.raw")
+    for row in rows:
+        if row["server"] == "vmimport":
+            row.update(database=database_name, api_processes=processes)
     return rows
 
 

@@ -124,6 +124,9 @@ def table_rows(results: dict) -> list[tuple[str, ...]]:
                          "", "-"))
             continue
         where = f" [{r['database']}]" if r.get("database") else ""
+        if r.get("api_processes"):
+            where = f" [{r.get('database')}, {r['api_processes']} API " \
+                    f"process{'es' if r['api_processes'] > 1 else ''}]"
         if r["action"].startswith("API process memory"):
             rows.append(("api", r["action"] + where, f"peak RSS {_mib(r['peak_rss'])}", "", "",
                          "<= 150 MiB", _verdict(r["memory_pass"])))

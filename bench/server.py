@@ -114,20 +114,31 @@ class VmimportServer(Child):
         self.workers = workers
         super().__init__(args, self.data_dir.parent / f"{self.data_dir.name}-serve.log", port, env)
 
-    def api_pids(self) -> list[int]:
+    def api_pids(self, timeout: float = 60) -> list[int]:
         """The processes that answer the API: serve's children but its worker process (with
-        ``api_processes`` > 1), else serve itself."""
-        children = [p for p in _proc_tree(self.pid) if p != self.pid]
-        api = []
-        for pid in children:
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    argv = f.read().split(b"\0")
-            except OSError:
-                continue
-            if b"worker" not in argv:
-                api.append(pid)
-        return api or [self.pid]
+        ``api_processes`` > 1), else serve itself. Waits for serve's "serving on" line, which
+        says how many there are (it listens before they are all forked)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            said = re.findall(r"serving on .*?(\d+) API process",
+                              self.log_path.read_text(errors="replace"))
+            api = []
+            for pid in _proc_tree(self.pid):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        argv = f.read().split(b"\0")
+                except OSError:
+                    continue
+                if pid != self.pid and b"serve" in argv:
+                    api.append(pid)
+            wanted = int(said[-1]) if said else None  # the last start's
+            if wanted == 1:
+                return [self.pid]
+            if wanted is not None and len(api) == wanted:
+                return api
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"serve's API processes not found: {tail(self.log_path)}")
+            time.sleep(0.1)
 
     def put(self, bucket: str, key: str, source: Path) -> None:
         """Make ``source`` the object ``bucket/key`` (a hard link: no copy of GiBs)."""

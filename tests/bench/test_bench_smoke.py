@@ -59,7 +59,10 @@ def test_bench_runs_on_a_tiny_input(tmp_path):
         assert api["DescribeImportImageTasks (page of 100 of 20)"]["items_in_response"] >= 20
         assert api["API process memory (20 tasks and images)"]["peak_rss"] > 0
         assert api["ImportImage (4 imports converting)"]["calls"] == 5
-    assert "| api | GetSnapshotBlock [postgresql] |" in (tmp_path / "BENCHMARKS.md").read_text()
+        assert api["DescribeImages (4 imports converting)"]["rps"] > 0
+        # the server's default: one API process per core (bench/server.py finds them)
+        assert api["DescribeImages"]["api_processes"] == min(results["machine"]["cores"], 8)
+    assert "| api | GetSnapshotBlock [postgresql, " in (tmp_path / "BENCHMARKS.md").read_text()
     assert results["inspection"]
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| conversion | raw |" in markdown and "| conversion | vmdk-stream [guest] |" in markdown
