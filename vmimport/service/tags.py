@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from vmimport.db.ids import resource_type_of
 from vmimport.db.models import ExportTask, Image, ImportTask, Snapshot, Tag
+from vmimport.db.plain_rows import read_plain
 
 from .context import Context
 from .errors import ApiError, missing, not_found
@@ -83,8 +84,8 @@ _TAG_FILTERS = {
 def describe_tags(ctx: Context, params: dict) -> dict:
     filters = check_bounds(params)
     with ctx.db.read() as session:
-        rows = session.scalars(select(Tag).where(Tag.account_id == ctx.account_id)
-                               .order_by(Tag.resource_id, Tag.key)).all()
+        rows = read_plain(session, Tag, Tag.account_id == ctx.account_id,
+                          order_by=[Tag.resource_id, Tag.key])
 
     def attributes(tag, name):
         getter = _TAG_FILTERS.get(name)
