@@ -118,6 +118,9 @@ class VmimportServer(Child):
         """The processes that answer the API: serve's children but its worker process (with
         ``api_processes`` > 1), else serve itself. Waits for serve's "serving on" line, which
         says how many there are (it listens before they are all forked)."""
+        if getattr(self, "_api_pids", None) and all(os.path.exists(f"/proc/{p}")
+                                                    for p in self._api_pids):
+            return self._api_pids  # found before, all still there: no rereading of the log
         deadline = time.monotonic() + timeout
         while True:
             said = re.findall(r"serving on .*?(\d+) API process",
@@ -133,8 +136,9 @@ class VmimportServer(Child):
                     api.append(pid)
             wanted = int(said[-1]) if said else None  # the last start's
             if wanted == 1:
-                return [self.pid]
+                api = [self.pid]
             if wanted is not None and len(api) == wanted:
+                self._api_pids = api
                 return api
             if time.monotonic() > deadline:
                 raise RuntimeError(f"serve's API processes not found: {tail(self.log_path)}")

@@ -109,12 +109,14 @@ def _scrape(endpoint: str) -> dict:
 
 
 def test_two_processes_share_the_rate_and_metrics(two_processes):
-    server = two_processes(VMIMPORT_RATE_LIMIT_PER_SECOND="1")
+    server = two_processes(VMIMPORT_RATE_LIMIT_PER_SECOND="0.5")
     api = _wait_for(lambda: len(_api_processes(server)) == 2 and _api_processes(server))
     assert len(_children(server.proc.pid) - api) == 1  # and the worker process
 
     # Calls on fresh connections, all at once: the kernel hands them to either process, and
-    # the key's one bucket (bursts of 2, 1 a second) decides, whichever answers.
+    # the key's one bucket (a burst of 1, then 1 every 2 s) decides, whichever answers. The
+    # bound on what passes grows with the time the calls took, so a slow machine only
+    # loosens it; a bucket per process would let each process's burst through besides.
     def call(_):
         try:
             server.client().describe_regions()
@@ -127,7 +129,7 @@ def test_two_processes_share_the_rate_and_metrics(two_processes):
         codes = list(pool.map(call, range(12)))
     elapsed = time.monotonic() - started
     assert set(codes) == {"ok", "RequestLimitExceeded"}
-    assert codes.count("ok") <= 2 + elapsed * 1.0 + 1
+    assert codes.count("ok") <= 1 + elapsed * 0.5
 
     # /metrics counts every process's requests, whichever process answers the scrape.
     key = ("vmimport_requests_total", (("action", "DescribeRegions"), ("service", "ec2"),

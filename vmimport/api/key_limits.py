@@ -32,10 +32,15 @@ class RateLimiter:
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.get(key, (2 * self.rate, now))
-            tokens = min(2 * self.rate, tokens + (now - last) * self.rate)
-            allowed = tokens >= 1
-            self._buckets[key] = (tokens - 1 if allowed else tokens, now)
+            allowed, tokens = _take(self.rate, tokens, last, now)
+            self._buckets[key] = (tokens, now)
             return allowed
+
+
+def _take(rate: float, tokens: float, last: float, now: float) -> tuple[bool, float]:
+    """One request from a bucket holding ``tokens`` at ``last``: allowed?, and what is left."""
+    tokens = min(2 * rate, tokens + (now - last) * rate)
+    return (True, tokens - 1) if tokens >= 1 else (False, tokens)
 
 
 class SharedRateLimiter:
@@ -77,9 +82,8 @@ class SharedRateLimiter:
                     oldest = (offset, last)
             if chosen is None:
                 chosen, tokens, last = oldest[0], 2 * self.rate, now
-            tokens = min(2 * self.rate, tokens + (now - last) * self.rate)
-            allowed = tokens >= 1
-            entry.pack_into(self._table, chosen, digest, tokens - 1 if allowed else tokens, now)
+            allowed, tokens = _take(self.rate, tokens, last, now)
+            entry.pack_into(self._table, chosen, digest, tokens, now)
             return allowed
         finally:
             self._lock.release()
