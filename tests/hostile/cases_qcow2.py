@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import struct
 import subprocess
+import time
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -104,14 +105,16 @@ def _data_file(tmp: Path) -> bytes:
 
 def _encrypted(tmp: Path) -> bytes:
     # qemu-img times PBKDF2 on the CPU to choose its iteration count, and on a loaded machine
-    # that measurement can fail ("Unable to get accurate CPU usage"): try a few times.
-    for attempt in range(5):
+    # that measurement can fail ("Unable to get accurate CPU usage"): try again, with pauses
+    # (5 quick tries were not enough with two test suites sharing 2 cores).
+    for attempt in range(12):
         try:
             return created(tmp, "--object", "secret,id=sec0,data=hunter2", "-o",
                            "encrypt.format=luks,encrypt.key-secret=sec0")
         except subprocess.CalledProcessError:
-            if attempt == 4:
+            if attempt == 11:
                 raise
+            time.sleep(1.0)
 
 
 def _data_cluster(data: bytes) -> int:
